@@ -1,0 +1,226 @@
+//! Phone-number normalization: the one place that turns whatever a PBX or a CRM user
+//! typed into E.164. Backed by the `phonenumber` crate (a libphonenumber port), which is
+//! kept behind this module so it can be swapped without touching callers.
+
+use std::collections::HashSet;
+
+use phonenumber::{Mode, country};
+
+/// What a raw address turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Normalized {
+    /// A real number, in E.164 (`+420602123456`).
+    E164(String),
+    /// Withheld / anonymous / unknown caller: never identified.
+    Anonymous,
+    /// One of our own or switchboard numbers: never identified.
+    Own(String),
+    /// A short internal extension (`201`): never identified.
+    Internal(String),
+    /// Not a phone number at all.
+    Invalid(String),
+}
+
+impl Normalized {
+    /// The E.164 form, if this is an identifiable external number.
+    pub fn e164(&self) -> Option<&str> {
+        match self {
+            Normalized::E164(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Why the number is not identified, for logs and the API (`None` when it is).
+    pub fn skip_reason(&self) -> Option<&'static str> {
+        match self {
+            Normalized::E164(_) => None,
+            Normalized::Anonymous => Some("anonymous"),
+            Normalized::Own(_) => Some("own_number"),
+            Normalized::Internal(_) => Some("internal"),
+            Normalized::Invalid(_) => Some("invalid"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown region `{0}`: use an ISO 3166 two-letter code such as DE, CZ, US or GB")]
+pub struct UnknownRegion(pub String);
+
+/// Normalizes numbers with a default region and a list of own numbers.
+#[derive(Debug, Clone)]
+pub struct PhoneNormalizer {
+    region: Option<country::Id>,
+    own: HashSet<String>,
+}
+
+/// Words PBXs send instead of a number when the caller withheld it.
+const WITHHELD: &[&str] = &["anonymous", "unknown", "restricted", "private", "withheld", "unavailable", "clip_no_screening", "no caller id"];
+
+/// Internal extensions are at most this many digits and carry no prefix.
+const MAX_EXTENSION_DIGITS: usize = 6;
+
+impl PhoneNormalizer {
+    /// `region` is an ISO 3166 code (`DE`); `own_numbers` may be in any notation.
+    pub fn new(region: Option<&str>, own_numbers: &[String]) -> Result<Self, UnknownRegion> {
+        let region = match region {
+            Some(r) if !r.trim().is_empty() => {
+                Some(r.trim().to_ascii_uppercase().parse::<country::Id>().map_err(|_| UnknownRegion(r.to_string()))?)
+            }
+            _ => None,
+        };
+        let mut this = Self { region, own: HashSet::new() };
+        let own: HashSet<String> = own_numbers.iter().filter_map(|n| this.index_key(n)).collect();
+        this.own = own;
+        Ok(this)
+    }
+
+    /// Classifies an incoming address (a caller, a dialed number).
+    pub fn normalize(&self, raw: &str) -> Normalized {
+        let cleaned = clean(raw);
+        if cleaned.is_empty() || is_withheld(&cleaned) {
+            return Normalized::Anonymous;
+        }
+        let digits = cleaned.chars().filter(char::is_ascii_digit).count();
+        if digits == 0 {
+            return Normalized::Invalid(raw.to_string());
+        }
+        if !cleaned.starts_with('+') && !cleaned.starts_with('0') && digits <= MAX_EXTENSION_DIGITS {
+            return Normalized::Internal(cleaned);
+        }
+        match self.parse(&cleaned) {
+            Some(e164) if self.own.contains(&e164) => Normalized::Own(e164),
+            Some(e164) => Normalized::E164(e164),
+            None => Normalized::Invalid(raw.to_string()),
+        }
+    }
+
+    /// The key a stored number is indexed under, or `None` if it is no phone number.
+    /// Stored numbers are not checked against own numbers: a record may legitimately carry
+    /// the switchboard number; it is the incoming side that refuses to identify it.
+    pub fn index_key(&self, raw: &str) -> Option<String> {
+        let cleaned = clean(raw);
+        if cleaned.is_empty() || is_withheld(&cleaned) {
+            return None;
+        }
+        self.parse(&cleaned)
+    }
+
+    fn parse(&self, cleaned: &str) -> Option<String> {
+        let number = phonenumber::parse(self.region, cleaned).ok()?;
+        // Keep numbers libphonenumber can parse even when its metadata calls them invalid
+        // (test ranges, new ranges): both sides go through the same function, so they still
+        // meet in the index. Too-short national numbers are noise.
+        if number.national().value() < 1000 {
+            return None;
+        }
+        Some(number.format().mode(Mode::E164).to_string())
+    }
+}
+
+fn is_withheld(cleaned: &str) -> bool {
+    let lower = cleaned.to_ascii_lowercase();
+    WITHHELD.iter().any(|w| lower == *w)
+}
+
+/// Removes what libphonenumber would trip over: URI schemes and parameters, SIP hosts,
+/// the `(0)` trunk prefix written after a country code, `00` international prefixes, and
+/// a `+` that a query string turned into a leading space.
+fn clean(raw: &str) -> String {
+    let mut s = raw.trim().to_string();
+    for scheme in ["tel:", "sip:", "sips:"] {
+        if s.len() >= scheme.len() && s[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            s = s[scheme.len()..].to_string();
+        }
+    }
+    if let Some(at) = s.find('@') {
+        s.truncate(at);
+    }
+    // RFC 3966 parameters other than the extension (`;phone-context=…`).
+    if let Some(semi) = s.find(';') {
+        let (number, params) = s.split_at(semi);
+        let ext = params.split(';').find_map(|p| p.strip_prefix("ext="));
+        s = match ext {
+            Some(e) => format!("{number} ext. {e}"),
+            None => number.to_string(),
+        };
+    }
+    let s = s.trim().to_string();
+    let international = s.starts_with('+') || s.starts_with("00");
+    let mut s = if international { s.replace("(0)", "").replace("( 0 )", "") } else { s };
+    if let Some(rest) = s.strip_prefix("00") {
+        s = format!("+{rest}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(region: &str, raw: &str, expected: &str) {
+        let n = PhoneNormalizer::new(Some(region), &["+49 30 9999000".to_string()]).expect("region");
+        let got = match n.normalize(raw) {
+            Normalized::E164(e) => e,
+            Normalized::Anonymous => "anonymous".into(),
+            Normalized::Own(e) => format!("own {e}"),
+            Normalized::Internal(e) => format!("internal {e}"),
+            Normalized::Invalid(_) => "invalid".into(),
+        };
+        assert_eq!(got, expected, "region {region}, raw {raw:?}");
+    }
+
+    #[test]
+    fn notations_meet_in_e164() {
+        check("CZ", "+420 602 123 456", "+420602123456");
+        check("CZ", "00420602123456", "+420602123456");
+        check("CZ", "602/123 456", "+420602123456");
+        check("CZ", "602 123 456", "+420602123456");
+        check("CZ", "602.123.456", "+420602123456");
+        check("CZ", "602-123-456", "+420602123456");
+        check("CZ", "tel:+420-602-123-456", "+420602123456");
+        check("CZ", "sip:+420602123456@pbx.example.com", "+420602123456");
+        check("CZ", "+420 602 123 456 ext. 12", "+420602123456");
+        check("CZ", "tel:+420602123456;ext=12", "+420602123456");
+        check("CZ", " 420602123456", "+420602123456");
+        check("DE", "+49 (0)30 1234567", "+49301234567");
+        check("DE", "0049 (0)30 1234567", "+49301234567");
+        check("DE", "(030) 1234567", "+49301234567");
+        check("DE", "030/1234567", "+49301234567");
+        check("DE", "030-123 45 67", "+49301234567");
+        check("DE", "+49 30 1234567", "+49301234567");
+        check("DE", "+1 (415) 555-0100", "+14155550100");
+        check("US", "(415) 555-0100", "+14155550100");
+        check("US", "1-415-555-0100", "+14155550100");
+        check("US", "415.555.0100 x204", "+14155550100");
+        check("GB", "020 7946 0000", "+442079460000");
+        check("GB", "+44 (0)20 7946 0000", "+442079460000");
+    }
+
+    #[test]
+    fn withheld_own_internal_and_garbage_are_not_identified() {
+        check("DE", "anonymous", "anonymous");
+        check("DE", "Anonymous", "anonymous");
+        check("DE", "", "anonymous");
+        check("DE", "  ", "anonymous");
+        check("DE", "unknown", "anonymous");
+        check("DE", "restricted", "anonymous");
+        check("DE", "+49309999000", "own +49309999000");
+        check("DE", "030 9999000", "own +49309999000");
+        check("DE", "201", "internal 201");
+        check("DE", "hello", "invalid");
+    }
+
+    #[test]
+    fn unknown_region_is_an_error_naming_it() {
+        let err = PhoneNormalizer::new(Some("XX"), &[]).expect_err("XX is no region");
+        assert!(err.to_string().contains("`XX`"));
+    }
+
+    #[test]
+    fn index_key_keeps_own_numbers_and_drops_noise() {
+        let n = PhoneNormalizer::new(Some("DE"), &["+49309999000".into()]).expect("region");
+        assert_eq!(n.index_key("030 9999000").as_deref(), Some("+49309999000"));
+        assert_eq!(n.index_key("n/a"), None);
+        assert_eq!(n.index_key(""), None);
+    }
+}
