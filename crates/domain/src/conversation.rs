@@ -8,11 +8,12 @@
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
 
 use crate::crm::RecordRef;
 use crate::identify::Identification;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum State {
     Offered,
     Connected,
@@ -44,7 +45,7 @@ impl State {
 }
 
 /// How a conversation ended, from the customer's point of view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// An agent talked to the customer.
     Answered,
@@ -76,7 +77,7 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Direction {
     Inbound,
     Outbound,
@@ -99,7 +100,7 @@ impl Direction {
 }
 
 /// The medium of a conversation. Voice is completed after wrap-up; the others on close.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Channel {
     Voice,
     Digital(String),
@@ -124,7 +125,7 @@ impl Channel {
 }
 
 /// Why a call leg or a conversation ended (Zammad/sipgate hangup causes plus our own).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EndCause {
     NormalClearing,
     Busy,
@@ -177,20 +178,20 @@ impl EndCause {
 }
 
 /// A caller or dialed address: what the PBX sent, and its E.164 form when it has one.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Address {
     pub raw: String,
     pub e164: Option<String>,
 }
 
 /// One leg of a conversation as the source knows it (a sipgate `callId` under an `origCallId`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leg {
     pub id: String,
     pub ended: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transfer {
     pub at: Timestamp,
     pub from_agent: Option<String>,
@@ -198,14 +199,14 @@ pub struct Transfer {
     pub to: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Disposition {
     pub code: String,
     pub category: Option<String>,
 }
 
 /// Data that may arrive at any time, also after the activity was written.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Details {
     pub notes: Option<String>,
     pub transcript: Option<String>,
@@ -249,7 +250,7 @@ impl Details {
 }
 
 /// One customer interaction across all its legs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conversation {
     pub id: String,
     /// `cti`, `sipgate`, `native`, …

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 /// A record in a CRM: its entity (table/object) and its id there.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, Deserialize)]
 pub struct RecordRef {
     pub entity: String,
     pub id: String,
@@ -137,7 +137,7 @@ impl EntitySpec {
 }
 
 /// A record found for a caller, with the fields the agent sees.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub struct Candidate {
     pub record: RecordRef,
     pub title: String,

@@ -2,7 +2,7 @@
 
 use crate::crm::{Candidate, RecordRef};
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Identification {
     /// Not looked up (yet).
     #[default]

@@ -1,1 +1,203 @@
+//! The storage port of cxbridge and its SQLite implementation.
+//!
+//! Callers only see the [`Store`] and [`CrmStore`] traits; the backend is chosen by the
+//! database URL. Every state change that causes an external write enqueues that write in the
+//! outbox *in the same transaction*, so nothing acknowledged can be lost between the two.
 
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use cxbridge_domain::Timestamp;
+use cxbridge_domain::conversation::{Conversation, Event, Policy, TransitionError};
+use cxbridge_domain::crm::{Activity, RecordRef};
+
+pub mod builtin_crm;
+pub mod conformance;
+pub mod sqlite;
+
+pub use builtin_crm::BuiltinCrm;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("unknown entity `{0}`")]
+    UnknownEntity(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What recording an event did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    /// The event was new and applied (possibly absorbed without change).
+    Applied(cxbridge_domain::conversation::Transition),
+    /// The event's dedup key was seen before: nothing changed. Carries the conversation.
+    Duplicate(Option<Conversation>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Delivered => "delivered",
+            OutboxState::Dead => "dead",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => OutboxState::Pending,
+            "delivered" => OutboxState::Delivered,
+            "dead" => OutboxState::Dead,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub key: String,
+    pub kind: String,
+    pub conversation_id: String,
+    pub state: OutboxState,
+    pub generation: i64,
+    pub attempts: u32,
+    pub next_attempt_at: Timestamp,
+    pub last_error: Option<String>,
+    pub crm_ref: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub delivered_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxStats {
+    pub pending: u64,
+    pub delivered: u64,
+    pub dead: u64,
+    /// Pending items whose next attempt is due now.
+    pub due: u64,
+    /// Age of the oldest pending item, in seconds.
+    pub oldest_pending_secs: u64,
+}
+
+/// Conversations, events and the outbox.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Deduplicates, applies and saves `event`, and enqueues the conversation's activity in the
+    /// outbox when the transition asks for it: one transaction.
+    async fn record_event(&self, event: Event, policy: Policy) -> Result<Recorded>;
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>>;
+    /// Finds a conversation by any id its source knows it by (stable id or leg id).
+    async fn conversation_by_external(&self, source: Option<&str>, external_id: &str) -> Result<Option<Conversation>>;
+    /// Conversations of `agent` that are not completed: what a reconnecting panel needs.
+    async fn conversations_for_agent(&self, agent: &str) -> Result<Vec<Conversation>>;
+    /// Open (offered/connected) conversations with no event since `before`.
+    async fn stale_conversations(&self, before: Timestamp, limit: u32) -> Result<Vec<Conversation>>;
+    /// Ended conversations still waiting for wrap-up, ended before `before`.
+    async fn wrapup_overdue(&self, before: Timestamp, limit: u32) -> Result<Vec<Conversation>>;
+
+    /// Claims up to `limit` due items for `lease`; a crashed worker's claims expire.
+    async fn outbox_claim(&self, now: Timestamp, limit: u32, lease: std::time::Duration) -> Result<Vec<OutboxItem>>;
+    /// Marks a delivery done, unless newer data arrived meanwhile (then it stays pending).
+    async fn outbox_delivered(&self, id: i64, generation: i64, crm_ref: &str, now: Timestamp) -> Result<()>;
+    /// Records a failed attempt; `retry_at` None = dead.
+    async fn outbox_failed(&self, id: i64, error: &str, retry_at: Option<Timestamp>, now: Timestamp) -> Result<()>;
+    async fn outbox_list(&self, state: Option<OutboxState>, limit: u32) -> Result<Vec<OutboxItem>>;
+    async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>>;
+    async fn outbox_for_conversation(&self, conversation_id: &str) -> Result<Option<OutboxItem>>;
+    /// Puts a dead (or delivered) item back to pending, attempts reset. False if unknown.
+    async fn outbox_replay(&self, id: i64, now: Timestamp) -> Result<bool>;
+    async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats>;
+    /// Cheap liveness check of the database.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// A record of the built-in CRM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub entity: String,
+    pub id: String,
+    pub fields: BTreeMap<String, String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Record {
+    pub fn reference(&self) -> RecordRef {
+        RecordRef::new(&self.entity, &self.id)
+    }
+}
+
+/// An activity stored in the built-in CRM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredActivity {
+    pub id: String,
+    pub key: String,
+    pub kind: String,
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    pub regarding: Vec<RecordRef>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// How to search records of an entity.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RecordQuery {
+    /// A phone number in any notation: matched through the phone index.
+    pub phone: Option<String>,
+    /// Exact field matches.
+    pub fields: BTreeMap<String, String>,
+    /// Case-insensitive substring over the whole record.
+    pub text: Option<String>,
+    pub limit: u32,
+}
+
+/// A bad row of an import.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowError {
+    /// Line in the source file (1 = header).
+    pub line: u64,
+    pub message: String,
+}
+
+/// The built-in CRM: records of configured entities, their phone index, activities.
+#[async_trait]
+pub trait CrmStore: Send + Sync + 'static {
+    /// Creates a record; `fields["id"]`, when given, becomes its id.
+    async fn create_record(&self, entity: &str, fields: BTreeMap<String, String>) -> Result<Record>;
+    async fn record(&self, entity: &str, id: &str) -> Result<Option<Record>>;
+    /// Merges `fields` into the record (an empty value removes the field).
+    async fn update_record(&self, entity: &str, id: &str, fields: BTreeMap<String, String>) -> Result<Option<Record>>;
+    async fn delete_record(&self, entity: &str, id: &str) -> Result<bool>;
+    async fn search_records(&self, entity: &str, query: &RecordQuery) -> Result<Vec<Record>>;
+    /// Inserts many records in one transaction (rows with an existing id are updated).
+    /// Returns how many were written.
+    async fn import_records(&self, entity: &str, rows: Vec<BTreeMap<String, String>>) -> Result<u64>;
+    async fn count_records(&self, entity: &str) -> Result<u64>;
+    /// Records of `entities` (in that priority order) with `e164` in a phone field.
+    async fn records_by_phone(&self, e164: &str, entities: &[String], limit: u32) -> Result<Vec<Record>>;
+    async fn upsert_activity(&self, activity: &Activity) -> Result<StoredActivity>;
+    async fn activity(&self, id: &str) -> Result<Option<StoredActivity>>;
+    async fn activity_by_key(&self, key: &str) -> Result<Option<StoredActivity>>;
+    /// Activities linked to `record`, newest first.
+    async fn activities_for(&self, record: &RecordRef, limit: u32) -> Result<Vec<StoredActivity>>;
+    async fn count_activities(&self) -> Result<u64>;
+}

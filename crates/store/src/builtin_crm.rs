@@ -1,0 +1,67 @@
+//! The built-in CRM behind the domain's [`Crm`] port.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cxbridge_domain::crm::{Activity, Candidate, Crm, CrmError, EntitySpec, RecordRef};
+
+use crate::{CrmStore, StoreError};
+
+pub struct BuiltinCrm {
+    store: Arc<dyn CrmStore>,
+    entities: Vec<EntitySpec>,
+}
+
+impl BuiltinCrm {
+    pub fn new(store: Arc<dyn CrmStore>, entities: Vec<EntitySpec>) -> Self {
+        Self { store, entities }
+    }
+
+    fn spec(&self, entity: &str) -> Option<&EntitySpec> {
+        self.entities.iter().find(|e| e.name == entity)
+    }
+}
+
+fn crm_error(e: StoreError) -> CrmError {
+    match e {
+        StoreError::UnknownEntity(_) | StoreError::Invalid(_) => CrmError::Permanent { message: e.to_string() },
+        other => CrmError::Transient { message: other.to_string(), retry_after: None },
+    }
+}
+
+#[async_trait]
+impl Crm for BuiltinCrm {
+    async fn find_by_phone(&self, e164: &str, entities: &[EntitySpec], limit: usize) -> Result<Vec<Candidate>, CrmError> {
+        let names: Vec<String> = entities.iter().filter(|e| e.identify).map(|e| e.name.clone()).collect();
+        let records = self.store.records_by_phone(e164, &names, limit as u32).await.map_err(crm_error)?;
+        Ok(records
+            .into_iter()
+            .filter_map(|r| {
+                let spec = entities.iter().find(|e| e.name == r.entity)?;
+                Some(Candidate::from_fields(spec, &r.id, r.fields))
+            })
+            .collect())
+    }
+
+    async fn related(&self, record: &RecordRef, spec: &EntitySpec, relation: &str) -> Result<Option<Candidate>, CrmError> {
+        let Some(rel) = spec.relation(relation) else {
+            return Err(CrmError::Permanent { message: format!("entity `{}` has no relation `{relation}`", spec.name) });
+        };
+        let Some(source) = self.store.record(&record.entity, &record.id).await.map_err(crm_error)? else { return Ok(None) };
+        let Some(target_id) = source.fields.get(&rel.field).filter(|v| !v.is_empty()) else { return Ok(None) };
+        let Some(target_spec) = self.spec(&rel.entity) else {
+            return Err(CrmError::Permanent { message: format!("relation `{relation}` names unknown entity `{}`", rel.entity) });
+        };
+        let target = self.store.record(&rel.entity, target_id).await.map_err(crm_error)?;
+        Ok(target.map(|t| Candidate::from_fields(target_spec, &t.id, t.fields)))
+    }
+
+    async fn upsert_activity(&self, activity: &Activity) -> Result<String, CrmError> {
+        for r in &activity.regarding {
+            if self.spec(&r.entity).is_none() {
+                return Err(CrmError::Permanent { message: format!("activity regards unknown entity `{}`", r.entity) });
+            }
+        }
+        self.store.upsert_activity(activity).await.map(|a| a.id).map_err(crm_error)
+    }
+}

@@ -1,0 +1,144 @@
+//! One story every storage backend must pass. Backends call [`story`] from their tests;
+//! a new backend (PostgreSQL) runs the very same story.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cxbridge_domain::Timestamp;
+use cxbridge_domain::conversation::{Address, Channel, Details, Direction, EndCause, Event, EventKind, Offer, Policy, State, WrapUp};
+use cxbridge_domain::crm::{Activity, RecordRef};
+use cxbridge_domain::identify::Identification;
+
+use crate::{CrmStore, OutboxState, RecordQuery, Recorded, Store};
+
+fn event(key: &str, call: &str, at: Timestamp, kind: EventKind) -> Event {
+    Event { dedup_key: key.into(), source: "test".into(), conversation_key: call.into(), leg: None, at, kind }
+}
+
+fn offer(agent: &str) -> EventKind {
+    EventKind::Offered(Offer {
+        channel: Channel::Voice,
+        direction: Direction::Inbound,
+        customer: Address { raw: "030 1234567".into(), e164: Some("+49301234567".into()) },
+        dialed: Address { raw: "+49309999000".into(), e164: Some("+49309999000".into()) },
+        agents: vec![agent.into()],
+        queue: Some("sales".into()),
+        diversion: None,
+        details: Details::default(),
+        identification: Identification::None,
+    })
+}
+
+fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Runs the whole story; panics with a message naming the step that failed.
+pub async fn story<S: Store + CrmStore>(store: &S) {
+    let t0 = Timestamp::now();
+    let at = |s: i64| t0 + Duration::from_secs(s as u64);
+    let policy = Policy::default();
+
+    // An inbound call: offered, duplicate offer, connected, ended.
+    let r = store.record_event(event("c1:new", "c1", at(0), offer("alice")), policy).await.expect("record offer");
+    let Recorded::Applied(t) = r else { panic!("first offer must apply") };
+    let id = t.conversation.id.clone();
+    assert_eq!(t.conversation.state, State::Offered);
+    let dup = store.record_event(event("c1:new", "c1", at(0), offer("alice")), policy).await.expect("record duplicate");
+    assert!(matches!(dup, Recorded::Duplicate(Some(ref c)) if c.id == id), "a replayed event is a duplicate: {dup:?}");
+    store.record_event(event("c1:answer", "c1", at(2), EventKind::Connected { agent: Some("alice".into()) }), policy).await.expect("answer");
+    let open = store.conversations_for_agent("alice").await.expect("agent's conversations");
+    assert_eq!(open.len(), 1, "alice has one open conversation");
+    store.record_event(event("c1:hangup", "c1", at(62), EventKind::Ended { cause: EndCause::NormalClearing }), policy).await.expect("hangup");
+    let c = store.conversation(&id).await.expect("load").expect("exists");
+    assert_eq!(c.state, State::Ended, "voice waits for wrap-up");
+    assert!(store.outbox_for_conversation(&id).await.expect("outbox").is_none(), "nothing to write before completion");
+    let overdue = store.wrapup_overdue(at(120), 10).await.expect("overdue");
+    assert_eq!(overdue.len(), 1, "an ended call is overdue once its ACW passed");
+
+    // Wrap-up completes it and enqueues exactly one activity.
+    let wrap = WrapUp { disposition: None, notes: Some("called back".into()), ..WrapUp::default() };
+    store.record_event(event("c1:wrap", "c1", at(70), EventKind::WrappedUp(wrap.clone())), policy).await.expect("wrap-up");
+    store.record_event(event("c1:wrap", "c1", at(70), EventKind::WrappedUp(wrap)), policy).await.expect("wrap-up replay");
+    let item = store.outbox_for_conversation(&id).await.expect("outbox").expect("one item");
+    assert_eq!(item.state, OutboxState::Pending);
+    assert_eq!(store.outbox_stats(at(70)).await.expect("stats").pending, 1);
+    assert!(store.conversations_for_agent("alice").await.expect("open").is_empty(), "completed conversations are not reopened");
+    assert_eq!(store.conversation_by_external(Some("test"), "c1").await.expect("by external").map(|c| c.id), Some(id.clone()));
+
+    // Claiming leases the item; a second claim sees nothing until the lease ends.
+    let claimed = store.outbox_claim(Timestamp::now(), 10, Duration::from_secs(30)).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert!(store.outbox_claim(Timestamp::now(), 10, Duration::from_secs(30)).await.expect("claim again").is_empty());
+    store.outbox_failed(item.id, "CRM down", Some(Timestamp::now()), Timestamp::now()).await.expect("fail");
+    let claimed = store.outbox_claim(Timestamp::now(), 10, Duration::from_secs(30)).await.expect("claim after failure");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].attempts, 1);
+    // A late transcript arrives while delivering: the delivery does not close the item.
+    let late = Details { transcript: Some("hello".into()), ..Details::default() };
+    store.record_event(event("c1:transcript", "c1", at(90), EventKind::Updated(late)), policy).await.expect("late data");
+    store.outbox_delivered(claimed[0].id, claimed[0].generation, "act-1", Timestamp::now()).await.expect("delivered");
+    let item = store.outbox_item(item.id).await.expect("item").expect("exists");
+    assert_eq!(item.state, OutboxState::Pending, "newer data must be delivered again");
+    let claimed = store.outbox_claim(Timestamp::now(), 10, Duration::from_secs(30)).await.expect("claim late data");
+    store.outbox_delivered(claimed[0].id, claimed[0].generation, "act-1", Timestamp::now()).await.expect("delivered");
+    let item = store.outbox_item(item.id).await.expect("item").expect("exists");
+    assert_eq!(item.state, OutboxState::Delivered);
+    assert_eq!(item.crm_ref.as_deref(), Some("act-1"));
+
+    // Dead items are visible and replayable.
+    store.outbox_failed(item.id, "400 bad field", None, Timestamp::now()).await.expect("dead");
+    assert_eq!(store.outbox_list(Some(OutboxState::Dead), 10).await.expect("dead list").len(), 1);
+    assert!(store.outbox_replay(item.id, Timestamp::now()).await.expect("replay"));
+    assert_eq!(store.outbox_item(item.id).await.expect("item").expect("exists").state, OutboxState::Pending);
+    assert!(!store.outbox_replay(999_999, Timestamp::now()).await.expect("replay unknown"));
+
+    // A call that never ends is stale.
+    store.record_event(event("c2:new", "c2", at(0), offer("bob")), policy).await.expect("second call");
+    let stale = store.stale_conversations(at(3600), 10).await.expect("stale");
+    assert!(stale.iter().any(|c| c.external_id == "c2"));
+
+    // The built-in CRM: records, phone index in any notation, search, activities.
+    let ada = store
+        .create_record("contact", fields(&[("name", "Ada Lovelace"), ("phone", "+49 (0)30 1234567"), ("mobile", "0171 5550100")]))
+        .await
+        .expect("create contact");
+    store.create_record("account", fields(&[("name", "Analytical Engines"), ("phone", "030/1234567")])).await.expect("create account");
+    assert!(store.create_record("nope", BTreeMap::new()).await.is_err(), "unknown entity");
+    let found = store.records_by_phone("+49301234567", &["contact".into(), "account".into()], 10).await.expect("by phone");
+    assert_eq!(found.iter().map(|r| r.entity.as_str()).collect::<Vec<_>>(), ["contact", "account"], "priority order");
+    let by_query = store
+        .search_records("contact", &RecordQuery { phone: Some("0049 30 1234567".into()), limit: 10, ..RecordQuery::default() })
+        .await
+        .expect("search by phone");
+    assert_eq!(by_query.len(), 1);
+    let by_text = store
+        .search_records("contact", &RecordQuery { text: Some("lovelace".into()), limit: 10, ..RecordQuery::default() })
+        .await
+        .expect("search by text");
+    assert_eq!(by_text.len(), 1);
+    let updated = store.update_record("contact", &ada.id, fields(&[("phone", "+420 602 123 456")])).await.expect("update").expect("exists");
+    assert_eq!(updated.fields.get("name").map(String::as_str), Some("Ada Lovelace"));
+    assert!(store.records_by_phone("+49301234567", &["contact".into()], 10).await.expect("old number").is_empty(), "index follows updates");
+    assert_eq!(store.records_by_phone("+420602123456", &["contact".into()], 10).await.expect("new number").len(), 1);
+    let n = store
+        .import_records("lead", vec![fields(&[("id", "L1"), ("name", "Lead one"), ("phone", "030 7654321")]), fields(&[("name", "Lead two")])])
+        .await
+        .expect("import");
+    assert_eq!(n, 2);
+    assert_eq!(store.count_records("lead").await.expect("count"), 2);
+
+    let regarding = RecordRef::new("contact", &ada.id);
+    let mut activity = Activity { key: "cxbridge:x".into(), kind: "phonecall".into(), regarding: vec![regarding.clone()], fields: BTreeMap::new() };
+    let a1 = store.upsert_activity(&activity).await.expect("activity");
+    activity.fields.insert("notes".into(), serde_json::json!("later"));
+    let a2 = store.upsert_activity(&activity).await.expect("activity again");
+    assert_eq!(a1.id, a2.id, "the same key is the same activity");
+    assert_eq!(store.count_activities().await.expect("count"), 1);
+    let listed = store.activities_for(&regarding, 10).await.expect("activities of record");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].fields.get("notes"), Some(&serde_json::json!("later")));
+    assert!(store.delete_record("contact", &ada.id).await.expect("delete"));
+    assert!(store.record("contact", &ada.id).await.expect("read deleted").is_none());
+    store.ping().await.expect("ping");
+}

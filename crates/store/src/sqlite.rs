@@ -1,0 +1,720 @@
+//! The SQLite backend: one file in the data directory, WAL mode, migrations on open.
+//!
+//! All writes go through a pool of exactly one connection. SQLite allows one writer at a
+//! time anyway; funnelling writes through one connection means a transaction never has to
+//! upgrade from reader to writer, which is where SQLite returns BUSY errors that waiting
+//! cannot fix. Reads use a separate pool and see the last committed state (WAL).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cxbridge_domain::Timestamp;
+use cxbridge_domain::conversation::{self, Conversation, Effect, Event, Policy};
+use cxbridge_domain::crm::{Activity, EntitySpec, RecordRef};
+use cxbridge_domain::phone::PhoneNormalizer;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection};
+
+use crate::{
+    CrmStore, OutboxItem, OutboxState, OutboxStats, Record, RecordQuery, Recorded, Result, Store, StoreError, StoredActivity,
+};
+
+/// What the built-in CRM needs to know to index and show records.
+#[derive(Debug, Clone)]
+pub struct CrmSchema {
+    pub entities: Vec<EntitySpec>,
+    pub normalizer: PhoneNormalizer,
+}
+
+impl CrmSchema {
+    pub fn entity(&self, name: &str) -> Result<&EntitySpec> {
+        self.entities.iter().find(|e| e.name == name).ok_or_else(|| StoreError::UnknownEntity(name.to_string()))
+    }
+}
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync on every commit: an acknowledged event survives a power cut.
+    #[default]
+    Full,
+    /// fsync at checkpoints: survives a crash of cxbridge, not of the machine.
+    Normal,
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    schema: Arc<CrmSchema>,
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+fn ts(ms: i64) -> Result<Timestamp> {
+    Timestamp::from_millisecond(ms).map_err(|e| StoreError::Corrupt(format!("timestamp {ms}: {e}")))
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn is_field_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and runs migrations.
+    pub async fn open(path: &Path, schema: CrmSchema, durability: Durability) -> Result<Self> {
+        let sync = match durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        };
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sync)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
+        let writer = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(base.clone()).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(base.read_only(true)).await?;
+        Ok(Self { writer, reader, schema: Arc::new(schema) })
+    }
+
+    /// Opens a database named by a `sqlite://path` URL (or a plain path).
+    pub async fn open_url(url: &str, schema: CrmSchema, durability: Durability) -> Result<Self> {
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?;
+        Self::open(opts.get_filename(), schema, durability).await
+    }
+
+    pub fn schema(&self) -> &CrmSchema {
+        &self.schema
+    }
+
+    async fn find_conversation_id(conn: &mut SqliteConnection, source: &str, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT conversation_id FROM conversation_keys WHERE source = ?1 AND key = ?2")
+            .bind(source)
+            .bind(key)
+            .fetch_optional(conn)
+            .await?)
+    }
+
+    async fn load(conn: &mut SqliteConnection, id: &str) -> Result<Option<Conversation>> {
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body FROM conversations WHERE id = ?1").bind(id).fetch_optional(conn).await?;
+        body.map(|b| decode(&b)).transpose()
+    }
+
+    async fn save(conn: &mut SqliteConnection, c: &Conversation) -> Result<()> {
+        let body = serde_json::to_string(c).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO conversations (id, source, external_id, state, last_event_at, ended_at, revision, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, last_event_at = excluded.last_event_at,
+               ended_at = excluded.ended_at, revision = excluded.revision, body = excluded.body",
+        )
+        .bind(&c.id)
+        .bind(&c.source)
+        .bind(&c.external_id)
+        .bind(c.state.as_str())
+        .bind(ms(c.last_event_at))
+        .bind(c.ended_at.map(ms))
+        .bind(c.revision as i64)
+        .bind(body)
+        .execute(&mut *conn)
+        .await?;
+        let keys = std::iter::once(c.external_id.as_str()).chain(c.legs.iter().map(|l| l.id.as_str()));
+        for key in keys {
+            sqlx::query("INSERT OR IGNORE INTO conversation_keys (source, key, conversation_id) VALUES (?1, ?2, ?3)")
+                .bind(&c.source)
+                .bind(key)
+                .bind(&c.id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        for agent in c.audience() {
+            sqlx::query("INSERT OR IGNORE INTO conversation_agents (agent, conversation_id) VALUES (?1, ?2)")
+                .bind(agent)
+                .bind(&c.id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn enqueue_activity(conn: &mut SqliteConnection, conversation_id: &str, now: Timestamp) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO outbox (key, kind, conversation_id, state, generation, attempts, next_attempt_at, created_at, updated_at)
+             VALUES (?1, 'activity', ?2, 'pending', 1, 0, ?3, ?3, ?3)
+             ON CONFLICT (key) DO UPDATE SET state = 'pending', generation = generation + 1, attempts = 0,
+               next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at, last_error = NULL",
+        )
+        .bind(cxbridge_domain::mapping::activity_key(conversation_id))
+        .bind(conversation_id)
+        .bind(ms(now))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    fn record_from_row(row: &SqliteRow) -> Result<Record> {
+        let fields: String = row.try_get("fields")?;
+        Ok(Record {
+            entity: row.try_get("entity")?,
+            id: row.try_get("id")?,
+            fields: serde_json::from_str(&fields).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            created_at: ts(row.try_get("created_at")?)?,
+            updated_at: ts(row.try_get("updated_at")?)?,
+        })
+    }
+
+    async fn write_phone_index(&self, conn: &mut SqliteConnection, spec: &EntitySpec, id: &str, fields: &BTreeMap<String, String>) -> Result<()> {
+        sqlx::query("DELETE FROM crm_phone_index WHERE entity = ?1 AND record_id = ?2")
+            .bind(&spec.name)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        for field in &spec.phone_fields {
+            let Some(raw) = fields.get(field) else { continue };
+            let Some(e164) = self.schema.normalizer.index_key(raw) else { continue };
+            sqlx::query("INSERT OR IGNORE INTO crm_phone_index (e164, entity, record_id, field) VALUES (?1, ?2, ?3, ?4)")
+                .bind(e164)
+                .bind(&spec.name)
+                .bind(id)
+                .bind(field)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn put_record(&self, conn: &mut SqliteConnection, spec: &EntitySpec, id: &str, fields: &BTreeMap<String, String>, now: Timestamp) -> Result<()> {
+        let json = serde_json::to_string(fields).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO crm_records (entity, id, fields, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (entity, id) DO UPDATE SET fields = excluded.fields, updated_at = excluded.updated_at",
+        )
+        .bind(&spec.name)
+        .bind(id)
+        .bind(json)
+        .bind(ms(now))
+        .execute(&mut *conn)
+        .await?;
+        self.write_phone_index(conn, spec, id, fields).await
+    }
+
+    async fn activity_links(&self, id: &str) -> Result<Vec<RecordRef>> {
+        let rows = sqlx::query("SELECT entity, record_id FROM crm_activity_links WHERE activity_id = ?1 ORDER BY is_primary DESC, entity, record_id")
+            .bind(id)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(|r| Ok(RecordRef::new(r.try_get::<String, _>("entity")?, r.try_get::<String, _>("record_id")?))).collect()
+    }
+
+    async fn activity_from_row(&self, row: &SqliteRow) -> Result<StoredActivity> {
+        let id: String = row.try_get("id")?;
+        let fields: String = row.try_get("fields")?;
+        Ok(StoredActivity {
+            regarding: self.activity_links(&id).await?,
+            id,
+            key: row.try_get("key")?,
+            kind: row.try_get("kind")?,
+            fields: serde_json::from_str(&fields).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            created_at: ts(row.try_get("created_at")?)?,
+            updated_at: ts(row.try_get("updated_at")?)?,
+        })
+    }
+}
+
+fn decode(body: &str) -> Result<Conversation> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("conversation: {e}")))
+}
+
+fn outbox_from_row(row: &SqliteRow) -> Result<OutboxItem> {
+    let state: String = row.try_get("state")?;
+    Ok(OutboxItem {
+        id: row.try_get("id")?,
+        key: row.try_get("key")?,
+        kind: row.try_get("kind")?,
+        conversation_id: row.try_get("conversation_id")?,
+        state: OutboxState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("outbox state {state}")))?,
+        generation: row.try_get("generation")?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        next_attempt_at: ts(row.try_get("next_attempt_at")?)?,
+        last_error: row.try_get("last_error")?,
+        crm_ref: row.try_get("crm_ref")?,
+        created_at: ts(row.try_get("created_at")?)?,
+        updated_at: ts(row.try_get("updated_at")?)?,
+        delivered_at: row.try_get::<Option<i64>, _>("delivered_at")?.map(ts).transpose()?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn record_event(&self, event: Event, policy: Policy) -> Result<Recorded> {
+        let now = Timestamp::now();
+        let mut tx = self.writer.begin().await?;
+        let inserted = sqlx::query("INSERT OR IGNORE INTO events (dedup_key, received_at) VALUES (?1, ?2)")
+            .bind(&event.dedup_key)
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let mut id = Self::find_conversation_id(&mut tx, &event.source, &event.conversation_key).await?;
+        if id.is_none() {
+            if let Some(leg) = &event.leg {
+                id = Self::find_conversation_id(&mut tx, &event.source, leg).await?;
+            }
+        }
+        let current = match &id {
+            Some(id) => Self::load(&mut tx, id).await?,
+            None => None,
+        };
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(Recorded::Duplicate(current));
+        }
+        let new_id = id.unwrap_or_else(new_id);
+        let transition = conversation::apply(current, event.clone(), &new_id, policy)?;
+        if !transition.absorbed {
+            Self::save(&mut tx, &transition.conversation).await?;
+        }
+        if transition.effects.contains(&Effect::Memorialize) {
+            Self::enqueue_activity(&mut tx, &transition.conversation.id, now).await?;
+        }
+        sqlx::query("UPDATE events SET conversation_id = ?1 WHERE dedup_key = ?2")
+            .bind(&transition.conversation.id)
+            .bind(&event.dedup_key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Recorded::Applied(transition))
+    }
+
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
+        let mut conn = self.reader.acquire().await?;
+        Self::load(&mut conn, id).await
+    }
+
+    async fn conversation_by_external(&self, source: Option<&str>, external_id: &str) -> Result<Option<Conversation>> {
+        let id: Option<String> = match source {
+            Some(s) => {
+                sqlx::query_scalar("SELECT conversation_id FROM conversation_keys WHERE source = ?1 AND key = ?2")
+                    .bind(s)
+                    .bind(external_id)
+                    .fetch_optional(&self.reader)
+                    .await?
+            }
+            None => {
+                sqlx::query_scalar("SELECT conversation_id FROM conversation_keys WHERE key = ?1 LIMIT 1")
+                    .bind(external_id)
+                    .fetch_optional(&self.reader)
+                    .await?
+            }
+        };
+        match id {
+            Some(id) => self.conversation(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn conversations_for_agent(&self, agent: &str) -> Result<Vec<Conversation>> {
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT c.body FROM conversation_agents a JOIN conversations c ON c.id = a.conversation_id
+             WHERE a.agent = ?1 AND c.state != 'completed' ORDER BY c.last_event_at",
+        )
+        .bind(agent)
+        .fetch_all(&self.reader)
+        .await?;
+        bodies.iter().map(|b| decode(b)).collect()
+    }
+
+    async fn stale_conversations(&self, before: Timestamp, limit: u32) -> Result<Vec<Conversation>> {
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM conversations WHERE state IN ('offered', 'connected') AND last_event_at < ?1 ORDER BY last_event_at LIMIT ?2",
+        )
+        .bind(ms(before))
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        bodies.iter().map(|b| decode(b)).collect()
+    }
+
+    async fn wrapup_overdue(&self, before: Timestamp, limit: u32) -> Result<Vec<Conversation>> {
+        let bodies: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM conversations WHERE state = 'ended' AND ended_at < ?1 ORDER BY ended_at LIMIT ?2")
+                .bind(ms(before))
+                .bind(limit)
+                .fetch_all(&self.reader)
+                .await?;
+        bodies.iter().map(|b| decode(b)).collect()
+    }
+
+    async fn outbox_claim(&self, now: Timestamp, limit: u32, lease: Duration) -> Result<Vec<OutboxItem>> {
+        let until = ms(now) + lease.as_millis() as i64;
+        let rows = sqlx::query(
+            "UPDATE outbox SET claimed_until = ?1 WHERE id IN (
+               SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?2
+                 AND (claimed_until IS NULL OR claimed_until < ?2)
+               ORDER BY next_attempt_at LIMIT ?3)
+             RETURNING *",
+        )
+        .bind(until)
+        .bind(ms(now))
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn outbox_delivered(&self, id: i64, generation: i64, crm_ref: &str, now: Timestamp) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE outbox SET state = 'delivered', crm_ref = ?1, delivered_at = ?2, updated_at = ?2, claimed_until = NULL,
+               last_error = NULL, attempts = attempts + 1
+             WHERE id = ?3 AND generation = ?4",
+        )
+        .bind(crm_ref)
+        .bind(ms(now))
+        .bind(id)
+        .bind(generation)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            // Newer data arrived while we delivered: deliver again, at once.
+            sqlx::query("UPDATE outbox SET crm_ref = ?1, claimed_until = NULL, updated_at = ?2 WHERE id = ?3")
+                .bind(crm_ref)
+                .bind(ms(now))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn outbox_failed(&self, id: i64, error: &str, retry_at: Option<Timestamp>, now: Timestamp) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?1, claimed_until = NULL, updated_at = ?2,
+               state = CASE WHEN ?3 IS NULL THEN 'dead' ELSE 'pending' END,
+               next_attempt_at = COALESCE(?3, next_attempt_at)
+             WHERE id = ?4",
+        )
+        .bind(error)
+        .bind(ms(now))
+        .bind(retry_at.map(ms))
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_list(&self, state: Option<OutboxState>, limit: u32) -> Result<Vec<OutboxItem>> {
+        let rows = match state {
+            Some(s) => {
+                sqlx::query("SELECT * FROM outbox WHERE state = ?1 ORDER BY updated_at DESC LIMIT ?2")
+                    .bind(s.as_str())
+                    .bind(limit)
+                    .fetch_all(&self.reader)
+                    .await?
+            }
+            None => sqlx::query("SELECT * FROM outbox ORDER BY updated_at DESC LIMIT ?1").bind(limit).fetch_all(&self.reader).await?,
+        };
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>> {
+        let row = sqlx::query("SELECT * FROM outbox WHERE id = ?1").bind(id).fetch_optional(&self.reader).await?;
+        row.as_ref().map(outbox_from_row).transpose()
+    }
+
+    async fn outbox_for_conversation(&self, conversation_id: &str) -> Result<Option<OutboxItem>> {
+        let row = sqlx::query("SELECT * FROM outbox WHERE conversation_id = ?1 ORDER BY id DESC LIMIT 1")
+            .bind(conversation_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(outbox_from_row).transpose()
+    }
+
+    async fn outbox_replay(&self, id: i64, now: Timestamp) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?1, updated_at = ?1, claimed_until = NULL,
+               generation = generation + 1
+             WHERE id = ?2",
+        )
+        .bind(ms(now))
+        .bind(id)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats> {
+        let mut stats = OutboxStats::default();
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state").fetch_all(&self.reader).await?;
+        for row in rows {
+            let n = row.try_get::<i64, _>("n")? as u64;
+            match OutboxState::parse(&row.try_get::<String, _>("state")?) {
+                Some(OutboxState::Pending) => stats.pending = n,
+                Some(OutboxState::Delivered) => stats.delivered = n,
+                Some(OutboxState::Dead) => stats.dead = n,
+                None => {}
+            }
+        }
+        let row = sqlx::query("SELECT COUNT(*) AS due, MIN(updated_at) AS oldest FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?1")
+            .bind(ms(now))
+            .fetch_one(&self.reader)
+            .await?;
+        stats.due = row.try_get::<i64, _>("due")? as u64;
+        let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(updated_at) FROM outbox WHERE state = 'pending'").fetch_one(&self.reader).await?;
+        stats.oldest_pending_secs = oldest.map_or(0, |o| ((ms(now) - o).max(0) / 1000) as u64);
+        Ok(stats)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CrmStore for SqliteStore {
+    async fn create_record(&self, entity: &str, mut fields: BTreeMap<String, String>) -> Result<Record> {
+        let spec = self.schema.entity(entity)?.clone();
+        if let Some(bad) = fields.keys().find(|k| !is_field_name(k)) {
+            return Err(StoreError::Invalid(format!("field name `{bad}`: use letters, digits, `_` or `-` (at most 64)")));
+        }
+        let id = fields.remove("id").filter(|s| !s.is_empty()).unwrap_or_else(new_id);
+        let now = Timestamp::now();
+        let mut tx = self.writer.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM crm_records WHERE entity = ?1 AND id = ?2")
+            .bind(entity)
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Err(StoreError::Invalid(format!("{entity} `{id}` exists already; update it with PATCH")));
+        }
+        self.put_record(&mut tx, &spec, &id, &fields, now).await?;
+        tx.commit().await?;
+        Ok(Record { entity: entity.into(), id, fields, created_at: now, updated_at: now })
+    }
+
+    async fn record(&self, entity: &str, id: &str) -> Result<Option<Record>> {
+        self.schema.entity(entity)?;
+        let row = sqlx::query("SELECT * FROM crm_records WHERE entity = ?1 AND id = ?2")
+            .bind(entity)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(Self::record_from_row).transpose()
+    }
+
+    async fn update_record(&self, entity: &str, id: &str, patch: BTreeMap<String, String>) -> Result<Option<Record>> {
+        let spec = self.schema.entity(entity)?.clone();
+        if let Some(bad) = patch.keys().find(|k| !is_field_name(k) || *k == "id") {
+            return Err(StoreError::Invalid(format!("field `{bad}` cannot be set")));
+        }
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query("SELECT * FROM crm_records WHERE entity = ?1 AND id = ?2")
+            .bind(entity)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut record = Self::record_from_row(&row)?;
+        for (k, v) in patch {
+            if v.is_empty() {
+                record.fields.remove(&k);
+            } else {
+                record.fields.insert(k, v);
+            }
+        }
+        record.updated_at = Timestamp::now();
+        self.put_record(&mut tx, &spec, id, &record.fields, record.updated_at).await?;
+        tx.commit().await?;
+        Ok(Some(record))
+    }
+
+    async fn delete_record(&self, entity: &str, id: &str) -> Result<bool> {
+        self.schema.entity(entity)?;
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM crm_phone_index WHERE entity = ?1 AND record_id = ?2").bind(entity).bind(id).execute(&mut *tx).await?;
+        let n = sqlx::query("DELETE FROM crm_records WHERE entity = ?1 AND id = ?2")
+            .bind(entity)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn search_records(&self, entity: &str, query: &RecordQuery) -> Result<Vec<Record>> {
+        self.schema.entity(entity)?;
+        let limit = query.limit.clamp(1, 500);
+        if let Some(phone) = &query.phone {
+            let Some(e164) = self.schema.normalizer.index_key(phone) else { return Ok(vec![]) };
+            let mut found = self.records_by_phone(&e164, &[entity.to_string()], limit).await?;
+            found.retain(|r| query.fields.iter().all(|(k, v)| r.fields.get(k) == Some(v)));
+            return Ok(found);
+        }
+        let mut sql = String::from("SELECT * FROM crm_records WHERE entity = ?");
+        let mut binds: Vec<String> = vec![entity.to_string()];
+        for (k, v) in &query.fields {
+            if !is_field_name(k) {
+                return Err(StoreError::Invalid(format!("field name `{k}`")));
+            }
+            sql.push_str(" AND json_extract(fields, ?) = ?");
+            binds.push(format!("$.\"{k}\""));
+            binds.push(v.clone());
+        }
+        if let Some(text) = &query.text {
+            sql.push_str(" AND fields LIKE ? ESCAPE '\\'");
+            let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            binds.push(format!("%{escaped}%"));
+        }
+        sql.push_str(" ORDER BY updated_at DESC LIMIT ?");
+        // Only placeholders are concatenated; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for b in binds {
+            q = q.bind(b);
+        }
+        let rows = q.bind(limit).fetch_all(&self.reader).await?;
+        rows.iter().map(Self::record_from_row).collect()
+    }
+
+    async fn import_records(&self, entity: &str, rows: Vec<BTreeMap<String, String>>) -> Result<u64> {
+        let spec = self.schema.entity(entity)?.clone();
+        let now = Timestamp::now();
+        let mut tx = self.writer.begin().await?;
+        let mut n = 0;
+        for mut fields in rows {
+            let id = fields.remove("id").filter(|s| !s.is_empty()).unwrap_or_else(new_id);
+            self.put_record(&mut tx, &spec, &id, &fields, now).await?;
+            n += 1;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn count_records(&self, entity: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM crm_records WHERE entity = ?1").bind(entity).fetch_one(&self.reader).await?;
+        Ok(n as u64)
+    }
+
+    async fn records_by_phone(&self, e164: &str, entities: &[String], limit: u32) -> Result<Vec<Record>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT r.* FROM crm_phone_index i JOIN crm_records r ON r.entity = i.entity AND r.id = i.record_id
+             WHERE i.e164 = ?1",
+        )
+        .bind(e164)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut records: Vec<Record> = rows.iter().map(Self::record_from_row).collect::<Result<_>>()?;
+        records.retain(|r| entities.contains(&r.entity));
+        // Entity priority first, then the most recently updated record.
+        records.sort_by(|a, b| {
+            let pa = entities.iter().position(|e| *e == a.entity);
+            let pb = entities.iter().position(|e| *e == b.entity);
+            pa.cmp(&pb).then(b.updated_at.cmp(&a.updated_at)).then(a.id.cmp(&b.id))
+        });
+        records.truncate(limit as usize);
+        Ok(records)
+    }
+
+    async fn upsert_activity(&self, activity: &Activity) -> Result<StoredActivity> {
+        let now = Timestamp::now();
+        let fields = serde_json::to_string(&activity.fields).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.writer.begin().await?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT id FROM crm_activities WHERE key = ?1").bind(&activity.key).fetch_optional(&mut *tx).await?;
+        let id = match existing {
+            Some(id) => {
+                sqlx::query("UPDATE crm_activities SET kind = ?1, fields = ?2, updated_at = ?3 WHERE id = ?4")
+                    .bind(&activity.kind)
+                    .bind(&fields)
+                    .bind(ms(now))
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                id
+            }
+            None => {
+                let id = new_id();
+                sqlx::query("INSERT INTO crm_activities (id, key, kind, fields, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)")
+                    .bind(&id)
+                    .bind(&activity.key)
+                    .bind(&activity.kind)
+                    .bind(&fields)
+                    .bind(ms(now))
+                    .execute(&mut *tx)
+                    .await?;
+                id
+            }
+        };
+        sqlx::query("DELETE FROM crm_activity_links WHERE activity_id = ?1").bind(&id).execute(&mut *tx).await?;
+        for (i, r) in activity.regarding.iter().enumerate() {
+            sqlx::query("INSERT OR IGNORE INTO crm_activity_links (activity_id, entity, record_id, is_primary) VALUES (?1, ?2, ?3, ?4)")
+                .bind(&id)
+                .bind(&r.entity)
+                .bind(&r.id)
+                .bind(i == 0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.activity(&id).await?.ok_or_else(|| StoreError::Corrupt(format!("activity {id} vanished")))
+    }
+
+    async fn activity(&self, id: &str) -> Result<Option<StoredActivity>> {
+        let row = sqlx::query("SELECT * FROM crm_activities WHERE id = ?1").bind(id).fetch_optional(&self.writer).await?;
+        match row {
+            Some(r) => Ok(Some(self.activity_from_row(&r).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn activity_by_key(&self, key: &str) -> Result<Option<StoredActivity>> {
+        let row = sqlx::query("SELECT * FROM crm_activities WHERE key = ?1").bind(key).fetch_optional(&self.reader).await?;
+        match row {
+            Some(r) => Ok(Some(self.activity_from_row(&r).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn activities_for(&self, record: &RecordRef, limit: u32) -> Result<Vec<StoredActivity>> {
+        let rows = sqlx::query(
+            "SELECT a.* FROM crm_activity_links l JOIN crm_activities a ON a.id = l.activity_id
+             WHERE l.entity = ?1 AND l.record_id = ?2 ORDER BY a.created_at DESC, a.id DESC LIMIT ?3",
+        )
+        .bind(&record.entity)
+        .bind(&record.id)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(self.activity_from_row(r).await?);
+        }
+        Ok(out)
+    }
+
+    async fn count_activities(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM crm_activities").fetch_one(&self.reader).await?;
+        Ok(n as u64)
+    }
+}
