@@ -433,7 +433,16 @@ pub fn apply(current: Option<Conversation>, event: Event, new_id: &str, policy: 
     match event.kind {
         EventKind::Offered(offer) => {
             let leg_is_new = event.leg.as_ref().is_some_and(|l| !before.legs.iter().any(|b| &b.id == l));
+            let gaps_before = c.clone();
             fill_offer_gaps(&mut c, &offer);
+            if at < c.offered_at {
+                // The offer came late (after the answer or the hangup): the call began then.
+                c.offered_at = at;
+            }
+            if c.state == State::Completed && c != gaps_before {
+                // The activity was written without what only the offer knows: rewrite it.
+                effects.push(Effect::Memorialize);
+            }
             if leg_is_new && c.state.is_open() && before.legs.len() > 0 {
                 // A new leg of a live conversation: a transfer. Offer it to the new agents.
                 let from_agent = c.agent.clone();
@@ -445,7 +454,7 @@ pub fn apply(current: Option<Conversation>, event: Event, new_id: &str, policy: 
                     c.queue = offer.queue.clone();
                 }
                 c.state = State::Offered;
-                c.agent = None;
+                // `agent` stays who talked to the customer until the new agent answers.
                 if !new_agents.is_empty() {
                     effects.push(Effect::Pop(new_agents));
                 }
@@ -479,10 +488,14 @@ pub fn apply(current: Option<Conversation>, event: Event, new_id: &str, policy: 
             }
         }
         EventKind::Ended { cause } => {
-            if let Some(leg) = &event.leg {
-                if let Some(l) = c.legs.iter_mut().find(|l| &l.id == leg) {
-                    l.ended = true;
+            match &event.leg {
+                Some(leg) => {
+                    if let Some(l) = c.legs.iter_mut().find(|l| &l.id == leg) {
+                        l.ended = true;
+                    }
                 }
+                // No leg named (the sweeper, a source without legs): the whole conversation ended.
+                None => c.legs.iter_mut().for_each(|l| l.ended = true),
             }
             let legs_open = c.legs.iter().any(|l| !l.ended);
             let leg_forwarded = cause == EndCause::Forwarded;
@@ -514,12 +527,13 @@ pub fn apply(current: Option<Conversation>, event: Event, new_id: &str, policy: 
             }
         }
     }
-    if at > c.last_event_at {
-        c.last_event_at = at;
-    }
+    // Compared before `last_event_at` moves: a repeat reported later is still no change.
     let absorbed = c == before;
     if !absorbed {
         c.revision += 1;
+        if at > c.last_event_at {
+            c.last_event_at = at;
+        }
     }
     // An absorbed update still leaves effects empty; make that explicit.
     if absorbed {
@@ -602,6 +616,12 @@ fn fill_offer_gaps(c: &mut Conversation, offer: &Offer) {
         c.customer = offer.customer.clone();
         c.direction = offer.direction;
         c.channel = offer.channel.clone();
+        // The conversation began with its hangup, when the direction was only a guess.
+        if let (Some(cause), Some(outcome)) = (&c.end_cause, c.outcome) {
+            if outcome != Outcome::Answered {
+                c.outcome = Some(outcome_of(c.connected_at.is_some(), c.direction, cause));
+            }
+        }
     }
     if c.dialed.raw.is_empty() {
         c.dialed = offer.dialed.clone();
@@ -618,17 +638,21 @@ fn fill_offer_gaps(c: &mut Conversation, offer: &Offer) {
 fn end(c: &mut Conversation, at: jiff::Timestamp, cause: EndCause, policy: Policy, effects: &mut Vec<Effect>) {
     c.state = State::Ended;
     c.ended_at = Some(at);
-    c.outcome = Some(match (c.connected_at.is_some(), c.direction, &cause) {
-        (true, _, _) => Outcome::Answered,
-        (false, Direction::Outbound, _) => Outcome::NotReached,
-        (false, Direction::Inbound, EndCause::Cancel | EndCause::NormalClearing) => Outcome::Abandoned,
-        (false, Direction::Inbound, _) => Outcome::Missed,
-    });
+    c.outcome = Some(outcome_of(c.connected_at.is_some(), c.direction, &cause));
     c.end_cause = Some(cause);
     effects.push(Effect::End);
     let nobody_wraps_up = c.connected_at.is_none() && policy.memorialize_missed;
     if !c.channel.is_voice() || c.wrapped_up || nobody_wraps_up {
         complete(c, at, effects);
+    }
+}
+
+fn outcome_of(connected: bool, direction: Direction, cause: &EndCause) -> Outcome {
+    match (connected, direction, cause) {
+        (true, _, _) => Outcome::Answered,
+        (false, Direction::Outbound, _) => Outcome::NotReached,
+        (false, Direction::Inbound, EndCause::Cancel | EndCause::NormalClearing) => Outcome::Abandoned,
+        (false, Direction::Inbound, _) => Outcome::Missed,
     }
 }
 

@@ -1,0 +1,143 @@
+//! sipgate.io push API: form-encoded events in, `application/xml` responses out.
+//! Follow-up events (answer, hangup) are only sent when the response asks for them, and a
+//! transfer arrives as a new `newCall` with a new `callId` but the same `origCallId`.
+
+use quick_xml::escape::escape;
+use serde::Deserialize;
+
+use crate::{CallEvent, MAX_ID_LEN, Reply, WireError, check_len, direction, kind};
+
+#[derive(Debug, Deserialize)]
+struct FormBody {
+    event: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    direction: Option<String>,
+    #[serde(rename = "callId")]
+    call_id: Option<String>,
+    #[serde(rename = "origCallId")]
+    orig_call_id: Option<String>,
+    #[serde(default)]
+    user: Vec<String>,
+    #[serde(default, rename = "user[]")]
+    user_list: Vec<String>,
+    #[serde(default, rename = "userId")]
+    user_id: Vec<String>,
+    #[serde(default, rename = "userId[]")]
+    user_id_list: Vec<String>,
+    #[serde(default, rename = "fullUserId[]")]
+    _full_user_id: Vec<String>,
+    #[serde(rename = "answeringNumber")]
+    answering_number: Option<String>,
+    diversion: Option<String>,
+    cause: Option<String>,
+    #[serde(default)]
+    xcid: Option<String>,
+}
+
+/// Parses a sipgate.io push request body.
+pub fn parse_form(body: &[u8]) -> Result<CallEvent, WireError> {
+    let b: FormBody = serde_html_form::from_bytes(body).map_err(|e| WireError::Malformed { format: "form data", detail: e.to_string() })?;
+    let _ = b.xcid;
+    let event = b.event.filter(|s| !s.is_empty()).ok_or(WireError::Missing("event"))?;
+    let call_id = b.call_id.filter(|s| !s.is_empty()).ok_or(WireError::Missing("callId"))?;
+    check_len("callId", &call_id, MAX_ID_LEN)?;
+    let conversation_key = b.orig_call_id.filter(|s| !s.is_empty()).unwrap_or_else(|| call_id.clone());
+    check_len("origCallId", &conversation_key, MAX_ID_LEN)?;
+    // answer and hangup callbacks may leave out the direction; the conversation knows it.
+    let dir = match b.direction.as_deref() {
+        Some(d) => direction(d)?,
+        None if event == "newCall" => return Err(WireError::Missing("direction")),
+        None => cxbridge_domain::conversation::Direction::Inbound,
+    };
+    let mut users = b.user;
+    users.extend(b.user_list);
+    let mut user_ids = b.user_id;
+    user_ids.extend(b.user_id_list);
+    Ok(CallEvent {
+        source: "sipgate",
+        kind: kind(&event, b.cause.as_deref())?,
+        call_id,
+        conversation_key,
+        from: b.from.unwrap_or_default(),
+        to: b.to.unwrap_or_default(),
+        direction: dir,
+        users: users.into_iter().filter(|u| !u.trim().is_empty()).collect(),
+        user_ids: user_ids.into_iter().filter(|u| !u.trim().is_empty()).collect(),
+        queue: None,
+        answering_number: b.answering_number.filter(|s| !s.is_empty()),
+        diversion: b.diversion.filter(|s| !s.is_empty()),
+    })
+}
+
+/// The XML response. `callback_url` is where sipgate should send answer and hangup events
+/// (they are only sent when asked for); `None` asks for nothing.
+pub fn reply(r: &Reply, callback_url: Option<&str>) -> String {
+    let callbacks = match callback_url {
+        Some(url) => {
+            let url = escape(url);
+            format!(r#" onAnswer="{url}" onHangup="{url}""#)
+        }
+        None => String::new(),
+    };
+    let head = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
+    match r {
+        Reply::Accept => format!("{head}\n<Response{callbacks}/>\n"),
+        // A rejected call never rings, but the hangup still tells us it is over.
+        Reply::Reject { reason } => {
+            format!("{head}\n<Response{callbacks}>\n  <Reject reason=\"{}\"/>\n</Response>\n", escape(reason.as_str()))
+        }
+        Reply::Dial { caller_id, number } => format!(
+            "{head}\n<Response{callbacks}>\n  <Dial callerId=\"{}\">\n    <Number>{}</Number>\n  </Dial>\n</Response>\n",
+            escape(caller_id.as_str()),
+            escape(number.as_str())
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CallEventKind;
+
+    #[test]
+    fn new_call_with_orig_call_id_and_lists() {
+        let e = parse_form(
+            b"event=newCall&from=492111234567&to=4915791234567&direction=in&callId=leg2&origCallId=orig1&user%5B%5D=Alice&userId%5B%5D=w0&fullUserId%5B%5D=1234567w0&xcid=x&diversion=4930999",
+        )
+        .expect("valid");
+        assert_eq!(e.kind, CallEventKind::NewCall);
+        assert_eq!(e.call_id, "leg2");
+        assert_eq!(e.conversation_key, "orig1");
+        assert_eq!(e.users, ["Alice"]);
+        assert_eq!(e.user_ids, ["w0"]);
+        assert_eq!(e.diversion.as_deref(), Some("4930999"));
+    }
+
+    #[test]
+    fn anonymous_caller_and_missing_orig_call_id() {
+        let e = parse_form(b"event=newCall&from=anonymous&to=4930999&direction=in&callId=c1").expect("valid");
+        assert_eq!(e.from, "anonymous");
+        assert_eq!(e.conversation_key, "c1");
+    }
+
+    #[test]
+    fn bad_requests() {
+        assert!(parse_form(b"event=newCall&direction=up&callId=c").expect_err("dir").to_string().contains("Invalid direction"));
+        assert!(parse_form(b"event=newCall&direction=in").expect_err("id").to_string().contains("callId"));
+        assert!(parse_form(b"event=newCall&callId=c").expect_err("dir").to_string().contains("direction"));
+    }
+
+    #[test]
+    fn xml_replies() {
+        assert_eq!(
+            reply(&Reply::Accept, Some("https://hub.example/api/v1/sipgate/t?a=1&b=2")),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response onAnswer=\"https://hub.example/api/v1/sipgate/t?a=1&amp;b=2\" onHangup=\"https://hub.example/api/v1/sipgate/t?a=1&amp;b=2\"/>\n"
+        );
+        assert_eq!(
+            reply(&Reply::Reject { reason: "busy".into() }, None),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response>\n  <Reject reason=\"busy\"/>\n</Response>\n"
+        );
+        assert!(reply(&Reply::Dial { caller_id: "4930".into(), number: "4989".into() }, None).contains("<Dial callerId=\"4930\">\n    <Number>4989</Number>"));
+    }
+}
