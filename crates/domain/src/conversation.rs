@@ -453,7 +453,7 @@ pub fn apply(current: Option<Conversation>, event: Event, new_id: &str, policy: 
                 if offer.queue.is_some() {
                     c.queue = offer.queue.clone();
                 }
-                c.state = State::Offered;
+                // The state stays (a transfer never moves a conversation back to `offered`);
                 // `agent` stays who talked to the customer until the new agent answers.
                 if !new_agents.is_empty() {
                     effects.push(Effect::Pop(new_agents));
@@ -471,7 +471,9 @@ pub fn apply(current: Option<Conversation>, event: Event, new_id: &str, policy: 
             if c.connected_at.is_none() {
                 c.connected_at = Some(at);
             }
-            if agent.is_some() && (c.agent.is_none() || c.state == State::Offered) {
+            // On the newest leg of a transferred conversation, the answering agent takes over.
+            let takes_over = !c.transfers.is_empty() && event.leg.is_some() && event.leg.as_deref() == c.legs.last().map(|l| l.id.as_str());
+            if agent.is_some() && (c.agent.is_none() || c.state == State::Offered || takes_over) {
                 c.agent = agent.clone();
                 if let Some(a) = &agent {
                     if !c.offered_to.contains(a) {
@@ -617,10 +619,10 @@ fn fill_offer_gaps(c: &mut Conversation, offer: &Offer) {
         c.direction = offer.direction;
         c.channel = offer.channel.clone();
         // The conversation began with its hangup, when the direction was only a guess.
-        if let (Some(cause), Some(outcome)) = (&c.end_cause, c.outcome) {
-            if outcome != Outcome::Answered {
-                c.outcome = Some(outcome_of(c.connected_at.is_some(), c.direction, cause));
-            }
+        if let (Some(cause), Some(outcome)) = (&c.end_cause, c.outcome)
+            && outcome != Outcome::Answered
+        {
+            c.outcome = Some(outcome_of(c.connected_at.is_some(), c.direction, cause));
         }
     }
     if c.dialed.raw.is_empty() {

@@ -103,7 +103,7 @@ impl PopRule {
         eq(&m.channel, Some(c.channel.as_str()))
             && eq(&m.queue, c.queue.as_deref())
             && eq(&m.campaign, c.details.campaign.as_deref())
-            && eq(&m.direction, Some(c.direction.as_str()))
+            && m.direction.as_deref().is_none_or(|d| d == "*" || crate::conversation::Direction::parse(d) == Some(c.direction))
     }
 }
 
@@ -177,5 +177,245 @@ pub fn decide(rules: &[PopRule], c: &Conversation, render: impl Fn(&str) -> Stri
             OnNone::Search => PopAction::Search { query: search_query() },
             OnNone::Nothing => PopAction::Nothing,
         },
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conversation::{Address, Channel, Details, Direction, State};
+    use crate::crm::RecordRef;
+    use crate::mapping::Context;
+
+    fn candidate(id: &str, title: &str) -> Candidate {
+        Candidate { record: RecordRef::new("contact", id), title: title.into(), display: vec![], fields: BTreeMap::new() }
+    }
+
+    /// An inbound voice call in queue `sales`, campaign `spring`, from +49 30 1234567.
+    fn call(identification: Identification) -> Conversation {
+        let at = jiff::Timestamp::from_second(1_709_287_200).expect("valid timestamp");
+        Conversation {
+            id: "conv-1".into(),
+            source: "cti".into(),
+            external_id: "call-1".into(),
+            legs: vec![],
+            channel: Channel::Voice,
+            direction: Direction::Inbound,
+            customer: Address { raw: "030 1234567".into(), e164: Some("+49301234567".into()) },
+            dialed: Address { raw: "+49 30 9999000".into(), e164: Some("+49309999000".into()) },
+            queue: Some("sales".into()),
+            offered_to: vec!["alice".into()],
+            agent: None,
+            state: State::Offered,
+            outcome: None,
+            end_cause: None,
+            offered_at: at,
+            connected_at: None,
+            ended_at: None,
+            completed_at: None,
+            last_event_at: at,
+            transfers: vec![],
+            disposition: None,
+            details: Details { campaign: Some("spring".into()), ..Details::default() },
+            identification,
+            selected: None,
+            pinned: vec![],
+            wrapped_up: false,
+            revision: 1,
+        }
+    }
+
+    fn when(channel: Option<&str>, queue: Option<&str>, campaign: Option<&str>, direction: Option<&str>) -> RuleMatch {
+        let s = |v: Option<&str>| v.map(str::to_string);
+        RuleMatch { channel: s(channel), queue: s(queue), campaign: s(campaign), direction: s(direction) }
+    }
+
+    /// A rule recognisable by its `create_entity`.
+    fn named(name: &str, matches: RuleMatch) -> PopRule {
+        PopRule { matches, create_entity: name.into(), ..PopRule::default() }
+    }
+
+    fn decide_for(rules: &[PopRule], c: &Conversation) -> PopAction {
+        decide(rules, c, |t| Context::new(c, None).render(t))
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Which rule applies.
+
+    #[test]
+    fn first_matching_rule_wins_and_the_default_catches_the_rest() {
+        let rules = [
+            named("chat-rule", when(Some("webchat"), None, None, None)),
+            named("support-rule", when(None, Some("support"), None, None)),
+            named("outbound-spring", when(None, None, Some("spring"), Some("outbound"))),
+            named("sales-voice", when(Some("voice"), Some("sales"), None, Some("inbound"))),
+            named("any-queue", when(None, Some("*"), None, None)),
+        ];
+        let check = |tweak: &dyn Fn(&mut Conversation), expected: &str| {
+            let mut c = call(Identification::None);
+            tweak(&mut c);
+            assert_eq!(rule_for(&rules, &c).create_entity, expected, "{:?} {:?} {:?} {:?}", c.channel, c.queue, c.details.campaign, c.direction);
+        };
+        check(&|_| {}, "sales-voice");
+        check(&|c| c.channel = Channel::Digital("webchat".into()), "chat-rule");
+        check(&|c| c.queue = Some("support".into()), "support-rule");
+        check(&|c| c.direction = Direction::Outbound, "outbound-spring");
+        check(
+            &|c| {
+                c.direction = Direction::Outbound;
+                c.details.campaign = Some("autumn".into());
+            },
+            "any-queue",
+        );
+        check(&|c| c.queue = Some("billing".into()), "any-queue");
+        // Earlier rules win even when a later one matches too.
+        check(
+            &|c| {
+                c.channel = Channel::Digital("webchat".into());
+                c.queue = Some("support".into());
+            },
+            "chat-rule",
+        );
+        // Nothing matches: the default rule (create a contact).
+        let narrow = [named("never", when(Some("sms"), None, None, None))];
+        assert_eq!(rule_for(&narrow, &call(Identification::None)).into_owned(), PopRule::default());
+        assert_eq!(rule_for(&[], &call(Identification::None)).into_owned(), PopRule::default());
+    }
+
+    #[test]
+    fn a_rule_on_a_queue_does_not_match_a_conversation_without_one() {
+        let rules = [named("sales", when(None, Some("sales"), None, None)), named("rest", RuleMatch::default())];
+        let mut c = call(Identification::None);
+        c.queue = None;
+        assert_eq!(rule_for(&rules, &c).create_entity, "rest");
+        c.details.campaign = None;
+        let by_campaign = [named("spring", when(None, None, Some("spring"), None)), named("rest", RuleMatch::default())];
+        assert_eq!(rule_for(&by_campaign, &c).create_entity, "rest");
+    }
+
+    #[test]
+    fn pop_rules_read_from_config() {
+        let rule: PopRule = serde_json::from_value(serde_json::json!({
+            "match": {"queue": "vip", "direction": "inbound"},
+            "single": "open_related",
+            "related": "account",
+            "multiple": "open_first",
+            "none": "search",
+        }))
+        .expect("valid rule");
+        assert_eq!(rule.matches, when(None, Some("vip"), None, Some("inbound")));
+        assert_eq!((rule.single, rule.multiple, rule.none), (OnSingle::OpenRelated, OnMultiple::OpenFirst, OnNone::Search));
+        assert_eq!((rule.create_entity.as_str(), rule.prefill.clone()), ("contact", default_prefill()));
+        assert!(!rule.disabled);
+        assert!(serde_json::from_value::<PopRule>(serde_json::json!({"single": "open_releated"})).is_err());
+        assert!(serde_json::from_value::<PopRule>(serde_json::json!({"match": {"queu": "vip"}})).is_err());
+    }
+
+    // -----------------------------------------------------------------------------------
+    // What the panel does.
+
+    #[test]
+    fn actions_per_identification_outcome() {
+        let jana = candidate("c1", "Jana");
+        let petr = candidate("c2", "Petr");
+        let single = Identification::Single(jana.clone());
+        let multiple = Identification::Multiple(vec![petr.clone(), jana.clone()]);
+        let check = |rule: PopRule, identification: &Identification, expected: PopAction| {
+            let c = call(identification.clone());
+            assert_eq!(decide_for(std::slice::from_ref(&rule), &c), expected, "{rule:?} for {}", identification.outcome());
+        };
+        let with = |f: &dyn Fn(&mut PopRule)| {
+            let mut r = PopRule::default();
+            f(&mut r);
+            r
+        };
+        let search = PopAction::Search { query: "+49301234567".into() };
+
+        // single
+        check(PopRule::default(), &single, PopAction::Open(jana.clone()));
+        check(with(&|r| r.single = OnSingle::Nothing), &single, PopAction::Nothing);
+        check(
+            with(&|r| {
+                r.single = OnSingle::OpenRelated;
+                r.related = Some("account".into());
+            }),
+            &single,
+            PopAction::OpenRelated { from: jana.clone(), relation: "account".into() },
+        );
+        // Without a relation named there is nothing to follow: open the match itself.
+        check(with(&|r| r.single = OnSingle::OpenRelated), &single, PopAction::Open(jana.clone()));
+
+        // multiple
+        check(PopRule::default(), &multiple, PopAction::List(vec![petr.clone(), jana.clone()]));
+        check(with(&|r| r.multiple = OnMultiple::OpenFirst), &multiple, PopAction::Open(petr.clone()));
+        check(with(&|r| r.multiple = OnMultiple::Search), &multiple, search.clone());
+
+        // none
+        check(
+            PopRule::default(),
+            &Identification::None,
+            PopAction::Create { entity: "contact".into(), prefill: BTreeMap::from([("phone".into(), "+49301234567".into())]) },
+        );
+        check(with(&|r| r.none = OnNone::Search), &Identification::None, search.clone());
+        check(with(&|r| r.none = OnNone::Nothing), &Identification::None, PopAction::Nothing);
+
+        // not identified (yet)
+        check(PopRule::default(), &Identification::Pending, PopAction::Unidentified { reason: "pending".into() });
+        check(PopRule::default(), &Identification::Skipped { reason: "anonymous".into() }, PopAction::Unidentified { reason: "anonymous".into() });
+
+        // disabled wins over everything
+        for identification in [single.clone(), multiple.clone(), Identification::None, Identification::Pending] {
+            check(with(&|r| r.disabled = true), &identification, PopAction::Disabled);
+        }
+    }
+
+    #[test]
+    fn create_form_is_prefilled_from_templates_and_leaves_out_empty_values() {
+        let rule = PopRule {
+            create_entity: "lead".into(),
+            prefill: BTreeMap::from([
+                ("phone".to_string(), "{{customer.e164}}".to_string()),
+                ("description".to_string(), "{{direction}} call to {{dialed.number}} ({{queue|upper}})".to_string()),
+                ("source_campaign".to_string(), "{{campaign}}".to_string()),
+            ]),
+            ..PopRule::default()
+        };
+        let c = call(Identification::None);
+        let expected = BTreeMap::from([
+            ("phone".to_string(), "+49301234567".to_string()),
+            ("description".to_string(), "inbound call to +49 30 9999000 (SALES)".to_string()),
+            ("source_campaign".to_string(), "spring".to_string()),
+        ]);
+        assert_eq!(decide_for(std::slice::from_ref(&rule), &c), PopAction::Create { entity: "lead".into(), prefill: expected });
+
+        let mut unknown_number = call(Identification::None);
+        unknown_number.customer = Address { raw: "0800 SHOP".into(), e164: None };
+        unknown_number.details.campaign = None;
+        let PopAction::Create { prefill, .. } = decide_for(&[rule], &unknown_number) else {
+            panic!("expected a create form");
+        };
+        assert_eq!(prefill.keys().collect::<Vec<_>>(), ["description"], "empty values are not prefilled");
+    }
+
+    #[test]
+    fn search_uses_the_raw_number_when_it_has_no_e164_form() {
+        let mut c = call(Identification::None);
+        c.customer = Address { raw: "0800 SHOP".into(), e164: None };
+        let rule = PopRule { none: OnNone::Search, ..PopRule::default() };
+        assert_eq!(decide_for(&[rule], &c), PopAction::Search { query: "0800 SHOP".into() });
+    }
+
+    #[test]
+    fn actions_come_from_the_matching_rule() {
+        let rules = [
+            PopRule { matches: when(None, Some("vip"), None, None), disabled: true, ..PopRule::default() },
+            PopRule { matches: when(Some("webchat"), None, None, None), none: OnNone::Nothing, ..PopRule::default() },
+        ];
+        let mut vip = call(Identification::None);
+        vip.queue = Some("vip".into());
+        assert_eq!(decide_for(&rules, &vip), PopAction::Disabled);
+        let mut chat = call(Identification::None);
+        chat.channel = Channel::Digital("webchat".into());
+        assert_eq!(decide_for(&rules, &chat), PopAction::Nothing);
+        assert_eq!(decide_for(&rules, &call(Identification::None)).name(), "create", "the default rule");
     }
 }

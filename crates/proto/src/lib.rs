@@ -1,1 +1,328 @@
+//! Wire types of the cxbridge HTTP API and agent stream. This crate is the only one whose
+//! types are serialized for the outside world; changing a field here changes the public
+//! contract (DESIGN.md §5), so add fields freely and remove none.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// RFC 9457 problem details: every error the API returns.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}
+
+/// Free-form data of a conversation that may arrive at any time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetailsInput {
+    pub notes: Option<String>,
+    pub transcript: Option<String>,
+    pub summary: Option<String>,
+    pub recording_url: Option<String>,
+    pub conversation_url: Option<String>,
+    pub email_subject: Option<String>,
+    pub email_body: Option<String>,
+    pub campaign: Option<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A native conversation event (`POST /api/v1/events`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NativeEvent {
+    /// Your id of this event; replays with the same id are ignored. Strongly recommended.
+    pub event_id: Option<String>,
+    /// `offered`, `connected`, `ended`, `updated`, `closed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Your stable id of the conversation (all legs).
+    pub conversation_id: String,
+    /// Your id of this leg, when conversations have legs (transfers).
+    pub leg_id: Option<String>,
+    /// RFC 3339; defaults to the time of receipt.
+    pub occurred_at: Option<String>,
+    /// `voice` (default), `sms`, `webchat`, `email`, `whatsapp`, … or a BYOC channel name.
+    pub channel: Option<String>,
+    /// `inbound` (default) or `outbound`.
+    pub direction: Option<String>,
+    /// The customer's address (phone number or channel handle).
+    pub from: Option<String>,
+    /// The dialed address.
+    pub to: Option<String>,
+    /// Agents to offer the conversation to.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    pub queue: Option<String>,
+    /// The agent who connected (for `connected`).
+    pub agent: Option<String>,
+    /// Why it ended (for `ended`): normalClearing, busy, cancel, noAnswer, …
+    pub cause: Option<String>,
+    #[serde(default)]
+    pub details: DetailsInput,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct RecordRefView {
+    pub entity: String,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DisplayFieldView {
+    pub label: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CandidateView {
+    pub entity: String,
+    pub id: String,
+    pub title: String,
+    pub display: Vec<DisplayFieldView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IdentificationView {
+    /// `none`, `single`, `multiple`, `skipped` or `pending`.
+    pub outcome: String,
+    /// Why identification was skipped (`anonymous`, `own_number`, `internal`, `invalid`, `crm_error`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub candidates: Vec<CandidateView>,
+}
+
+/// What the panel should do for a conversation.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PopView {
+    /// `open`, `list`, `create`, `search`, `nothing`, `disabled` or `unidentified`.
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<CandidateView>,
+    /// For `open_related`: the record the caller matched, whose relation was opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched: Option<CandidateView>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub records: Vec<CandidateView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefill: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TransferView {
+    pub at: String,
+    pub from_agent: Option<String>,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DispositionView {
+    pub code: String,
+    pub category: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MemorializationView {
+    /// `waiting` (not completed yet), `pending`, `written` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub activity_id: Option<String>,
+    pub outbox_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConversationView {
+    pub id: String,
+    pub source: String,
+    pub external_id: String,
+    pub legs: Vec<String>,
+    pub channel: String,
+    pub direction: String,
+    pub customer_number: String,
+    pub customer_e164: Option<String>,
+    pub dialed_number: String,
+    pub queue: Option<String>,
+    pub campaign: Option<String>,
+    pub offered_to: Vec<String>,
+    pub agent: Option<String>,
+    /// `offered`, `connected`, `ended`, `completed`.
+    pub state: String,
+    /// `answered`, `missed`, `abandoned`, `not_reached` once ended.
+    pub outcome: Option<String>,
+    pub end_cause: Option<String>,
+    /// True when the sweeper closed it because no end arrived.
+    pub timed_out: bool,
+    pub offered_at: String,
+    pub connected_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub completed_at: Option<String>,
+    /// h:mm:ss from offer to end.
+    pub duration: String,
+    pub transfers: Vec<TransferView>,
+    pub disposition: Option<DispositionView>,
+    pub notes: Option<String>,
+    pub transcript: Option<String>,
+    pub summary: Option<String>,
+    pub recording_url: Option<String>,
+    pub conversation_url: Option<String>,
+    pub email_subject: Option<String>,
+    pub email_body: Option<String>,
+    pub attributes: BTreeMap<String, String>,
+    pub identification: IdentificationView,
+    pub selected: Option<RecordRefView>,
+    pub pinned: Vec<RecordRefView>,
+    pub wrapped_up: bool,
+    pub revision: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memorialization: Option<MemorializationView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConversationList {
+    pub conversations: Vec<ConversationView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DispositionInput {
+    pub code: String,
+    pub category: Option<String>,
+}
+
+/// `POST /api/v1/conversations/{id}/wrapup`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WrapupRequest {
+    /// Your id of this wrap-up; a repeated submit with the same id is ignored.
+    pub request_id: Option<String>,
+    pub agent: Option<String>,
+    pub disposition: Option<DispositionInput>,
+    pub notes: Option<String>,
+    /// The record the activity is about (the agent's choice among the matches, or a new one).
+    pub selected: Option<RecordRefView>,
+    pub pinned: Option<Vec<RecordRefView>>,
+    #[serde(default)]
+    pub details: DetailsInput,
+}
+
+/// A message on the agent stream.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMessage {
+    /// Sent once on connect: every conversation still open for the agent.
+    Snapshot { agent: String, conversations: Vec<AgentConversation> },
+    /// A conversation offered to the agent: pop it.
+    Pop(AgentConversation),
+    /// A conversation of the agent changed.
+    Update(AgentConversation),
+    /// A conversation of the agent ended or was completed.
+    End(AgentConversation),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentConversation {
+    pub conversation: ConversationView,
+    pub pop: PopView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IdentifyResponse {
+    pub address: String,
+    pub e164: Option<String>,
+    pub identification: IdentificationView,
+    pub pop: PopView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecordView {
+    pub entity: String,
+    pub id: String,
+    pub fields: BTreeMap<String, String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecordList {
+    pub records: Vec<RecordView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ActivityView {
+    pub id: String,
+    pub key: String,
+    pub kind: String,
+    pub regarding: Vec<RecordRefView>,
+    pub fields: serde_json::Map<String, Value>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ActivityList {
+    pub activities: Vec<ActivityView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OutboxItemView {
+    pub id: i64,
+    pub key: String,
+    pub kind: String,
+    pub conversation_id: String,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_at: String,
+    pub last_error: Option<String>,
+    pub crm_ref: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub delivered_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OutboxList {
+    pub items: Vec<OutboxItemView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OutboxStatsView {
+    pub pending: u64,
+    pub due: u64,
+    pub delivered: u64,
+    pub dead: u64,
+    pub oldest_pending_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: String,
+    pub version: String,
+    pub database: String,
+    pub crm: String,
+    pub outbox: OutboxStatsView,
+    pub agents_connected: u64,
+    pub uptime_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    /// `applied`, `duplicate` or `absorbed`.
+    pub result: String,
+    pub conversation_id: Option<String>,
+    pub state: Option<String>,
+}

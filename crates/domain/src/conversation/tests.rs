@@ -184,12 +184,7 @@ fn check(events: &[Event], expected: &str) {
 
 #[test]
 fn inbound_call_waits_for_wrap_up_then_is_memorialized() {
-    let events = [
-        offer("L1", 0, &["alice", "bob"]),
-        connected("L1", 5, "alice"),
-        ended("L1", 151, "normalClearing"),
-        wrapup(200, "sale"),
-    ];
+    let events = [offer("L1", 0, &["alice", "bob"]), connected("L1", 5, "alice"), ended("L1", 151, "normalClearing"), wrapup(200, "sale")];
     check(&events, "offered pop(alice,bob) | connected update | ended/answered end | completed/answered end memorialize");
 
     let c = last(Policy::default(), &events);
@@ -447,7 +442,8 @@ fn transfer_leg_pops_new_agents_and_only_the_last_leg_ends_the_call() {
     let (steps, c) = run(Policy::default(), &events);
     let got: Vec<String> = steps.iter().map(describe).collect();
     assert_eq!(got[2].split(' ').skip(1).collect::<Vec<_>>(), ["pop(bob)", "update"], "only bob is new: {got:?}");
-    assert_eq!(got[3..], ["offered update", "connected update", "ended/answered end", "completed/answered end memorialize"].map(String::from), "{got:?}");
+    assert_eq!(got[2].split(' ').next(), Some("connected"), "a transfer never moves the state back: {got:?}");
+    assert_eq!(got[3..], ["connected update", "connected update", "ended/answered end", "completed/answered end memorialize"].map(String::from), "{got:?}");
     let c = c.expect("conversation");
     assert_eq!(c.transfers, vec![Transfer { at: at(60), from_agent: Some("alice".into()), to: "alice, bob".into() }]);
     assert_eq!(c.agent.as_deref(), Some("bob"));
@@ -501,11 +497,7 @@ fn updates_after_completion_rewrite_the_activity() {
 fn wrap_up_records_the_agents_choice_of_record() {
     let lead = RecordRef::new("lead", "7");
     let pinned = vec![RecordRef::new("case", "9")];
-    let w = event(
-        "",
-        200,
-        EventKind::WrappedUp(WrapUp { selected: Some(lead.clone()), pinned: Some(pinned.clone()), ..WrapUp::default() }),
-    );
+    let w = event("", 200, EventKind::WrappedUp(WrapUp { selected: Some(lead.clone()), pinned: Some(pinned.clone()), ..WrapUp::default() }));
     let c = last(Policy::default(), &[offer("L1", 0, &[]), connected("L1", 5, "alice"), ended("L1", 151, "normalClearing"), w]);
     assert_eq!(c.regarding(), Some(&lead));
     assert_eq!(c.pinned, pinned);
