@@ -453,7 +453,7 @@ fn transfer_leg_pops_new_agents_and_only_the_last_leg_ends_the_call() {
     // The forwarded leg may be reported before the new leg is offered.
     check(
         &[offer("L1", 0, &["alice"]), connected("L1", 5, "alice"), ended("L1", 60, "forwarded"), offer("L2", 61, &["bob"]), ended("L2", 90, "normalClearing")],
-        "offered pop(alice) | connected update | connected update | offered pop(bob) update | ended/answered end",
+        "offered pop(alice) | connected update | connected update | connected pop(bob) update | ended/answered end",
     );
     // A leg ending normally while another is still open does not end the call either.
     let c = last(Policy::default(), &[offer("L1", 0, &["alice"]), offer("L2", 1, &["bob"]), ended("L1", 20, "normalClearing")]);
