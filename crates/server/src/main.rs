@@ -1,1 +1,171 @@
-fn main() {}
+//! The `cxbridge` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use cxbridge_server::config::{Config, DEFAULT_CONFIG};
+
+#[derive(Parser)]
+#[command(name = "cxbridge", version, about = "Joins a contact centre to a CRM: caller identification, screen pop, activities written exactly once.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    /// Configuration file (TOML). Every setting is optional.
+    #[arg(long, short, env = "CXBRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, env = "CXBRIDGE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Data directory (default ./cxbridge-data).
+    #[arg(long, env = "CXBRIDGE_DATA")]
+    data: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub.
+    Serve(ServeArgs),
+    /// Run the hub with sample CRM data and a few simulated calls; prints where to look.
+    Demo(ServeArgs),
+    /// Load records from a CSV file (header row = field names) into the built-in CRM.
+    Import {
+        /// Entity to import into (contact, account, lead, or a configured one).
+        entity: String,
+        /// The CSV file.
+        file: PathBuf,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a commented example configuration with every setting.
+    Default,
+    /// Check a configuration file and report the first problem.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(l) = args.listen {
+        config.server.listen = l;
+    }
+    if let Some(d) = &args.data {
+        config.server.data_dir = d.clone();
+    }
+    Ok(config)
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CXBRIDGE_LOG").unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json { builder.json().init() } else { builder.init() }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    let listen = config.server.listen;
+    let app = cxbridge_server::build(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}; is another process using it? Use --listen"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data = %app.config.server.data_dir.display(), "cxbridge is listening");
+    println!("cxbridge listening on http://{addr}");
+    if demo {
+        cxbridge_server::demo::start(app.clone(), addr).await?;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(cxbridge_server::run(app, listener, async move {
+        let _ = rx.await;
+    }));
+    shutdown_signal().await;
+    let _ = tx.send(());
+    // Open agent streams would hold a graceful shutdown forever: give them a moment.
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Ok(()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = load(&args)?;
+            init_logs(config.server.log_format == "json");
+            serve(config, false).await
+        }
+        Command::Demo(args) => {
+            let mut config = load(&args)?;
+            if args.data.is_none() && args.config.is_none() {
+                config.server.data_dir = PathBuf::from("./cxbridge-demo-data");
+            }
+            init_logs(config.server.log_format == "json");
+            serve(config, true).await
+        }
+        Command::Import { entity, file, serve } => {
+            let config = load(&serve)?;
+            init_logs(false);
+            let app = cxbridge_server::build(config).await?;
+            let f = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+            let started = std::time::Instant::now();
+            let report = cxbridge_server::import::import_csv(app.crm_store.as_ref(), &entity, std::io::BufReader::new(f), |n| {
+                eprint!("\rimported {n} rows ({:.0} rows/s)", n as f64 / started.elapsed().as_secs_f64().max(0.001));
+            })
+            .await?;
+            eprintln!();
+            for e in &report.errors {
+                eprintln!("{}:{}: {}", file.display(), e.line, e.message);
+            }
+            println!("imported {} {entity} records in {:.1}s; {} bad rows skipped", report.imported, started.elapsed().as_secs_f64(), report.errors.len());
+            if report.imported == 0 && !report.errors.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Config { command: ConfigCommand::Default } => {
+            print!("{DEFAULT_CONFIG}");
+            Ok(())
+        }
+        Command::Config { command: ConfigCommand::Check { file } } => {
+            Config::load(&file)?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+    }
+}

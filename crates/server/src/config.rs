@@ -1,0 +1,288 @@
+//! The configuration file (TOML). Every setting is optional; unknown keys are refused with
+//! their name and line, so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use cxbridge_domain::crm::EntitySpec;
+use cxbridge_domain::mapping::Mapping;
+use cxbridge_domain::outbox::RetryPolicy;
+use cxbridge_domain::pop::PopRule;
+use cxbridge_domain::routing::CallerIdRule;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub phone: PhoneConfig,
+    pub crm: CrmConfig,
+    pub agents: Vec<AgentConfig>,
+    pub pop_rules: Vec<PopRule>,
+    pub memorialization: Mapping,
+    pub conversations: ConversationConfig,
+    pub routing: RoutingConfig,
+    pub outbox: OutboxConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// The URL PBXs reach this hub at (for sipgate's answer/hangup callbacks). When unset,
+    /// it is taken from the request's Host header.
+    pub public_url: Option<String>,
+    /// `full` (fsync every commit; default) or `normal` (fsync at checkpoints).
+    pub durability: String,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./cxbridge-data"),
+            public_url: None,
+            durability: "full".into(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Bearer tokens for the native and admin API. Also `CXBRIDGE_ADMIN_TOKEN`.
+    pub admin_tokens: Vec<String>,
+    /// The `{token}` of `/api/v1/cti/{token}` and `/api/v1/sipgate/{token}`. Also `CXBRIDGE_CTI_TOKEN`.
+    pub cti_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PhoneConfig {
+    /// ISO 3166 region for numbers written without a country code.
+    pub default_region: String,
+    /// Our own and switchboard numbers: never identified as a customer.
+    pub own_numbers: Vec<String>,
+}
+
+impl Default for PhoneConfig {
+    fn default() -> Self {
+        Self { default_region: "US".into(), own_numbers: vec![] }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrmConfig {
+    /// Entities of the built-in CRM, in identification priority order. When empty:
+    /// contact, account, lead.
+    pub entities: Vec<EntitySpec>,
+    /// At most this many matches are shown in a list.
+    pub max_candidates: usize,
+    /// Identification gives up after this long and pops "unidentified" rather than wait.
+    pub identify_timeout_ms: u64,
+}
+
+impl Default for CrmConfig {
+    fn default() -> Self {
+        Self { entities: vec![], max_candidates: 10, identify_timeout_ms: 800 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Names the PBX sends in `user` / `user[]` for this agent.
+    #[serde(default)]
+    pub cti_users: Vec<String>,
+    /// Extensions / numbers the PBX sends as `answeringNumber`.
+    #[serde(default)]
+    pub numbers: Vec<String>,
+    /// sipgate `userId` values (e.g. `w0`).
+    #[serde(default)]
+    pub sipgate_user_ids: Vec<String>,
+    /// Queues whose calls are offered to this agent.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// A token only this agent's stream accepts.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConversationConfig {
+    /// Close offered/connected conversations with no event for this long (PBXs drop hangups).
+    pub sweep_after_secs: u64,
+    /// Complete ended voice conversations with no wrap-up after this long.
+    pub acw_timeout_secs: u64,
+    /// How often the sweeper looks.
+    pub sweep_interval_secs: u64,
+    /// Write missed and abandoned calls to the CRM too.
+    pub memorialize_missed: bool,
+}
+
+impl Default for ConversationConfig {
+    fn default() -> Self {
+        Self { sweep_after_secs: 4 * 3600, acw_timeout_secs: 120, sweep_interval_secs: 15, memorialize_missed: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Inbound callers that are rejected (any notation).
+    pub block_list: Vec<String>,
+    pub reject_reason: String,
+    /// Outbound calls present this caller id unless a row of the table matches.
+    pub default_caller_id: Option<String>,
+    pub outbound_caller_ids: Vec<CallerIdRule>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self { block_list: vec![], reject_reason: "busy".into(), default_caller_id: None, outbound_caller_ids: vec![] }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    #[serde(flatten)]
+    pub retry: RetryPolicy,
+    /// Items claimed per round.
+    pub batch: u32,
+    /// How long a claimed item is leased before another worker may take it.
+    pub lease_secs: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self { retry: RetryPolicy::default(), batch: 64, lease_secs: 60 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+            ConfigError::Parse { path: path.to_path_buf(), line, column, message: e.message().to_string() }
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.memorialization.validate().map_err(|e| format!("[memorialization] {e}"))?;
+        if !matches!(self.server.durability.as_str(), "full" | "normal") {
+            return Err(format!("[server] durability must be `full` or `normal`, not `{}`", self.server.durability));
+        }
+        let entities = self.entities();
+        for (i, rule) in self.pop_rules.iter().enumerate() {
+            if let Some(rel) = &rule.related {
+                if !entities.iter().any(|e| e.relation(rel).is_some()) {
+                    return Err(format!("[[pop_rules]] #{}: no entity has a relation named `{rel}`", i + 1));
+                }
+            }
+            if !entities.iter().any(|e| e.name == rule.create_entity) {
+                return Err(format!("[[pop_rules]] #{}: create_entity `{}` is not a CRM entity", i + 1, rule.create_entity));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for a in &self.agents {
+            if a.id.trim().is_empty() {
+                return Err("[[agents]]: every agent needs an `id`".into());
+            }
+            if !seen.insert(&a.id) {
+                return Err(format!("[[agents]]: agent `{}` is declared twice", a.id));
+            }
+        }
+        for e in &entities {
+            for r in &e.relations {
+                if !entities.iter().any(|x| x.name == r.entity) {
+                    return Err(format!("[[crm.entities]] `{}`: relation `{}` names unknown entity `{}`", e.name, r.name, r.entity));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The built-in CRM's entities: configured ones, or the defaults.
+    pub fn entities(&self) -> Vec<EntitySpec> {
+        if self.crm.entities.is_empty() { EntitySpec::builtin_defaults() } else { self.crm.entities.clone() }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, column)
+}
+
+/// Printed by `cxbridge config default`. Parsed by a test, so it always stays valid.
+pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_default_config_is_valid() {
+        let c = Config::parse(DEFAULT_CONFIG, Path::new("default.toml")).expect("default config parses");
+        assert_eq!(c.server.listen.port(), 8080);
+        assert!(!c.pop_rules.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let err = Config::parse("[server]\nlisten = \"127.0.0.1:9000\"\nlisten_port = 1\n", Path::new("c.toml")).expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.starts_with("c.toml:3:"), "{msg}");
+        assert!(msg.contains("listen_port"), "{msg}");
+    }
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        let c = Config::parse("", Path::new("c.toml")).expect("empty is fine");
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.entities().len(), 3);
+    }
+
+    #[test]
+    fn semantic_errors_say_what_to_fix() {
+        let cases = [
+            ("[[memorialization.fields]]\ntarget = \"x\"\nsource = \"nope\"\n", "unknown source `nope`"),
+            ("[[pop_rules]]\nsingle = \"open_related\"\nrelated = \"boss\"\n", "relation named `boss`"),
+            ("[[agents]]\nid = \"a\"\n[[agents]]\nid = \"a\"\n", "declared twice"),
+            ("[server]\ndurability = \"maybe\"\n", "durability"),
+        ];
+        for (text, want) in cases {
+            let msg = Config::parse(text, Path::new("c.toml")).expect_err(want).to_string();
+            assert!(msg.contains(want), "{msg:?} should contain {want:?}");
+        }
+    }
+}

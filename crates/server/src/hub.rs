@@ -1,0 +1,56 @@
+//! The agent hub: which agent streams are connected, and fan-out of messages to them.
+//! In-process for a single node; a message bus can feed `publish` on several nodes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::mpsc;
+
+/// A serialized agent message, shared by every stream of the agent.
+pub type Frame = Arc<str>;
+
+#[derive(Default)]
+pub struct AgentHub {
+    streams: RwLock<HashMap<String, Vec<(u64, mpsc::UnboundedSender<Frame>)>>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+pub struct Subscription {
+    pub id: u64,
+    pub agent: String,
+    pub frames: mpsc::UnboundedReceiver<Frame>,
+}
+
+impl AgentHub {
+    pub fn subscribe(&self, agent: &str) -> Subscription {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut streams) = self.streams.write() {
+            streams.entry(agent.to_string()).or_default().push((id, tx));
+        }
+        metrics::gauge!("cxbridge_agent_streams").increment(1.0);
+        Subscription { id, agent: agent.to_string(), frames: rx }
+    }
+
+    pub fn unsubscribe(&self, agent: &str, id: u64) {
+        if let Ok(mut streams) = self.streams.write() {
+            if let Some(list) = streams.get_mut(agent) {
+                list.retain(|(i, _)| *i != id);
+                if list.is_empty() {
+                    streams.remove(agent);
+                }
+            }
+        }
+        metrics::gauge!("cxbridge_agent_streams").decrement(1.0);
+    }
+
+    /// Sends `frame` to every stream of `agent`. Returns how many streams got it.
+    pub fn publish(&self, agent: &str, frame: &Frame) -> usize {
+        let Ok(streams) = self.streams.read() else { return 0 };
+        streams.get(agent).map_or(0, |list| list.iter().filter(|(_, tx)| tx.send(frame.clone()).is_ok()).count())
+    }
+
+    pub fn connected_agents(&self) -> usize {
+        self.streams.read().map_or(0, |s| s.len())
+    }
+}

@@ -1,0 +1,130 @@
+//! Health, metrics, the OpenAPI document and the outbox admin endpoints.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cxbridge_domain::Timestamp;
+use cxbridge_proto as proto;
+use cxbridge_store::OutboxState;
+use serde::Deserialize;
+use utoipa::OpenApi;
+
+use crate::error::{ApiError, ApiResult};
+use crate::service::App;
+use crate::views;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "cxbridge", description = "Contact centre ↔ CRM hub. Errors are application/problem+json."),
+    paths(
+        healthz,
+        outbox_list,
+        outbox_replay,
+        super::api::events,
+        super::api::identify,
+        super::api::find_conversations,
+        super::api::conversation,
+        super::api::wrapup,
+        super::crm::search,
+        super::crm::create,
+        super::crm::read,
+        super::crm::update,
+        super::crm::delete,
+        super::crm::activities,
+        super::crm::related,
+        super::crm::activity,
+        super::stream::stream,
+    ),
+    components(schemas(proto::AgentMessage, proto::AgentConversation)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        }
+    }
+}
+
+pub async fn openapi() -> Response {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    Json(doc).into_response()
+}
+
+/// Health at a glance: database, CRM, outbox, connected agents.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = proto::Health), (status = 503, body = proto::Health)))]
+pub async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let db = app.store.ping().await;
+    let stats = app.store.outbox_stats(Timestamp::now()).await.unwrap_or_default();
+    let ok = db.is_ok();
+    let health = proto::Health {
+        status: if ok && stats.dead == 0 { "ok" } else if ok { "degraded" } else { "down" }.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        database: match db {
+            Ok(()) => "ok".into(),
+            Err(e) => format!("error: {e}"),
+        },
+        crm: "builtin".into(),
+        outbox: views::outbox_stats(&stats),
+        agents_connected: app.hub.connected_agents() as u64,
+        uptime_secs: app.started.elapsed().as_secs(),
+    };
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(health)).into_response()
+}
+
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    if let Ok(s) = app.store.outbox_stats(Timestamp::now()).await {
+        metrics::gauge!("cxbridge_outbox_depth", "state" => "pending").set(s.pending as f64);
+        metrics::gauge!("cxbridge_outbox_depth", "state" => "dead").set(s.dead as f64);
+        metrics::gauge!("cxbridge_outbox_depth", "state" => "delivered").set(s.delivered as f64);
+        metrics::gauge!("cxbridge_outbox_oldest_pending_seconds").set(s.oldest_pending_secs as f64);
+    }
+    metrics::gauge!("cxbridge_agents_connected").set(app.hub.connected_agents() as f64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxQuery {
+    /// `pending`, `delivered` or `dead`.
+    pub state: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// Outbox items, newest change first.
+#[utoipa::path(get, path = "/api/v1/outbox", params(OutboxQuery), responses((status = 200, body = proto::OutboxList)), security(("bearer" = [])))]
+pub async fn outbox_list(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<OutboxQuery>) -> ApiResult<Json<proto::OutboxList>> {
+    app.tokens.require_admin(&headers)?;
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(OutboxState::parse(s).ok_or_else(|| ApiError::unprocessable(format!("`state` must be pending, delivered or dead, not `{s}`")))?),
+    };
+    let items = app.store.outbox_list(state, q.limit.unwrap_or(100).min(1000)).await?;
+    Ok(Json(proto::OutboxList { items: items.iter().map(views::outbox_item).collect() }))
+}
+
+/// Try a dead (or delivered) item again now.
+#[utoipa::path(post, path = "/api/v1/outbox/{id}/replay", responses((status = 200, body = proto::OutboxItemView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
+pub async fn outbox_replay(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<i64>) -> ApiResult<Json<proto::OutboxItemView>> {
+    app.tokens.require_admin(&headers)?;
+    if !app.store.outbox_replay(id, Timestamp::now()).await? {
+        return Err(ApiError::not_found(format!("no outbox item {id}")));
+    }
+    app.outbox_wake.notify_one();
+    let item = app.store.outbox_item(id).await?.ok_or_else(|| ApiError::not_found(format!("no outbox item {id}")))?;
+    Ok(Json(views::outbox_item(&item)))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see /api/v1/openapi.json")
+}

@@ -1,0 +1,105 @@
+//! The built-in CRM's REST API: records, related records, activities.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cxbridge_domain::crm::RecordRef;
+use cxbridge_proto as proto;
+use cxbridge_store::RecordQuery;
+
+use crate::error::{ApiError, ApiResult};
+use crate::service::{App, string_fields};
+use crate::views;
+
+fn parse_fields(body: &[u8]) -> ApiResult<BTreeMap<String, String>> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| ApiError::unprocessable(format!("the body is not valid JSON: {e}")))?;
+    match v {
+        serde_json::Value::Object(map) => string_fields(map),
+        _ => Err(ApiError::unprocessable("the body must be a JSON object of field names to values")),
+    }
+}
+
+/// Search: `?phone=…` (any notation), `?q=…` (text), `?limit=…`, any other `?field=value` exact.
+#[utoipa::path(get, path = "/api/v1/crm/{entity}", responses((status = 200, body = proto::RecordList)), security(("bearer" = [])))]
+pub async fn search(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(entity): Path<String>,
+    Query(mut params): Query<BTreeMap<String, String>>,
+) -> ApiResult<Json<proto::RecordList>> {
+    app.tokens.require_admin(&headers)?;
+    let limit = match params.remove("limit") {
+        Some(l) => l.parse::<u32>().map_err(|_| ApiError::unprocessable("`limit` must be a whole number"))?,
+        None => 50,
+    };
+    let query = RecordQuery { phone: params.remove("phone"), text: params.remove("q"), fields: params, limit };
+    let records = app.crm_store.search_records(&entity, &query).await?;
+    Ok(Json(proto::RecordList { records: records.iter().map(views::record).collect() }))
+}
+
+#[utoipa::path(post, path = "/api/v1/crm/{entity}", request_body = Object,
+    responses((status = 201, body = proto::RecordView), (status = 422, body = proto::Problem)), security(("bearer" = [])))]
+pub async fn create(State(app): State<Arc<App>>, headers: HeaderMap, Path(entity): Path<String>, body: Bytes) -> ApiResult<Response> {
+    app.tokens.require_admin(&headers)?;
+    let fields = parse_fields(&body)?;
+    let record = app.crm_store.create_record(&entity, fields).await?;
+    Ok((StatusCode::CREATED, Json(views::record(&record))).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/crm/{entity}/{id}", responses((status = 200, body = proto::RecordView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
+pub async fn read(State(app): State<Arc<App>>, headers: HeaderMap, Path((entity, id)): Path<(String, String)>) -> ApiResult<Json<proto::RecordView>> {
+    app.tokens.require_admin(&headers)?;
+    let r = app.crm_store.record(&entity, &id).await?.ok_or_else(|| ApiError::not_found(format!("no {entity} `{id}`")))?;
+    Ok(Json(views::record(&r)))
+}
+
+#[utoipa::path(patch, path = "/api/v1/crm/{entity}/{id}", request_body = Object,
+    responses((status = 200, body = proto::RecordView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
+pub async fn update(State(app): State<Arc<App>>, headers: HeaderMap, Path((entity, id)): Path<(String, String)>, body: Bytes) -> ApiResult<Json<proto::RecordView>> {
+    app.tokens.require_admin(&headers)?;
+    let fields = parse_fields(&body)?;
+    let r = app.crm_store.update_record(&entity, &id, fields).await?.ok_or_else(|| ApiError::not_found(format!("no {entity} `{id}`")))?;
+    Ok(Json(views::record(&r)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/crm/{entity}/{id}", responses((status = 204), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
+pub async fn delete(State(app): State<Arc<App>>, headers: HeaderMap, Path((entity, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
+    app.tokens.require_admin(&headers)?;
+    if app.crm_store.delete_record(&entity, &id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::not_found(format!("no {entity} `{id}`"))) }
+}
+
+/// Activities of a record, newest first.
+#[utoipa::path(get, path = "/api/v1/crm/{entity}/{id}/activities", responses((status = 200, body = proto::ActivityList)), security(("bearer" = [])))]
+pub async fn activities(State(app): State<Arc<App>>, headers: HeaderMap, Path((entity, id)): Path<(String, String)>) -> ApiResult<Json<proto::ActivityList>> {
+    app.tokens.require_admin(&headers)?;
+    let list = app.crm_store.activities_for(&RecordRef::new(&entity, &id), 100).await?;
+    Ok(Json(proto::ActivityList { activities: list.iter().map(views::activity).collect() }))
+}
+
+/// The record a relation of this record points to (e.g. a contact's account).
+#[utoipa::path(get, path = "/api/v1/crm/{entity}/{id}/related/{relation}", responses((status = 200, body = proto::RecordView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
+pub async fn related(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((entity, id, relation)): Path<(String, String, String)>,
+) -> ApiResult<Json<proto::RecordView>> {
+    app.tokens.require_admin(&headers)?;
+    let spec = app.entities.iter().find(|e| e.name == entity).ok_or_else(|| ApiError::not_found(format!("unknown CRM entity `{entity}`")))?;
+    let rel = spec.relation(&relation).ok_or_else(|| ApiError::not_found(format!("entity `{entity}` has no relation `{relation}`")))?;
+    let source = app.crm_store.record(&entity, &id).await?.ok_or_else(|| ApiError::not_found(format!("no {entity} `{id}`")))?;
+    let target_id = source.fields.get(&rel.field).filter(|v| !v.is_empty()).ok_or_else(|| ApiError::not_found(format!("{entity} `{id}` has no {relation}")))?;
+    let target = app.crm_store.record(&rel.entity, target_id).await?.ok_or_else(|| ApiError::not_found(format!("{} `{target_id}` does not exist", rel.entity)))?;
+    Ok(Json(views::record(&target)))
+}
+
+#[utoipa::path(get, path = "/api/v1/activities/{id}", responses((status = 200, body = proto::ActivityView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
+pub async fn activity(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<proto::ActivityView>> {
+    app.tokens.require_admin(&headers)?;
+    let a = app.crm_store.activity(&id).await?.ok_or_else(|| ApiError::not_found(format!("no activity `{id}`")))?;
+    Ok(Json(views::activity(&a)))
+}

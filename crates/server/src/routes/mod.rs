@@ -1,0 +1,41 @@
+//! HTTP routes. Only this module (and `main`) knows HTTP.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::service::App;
+
+mod admin;
+mod api;
+mod crm;
+mod pbx;
+mod stream;
+
+pub use admin::ApiDoc;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(admin::healthz))
+        .route("/metrics", get(admin::metrics))
+        .route("/api/v1/openapi.json", get(admin::openapi))
+        .route("/api/v1/cti/{token}", post(pbx::cti))
+        .route("/api/v1/sipgate/{token}", post(pbx::sipgate))
+        .route("/api/v1/events", post(api::events))
+        .route("/api/v1/identify", get(api::identify))
+        .route("/api/v1/conversations", get(api::find_conversations))
+        .route("/api/v1/conversations/{id}", get(api::conversation))
+        .route("/api/v1/conversations/{id}/wrapup", post(api::wrapup))
+        .route("/api/v1/agents/{agent}/stream", get(stream::stream))
+        .route("/api/v1/crm/{entity}", get(crm::search).post(crm::create))
+        .route("/api/v1/crm/{entity}/{id}", get(crm::read).patch(crm::update).delete(crm::delete))
+        .route("/api/v1/crm/{entity}/{id}/activities", get(crm::activities))
+        .route("/api/v1/crm/{entity}/{id}/related/{relation}", get(crm::related))
+        .route("/api/v1/activities/{id}", get(crm::activity))
+        .route("/api/v1/outbox", get(admin::outbox_list))
+        .route("/api/v1/outbox/{id}/replay", post(admin::outbox_replay))
+        .fallback(admin::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(2 * 1024 * 1024))
+        .with_state(app)
+}

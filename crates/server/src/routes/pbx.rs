@@ -1,0 +1,70 @@
+//! PBX webhooks: Zammad generic CTI and sipgate.io push.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cxbridge_connectors::{WireError, cti, sipgate};
+
+use crate::error::ApiError;
+use crate::service::App;
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded") || ct.starts_with("multipart/form-data"))
+}
+
+fn wire_error(e: WireError) -> ApiError {
+    match e {
+        WireError::Malformed { .. } => ApiError::bad_request(e.to_string()),
+        _ => ApiError::unprocessable(e.to_string()),
+    }
+}
+
+fn reject_token(app: &App, token: &str) -> Result<(), ApiError> {
+    if app.tokens.is_cti(token) {
+        Ok(())
+    } else {
+        metrics::counter!("cxbridge_events_total", "source" => "pbx", "type" => "unknown", "result" => "unauthorized").increment(1);
+        Err(ApiError::unauthorized("Invalid token, please contact your admin! The URL must carry the CTI token ([auth] cti_token or CXBRIDGE_CTI_TOKEN)."))
+    }
+}
+
+/// `POST /api/v1/cti/{token}`: Zammad-compatible generic CTI, JSON or form.
+pub async fn cti(State(app): State<Arc<App>>, Path(token): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let received = Instant::now();
+    reject_token(&app, &token)?;
+    let ev = if is_form(&headers) { cti::parse_form(&body) } else { cti::parse_json(&body) }.map_err(wire_error)?;
+    let done = app.ingest_call(ev, received).await?;
+    Ok(axum::Json(cti::reply(&done.reply)).into_response())
+}
+
+/// `POST /api/v1/sipgate/{token}`: sipgate.io push, form in, XML out.
+pub async fn sipgate(State(app): State<Arc<App>>, Path(token): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let received = Instant::now();
+    reject_token(&app, &token)?;
+    let ev = sipgate::parse_form(&body).map_err(wire_error)?;
+    let is_new_call = ev.kind == cxbridge_connectors::CallEventKind::NewCall;
+    let done = app.ingest_call(ev, received).await?;
+    // Ask for answer and hangup callbacks on every new call (they are opt-in per call).
+    let callback = is_new_call.then(|| callback_url(&app, &headers, &token));
+    let xml = sipgate::reply(&done.reply, callback.as_deref());
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/xml")], xml).into_response())
+}
+
+fn callback_url(app: &App, headers: &HeaderMap, token: &str) -> String {
+    let base = match &app.config.server.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
+            format!("{scheme}://{host}")
+        }
+    };
+    format!("{base}/api/v1/sipgate/{token}")
+}

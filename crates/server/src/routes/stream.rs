@@ -1,0 +1,68 @@
+//! `GET /api/v1/agents/{agent}/stream`: the agent's WebSocket. On connect the agent gets a
+//! snapshot of its open conversations, then pops, updates and ends as they happen.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use cxbridge_proto as proto;
+
+use crate::auth::bearer;
+use crate::error::ApiError;
+use crate::service::{App, frame};
+
+/// Agent stream (WebSocket). Token as `Authorization: Bearer …` or `?access_token=…`.
+#[utoipa::path(get, path = "/api/v1/agents/{agent}/stream",
+    responses((status = 101, description = "WebSocket of AgentMessage JSON frames"), (status = 401, body = proto::Problem)))]
+pub async fn stream(
+    State(app): State<Arc<App>>,
+    Path(agent): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers).map(str::to_string).or_else(|| q.get("access_token").cloned());
+    match token {
+        Some(t) if app.tokens.may_stream(&agent, &t) => {}
+        _ => return Err(ApiError::unauthorized("this stream needs the agent's token or an admin token (Bearer header or ?access_token=)")),
+    }
+    Ok(ws.on_upgrade(move |socket| run(app, agent, socket)))
+}
+
+async fn run(app: Arc<App>, agent: String, mut socket: WebSocket) {
+    // Subscribe before the snapshot so nothing that happens in between is lost; the panel
+    // drops messages older than the revision it has.
+    let mut sub = app.hub.subscribe(&agent);
+    let snapshot = match app.snapshot(&agent).await {
+        Ok(conversations) => proto::AgentMessage::Snapshot { agent: agent.clone(), conversations },
+        Err(e) => {
+            tracing::warn!(agent, error = e.detail, "snapshot failed");
+            proto::AgentMessage::Snapshot { agent: agent.clone(), conversations: vec![] }
+        }
+    };
+    if socket.send(Message::Text(frame(&snapshot).to_string().into())).await.is_err() {
+        app.hub.unsubscribe(&agent, sub.id);
+        return;
+    }
+    let mut ping = tokio::time::interval(Duration::from_secs(25));
+    loop {
+        tokio::select! {
+            f = sub.frames.recv() => {
+                let Some(f) = f else { break };
+                if socket.send(Message::Text(f.to_string().into())).await.is_err() { break; }
+            }
+            m = socket.recv() => match m {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
+            }
+        }
+    }
+    app.hub.unsubscribe(&agent, sub.id);
+}

@@ -1,0 +1,363 @@
+//! The hub's use cases, between the HTTP routes and the store: turning source events into
+//! domain events (agents resolved, caller identified), recording them, notifying agents.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cxbridge_connectors::{CallEvent, CallEventKind, Reply};
+use cxbridge_domain::Timestamp;
+use cxbridge_domain::conversation::{Address, Channel, Conversation, Details, Direction, Effect, Event, EventKind, Offer, Policy};
+use cxbridge_domain::crm::{Crm, EntitySpec};
+use cxbridge_domain::identify::Identification;
+use cxbridge_domain::mapping::Context;
+use cxbridge_domain::phone::{Normalized, PhoneNormalizer};
+use cxbridge_domain::pop::{self, PopAction, PopRule};
+use cxbridge_domain::routing;
+use cxbridge_proto as proto;
+use cxbridge_store::{CrmStore, Recorded, Store};
+use tokio::sync::Notify;
+
+use crate::auth::Tokens;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::hub::{AgentHub, Frame};
+use crate::views;
+
+pub struct App {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub crm_store: Arc<dyn CrmStore>,
+    pub crm: Arc<dyn Crm>,
+    pub entities: Vec<EntitySpec>,
+    pub normalizer: PhoneNormalizer,
+    pub hub: AgentHub,
+    pub tokens: Tokens,
+    pub policy: Policy,
+    pub outbox_wake: Notify,
+    pub started: Instant,
+    pub block_list: HashSet<String>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// What an ingest call did.
+pub struct Ingested {
+    pub recorded: Recorded,
+    pub reply: Reply,
+}
+
+impl App {
+    pub fn pop_rules(&self) -> &[PopRule] {
+        &self.config.pop_rules
+    }
+
+    /// Maps the PBX's user names / ids / answering number to agent ids.
+    fn resolve_agents(&self, users: &[String], user_ids: &[String], queue: Option<&str>) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut push = |a: String| {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        };
+        for u in users {
+            match self.config.agents.iter().find(|a| a.cti_users.iter().any(|n| n == u) || a.name.as_deref() == Some(u) || a.id == *u) {
+                Some(a) => push(a.id.clone()),
+                None => push(u.clone()),
+            }
+        }
+        for id in user_ids {
+            if let Some(a) = self.config.agents.iter().find(|a| a.sipgate_user_ids.iter().any(|x| x == id)) {
+                push(a.id.clone());
+            }
+        }
+        if let Some(q) = queue {
+            for a in self.config.agents.iter().filter(|a| a.queues.iter().any(|x| x == q)) {
+                push(a.id.clone());
+            }
+        }
+        out
+    }
+
+    fn answering_agent(&self, number: Option<&str>, users: &[String], user_ids: &[String]) -> Option<String> {
+        if let Some(n) = number {
+            if let Some(a) = self.config.agents.iter().find(|a| a.numbers.iter().any(|x| x == n)) {
+                return Some(a.id.clone());
+            }
+        }
+        self.resolve_agents(users, user_ids, None).into_iter().next()
+    }
+
+    fn address(&self, raw: &str) -> (Address, Normalized) {
+        let n = self.normalizer.normalize(raw);
+        (Address { raw: raw.to_string(), e164: n.e164().map(str::to_string) }, n)
+    }
+
+    /// Looks the caller up in the CRM within the configured time budget.
+    pub async fn identify(&self, normalized: &Normalized) -> Identification {
+        let Some(e164) = normalized.e164() else {
+            let reason = normalized.skip_reason().unwrap_or("invalid").to_string();
+            metrics::counter!("cxbridge_identifications_total", "outcome" => "skipped").increment(1);
+            return Identification::Skipped { reason };
+        };
+        let started = Instant::now();
+        let budget = Duration::from_millis(self.config.crm.identify_timeout_ms);
+        let found = tokio::time::timeout(budget, self.crm.find_by_phone(e164, &self.entities, self.config.crm.max_candidates)).await;
+        metrics::histogram!("cxbridge_identify_duration_seconds").record(started.elapsed().as_secs_f64());
+        let id = match found {
+            Ok(Ok(candidates)) => Identification::from_candidates(candidates),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "identification failed");
+                Identification::Skipped { reason: "crm_error".into() }
+            }
+            Err(_) => {
+                tracing::warn!(budget_ms = budget.as_millis() as u64, "identification ran out of time");
+                Identification::Skipped { reason: "crm_timeout".into() }
+            }
+        };
+        metrics::counter!("cxbridge_identifications_total", "outcome" => id.outcome()).increment(1);
+        id
+    }
+
+    /// The decision the PBX gets for a new call.
+    fn decide_call(&self, ev: &CallEvent, customer: &Normalized, dialed: &Address) -> Reply {
+        match ev.direction {
+            Direction::Inbound => match customer.e164() {
+                Some(e) if self.block_list.contains(e) => Reply::Reject { reason: self.config.routing.reject_reason.clone() },
+                _ => Reply::Accept,
+            },
+            Direction::Outbound => {
+                let dest = dialed.e164.clone().unwrap_or_else(|| dialed.raw.clone());
+                let r = &self.config.routing;
+                match routing::outbound_caller_id(&r.outbound_caller_ids, r.default_caller_id.as_deref(), &dest) {
+                    Some(caller_id) => Reply::Dial { caller_id: caller_id.to_string(), number: ev.to.clone() },
+                    None => Reply::Accept,
+                }
+            }
+        }
+    }
+
+    /// Records a PBX call event (CTI or sipgate) and notifies agents.
+    pub async fn ingest_call(&self, ev: CallEvent, received: Instant) -> Result<Ingested, ApiError> {
+        let at = Timestamp::now();
+        let (kind, reply) = match &ev.kind {
+            CallEventKind::NewCall => {
+                let (customer_raw, dialed_raw) = match ev.direction {
+                    Direction::Inbound => (&ev.from, &ev.to),
+                    Direction::Outbound => (&ev.to, &ev.from),
+                };
+                let (customer, normalized) = self.address(customer_raw);
+                let (dialed, _) = self.address(dialed_raw);
+                let reply = self.decide_call(&ev, &normalized, &dialed);
+                let rejected = matches!(reply, Reply::Reject { .. });
+                let agents = if rejected { vec![] } else { self.resolve_agents(&ev.users, &ev.user_ids, ev.queue.as_deref()) };
+                let identification = if rejected {
+                    Identification::Skipped { reason: "blocked".into() }
+                } else {
+                    self.identify(&normalized).await
+                };
+                let mut details = Details::default();
+                if let Some(d) = &ev.diversion {
+                    details.attributes.insert("diversion".into(), d.clone());
+                }
+                let offer = Offer {
+                    channel: Channel::Voice,
+                    direction: ev.direction,
+                    customer,
+                    dialed,
+                    agents,
+                    queue: ev.queue.clone(),
+                    diversion: ev.diversion.clone(),
+                    details,
+                    identification,
+                };
+                (EventKind::Offered(offer), reply)
+            }
+            CallEventKind::Answer => {
+                let agent = self.answering_agent(ev.answering_number.as_deref(), &ev.users, &ev.user_ids);
+                (EventKind::Connected { agent }, Reply::Accept)
+            }
+            CallEventKind::Hangup { cause } => (EventKind::Ended { cause: cause.clone() }, Reply::Accept),
+        };
+        let event = Event {
+            dedup_key: ev.dedup_key(),
+            source: ev.source.to_string(),
+            conversation_key: ev.conversation_key.clone(),
+            leg: (ev.source == "sipgate").then(|| ev.call_id.clone()),
+            at,
+            kind,
+        };
+        let recorded = self.record(event, ev.source, ev.kind.name(), received).await?;
+        Ok(Ingested { recorded, reply })
+    }
+
+    /// Records a domain event, counts it and notifies whoever the transition concerns.
+    pub async fn record(&self, event: Event, source: &str, kind: &str, received: Instant) -> Result<Recorded, ApiError> {
+        let recorded = self.store.record_event(event, self.policy).await?;
+        let result = match &recorded {
+            Recorded::Duplicate(_) => "duplicate",
+            Recorded::Applied(t) if t.absorbed => "absorbed",
+            Recorded::Applied(_) => "applied",
+        };
+        metrics::counter!("cxbridge_events_total", "source" => source.to_string(), "type" => kind.to_string(), "result" => result).increment(1);
+        if let Recorded::Applied(t) = &recorded {
+            self.notify(&t.conversation, &t.effects, Some(received)).await;
+        }
+        Ok(recorded)
+    }
+
+    /// The pop for `c`, with an `open_related` target resolved.
+    pub async fn pop_view(&self, c: &Conversation) -> proto::PopView {
+        let ctx = Context::new(c, None);
+        let action = pop::decide(self.pop_rules(), c, |t| ctx.render(t));
+        let related = match &action {
+            PopAction::OpenRelated { from, relation } => match self.entities.iter().find(|e| e.name == from.record.entity) {
+                Some(spec) => self.crm.related(&from.record, spec, relation).await.ok().flatten(),
+                None => None,
+            },
+            _ => None,
+        };
+        views::pop(&action, related.as_ref())
+    }
+
+    pub async fn conversation_view(&self, c: &Conversation) -> proto::ConversationView {
+        let item = self.store.outbox_for_conversation(&c.id).await.ok().flatten();
+        views::conversation(c, item.as_ref())
+    }
+
+    pub async fn agent_conversation(&self, c: &Conversation) -> proto::AgentConversation {
+        proto::AgentConversation { conversation: self.conversation_view(c).await, pop: self.pop_view(c).await }
+    }
+
+    /// Pushes the transition's effects to the agents' streams and wakes the outbox.
+    pub async fn notify(&self, c: &Conversation, effects: &[Effect], received: Option<Instant>) {
+        if effects.contains(&Effect::Memorialize) {
+            self.outbox_wake.notify_one();
+        }
+        let wants_message = effects.iter().any(|e| !matches!(e, Effect::Memorialize));
+        if !wants_message || self.hub.connected_agents() == 0 {
+            return;
+        }
+        let body = self.agent_conversation(c).await;
+        let mut popped: Vec<&str> = vec![];
+        for e in effects {
+            if let Effect::Pop(agents) = e {
+                let frame = frame(&proto::AgentMessage::Pop(body.clone()));
+                for a in agents {
+                    if self.hub.publish(a, &frame) > 0 {
+                        if let Some(r) = received {
+                            metrics::histogram!("cxbridge_pop_latency_seconds").record(r.elapsed().as_secs_f64());
+                        }
+                    }
+                    popped.push(a);
+                }
+            }
+        }
+        let message = if effects.contains(&Effect::End) {
+            Some(proto::AgentMessage::End(body))
+        } else if effects.iter().any(|e| matches!(e, Effect::Update | Effect::Memorialize)) {
+            Some(proto::AgentMessage::Update(body))
+        } else {
+            None
+        };
+        if let Some(m) = message {
+            let frame = frame(&m);
+            for a in c.audience() {
+                if !popped.contains(&a.as_str()) {
+                    self.hub.publish(&a, &frame);
+                }
+            }
+        }
+    }
+
+    /// Conversations an agent should see on (re)connect: still open, and not taken by another agent.
+    pub async fn snapshot(&self, agent: &str) -> Result<Vec<proto::AgentConversation>, ApiError> {
+        let mut out = vec![];
+        for c in self.store.conversations_for_agent(agent).await? {
+            if c.agent.as_deref().is_none_or(|a| a == agent) {
+                out.push(self.agent_conversation(&c).await);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Converts a native API event.
+    pub async fn native_event(&self, e: &proto::NativeEvent, body_hash: u64) -> Result<Event, ApiError> {
+        if e.conversation_id.trim().is_empty() || e.conversation_id.len() > 250 {
+            return Err(ApiError::unprocessable("`conversation_id` must be 1 to 250 characters"));
+        }
+        let at = match &e.occurred_at {
+            Some(t) => t.parse::<Timestamp>().map_err(|err| ApiError::unprocessable(format!("`occurred_at` is not an RFC 3339 time: {err}")))?,
+            None => Timestamp::now(),
+        };
+        let details = details(&e.details);
+        let direction = match e.direction.as_deref() {
+            None => Direction::Inbound,
+            Some(d) => Direction::parse(d).ok_or_else(|| ApiError::unprocessable(format!("`direction` must be `inbound` or `outbound`, not `{d}`")))?,
+        };
+        let kind = match e.kind.as_str() {
+            "offered" => {
+                let from = e.from.clone().unwrap_or_default();
+                let to = e.to.clone().unwrap_or_default();
+                let (customer_raw, dialed_raw) = if direction == Direction::Inbound { (from, to) } else { (to, from) };
+                let (customer, normalized) = self.address(&customer_raw);
+                let (dialed, _) = self.address(&dialed_raw);
+                let agents = self.resolve_agents(&e.agents, &[], e.queue.as_deref());
+                let channel = Channel::parse(e.channel.as_deref().unwrap_or("voice"));
+                let identification = self.identify(&normalized).await;
+                EventKind::Offered(Offer { channel, direction, customer, dialed, agents, queue: e.queue.clone(), diversion: None, details, identification })
+            }
+            "connected" => EventKind::Connected { agent: e.agent.clone().map(|a| self.resolve_agents(&[a], &[], None).remove(0)) },
+            "ended" => EventKind::Ended { cause: cxbridge_domain::conversation::EndCause::parse(e.cause.as_deref().unwrap_or("normalClearing")) },
+            "closed" => EventKind::Ended { cause: cxbridge_domain::conversation::EndCause::Closed },
+            "updated" => EventKind::Updated(details),
+            other => {
+                return Err(ApiError::unprocessable(format!(
+                    "unknown event type `{other}`: use offered, connected, ended, closed or updated"
+                )));
+            }
+        };
+        let dedup_key = match &e.event_id {
+            Some(id) if !id.is_empty() => format!("native:{id}"),
+            _ => format!("native:{}:{}:{:016x}", e.conversation_id, e.kind, body_hash),
+        };
+        Ok(Event { dedup_key, source: "native".into(), conversation_key: e.conversation_id.clone(), leg: e.leg_id.clone(), at, kind })
+    }
+}
+
+pub fn details(d: &proto::DetailsInput) -> Details {
+    Details {
+        notes: d.notes.clone(),
+        transcript: d.transcript.clone(),
+        summary: d.summary.clone(),
+        recording_url: d.recording_url.clone(),
+        conversation_url: d.conversation_url.clone(),
+        email_subject: d.email_subject.clone(),
+        email_body: d.email_body.clone(),
+        campaign: d.campaign.clone(),
+        attributes: d.attributes.clone(),
+    }
+}
+
+pub fn frame(m: &proto::AgentMessage) -> Frame {
+    Arc::from(serde_json::to_string(m).unwrap_or_else(|_| "{}".into()))
+}
+
+/// FNV-1a: a stable hash of a request body, for dedup keys of events sent without an id.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+pub fn string_fields(v: serde_json::Map<String, serde_json::Value>) -> Result<BTreeMap<String, String>, ApiError> {
+    v.into_iter()
+        .map(|(k, v)| {
+            let s = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                serde_json::Value::Null => String::new(),
+                _ => return Err(ApiError::unprocessable(format!("field `{k}` must be a string, number or boolean"))),
+            };
+            Ok((k, s))
+        })
+        .collect()
+}

@@ -1,0 +1,153 @@
+//! Background work: the outbox worker (delivers activities to the CRM) and the sweeper
+//! (closes conversations whose end never came, completes those whose wrap-up never came).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cxbridge_domain::Timestamp;
+use cxbridge_domain::conversation::{EndCause, Event, EventKind};
+use cxbridge_domain::crm::{Candidate, CrmError};
+use cxbridge_domain::outbox::Next;
+use cxbridge_store::OutboxItem;
+use tokio::sync::watch;
+
+use crate::service::App;
+
+/// Delivers due outbox items until `stop` flips.
+pub async fn outbox(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let lease = Duration::from_secs(app.config.outbox.lease_secs);
+    loop {
+        let claimed = match app.store.outbox_claim(Timestamp::now(), app.config.outbox.batch, lease).await {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox claim failed");
+                vec![]
+            }
+        };
+        let idle = claimed.is_empty();
+        for item in claimed {
+            deliver(&app, item).await;
+        }
+        if idle {
+            tokio::select! {
+                _ = app.outbox_wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.changed() => return,
+            }
+        } else if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+async fn regarding_candidate(app: &App, c: &cxbridge_domain::conversation::Conversation) -> Option<Candidate> {
+    let r = c.regarding()?;
+    if let Some(found) = c.identification.candidates().iter().find(|x| &x.record == r) {
+        return Some(found.clone());
+    }
+    let spec = app.entities.iter().find(|e| e.name == r.entity)?;
+    let rec = app.crm_store.record(&r.entity, &r.id).await.ok()??;
+    Some(Candidate::from_fields(spec, &rec.id, rec.fields))
+}
+
+async fn deliver(app: &App, item: OutboxItem) {
+    let started = Instant::now();
+    let conversation = match app.store.conversation(&item.conversation_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            let _ = app.store.outbox_failed(item.id, "the conversation no longer exists", None, Timestamp::now()).await;
+            return;
+        }
+        Err(e) => {
+            fail(app, &item, CrmError::Transient { message: format!("database: {e}"), retry_after: None }).await;
+            return;
+        }
+    };
+    let regarding = regarding_candidate(app, &conversation).await;
+    let activity = app.config.memorialization.build(&conversation, regarding.as_ref());
+    match app.crm.upsert_activity(&activity).await {
+        Ok(crm_ref) => {
+            metrics::counter!("cxbridge_outbox_attempts_total", "result" => "delivered").increment(1);
+            metrics::histogram!("cxbridge_outbox_delivery_seconds").record(started.elapsed().as_secs_f64());
+            if let Err(e) = app.store.outbox_delivered(item.id, item.generation, &crm_ref, Timestamp::now()).await {
+                tracing::error!(error = %e, item = item.id, "could not mark delivered; it will be delivered again (idempotent)");
+            }
+            // Let the agent's panel show "written".
+            app.notify(&conversation, &[cxbridge_domain::conversation::Effect::Update], None).await;
+        }
+        Err(e) => fail(app, &item, e).await,
+    }
+}
+
+async fn fail(app: &App, item: &OutboxItem, e: CrmError) {
+    let attempts = item.attempts + 1;
+    let next = match &e {
+        CrmError::Permanent { .. } => Next::Dead,
+        CrmError::Transient { retry_after, .. } => app.config.outbox.retry.after_failure(attempts, *retry_after, rand::random::<f64>()),
+    };
+    let retry_at = match next {
+        Next::RetryIn(d) => Some(Timestamp::now() + d),
+        Next::Dead => None,
+    };
+    let result = if retry_at.is_some() { "retry" } else { "dead" };
+    metrics::counter!("cxbridge_outbox_attempts_total", "result" => result).increment(1);
+    tracing::warn!(item = item.id, attempts, error = %e, result, "outbox delivery failed");
+    if let Err(err) = app.store.outbox_failed(item.id, &e.to_string(), retry_at, Timestamp::now()).await {
+        tracing::error!(error = %err, "could not record the failed attempt");
+    }
+    if retry_at.is_none() {
+        if let Ok(Some(c)) = app.store.conversation(&item.conversation_id).await {
+            app.notify(&c, &[cxbridge_domain::conversation::Effect::Update], None).await;
+        }
+    }
+}
+
+/// Every `sweep_interval_secs`: end stale conversations, complete overdue wrap-ups.
+pub async fn sweeper(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_secs(app.config.conversations.sweep_interval_secs.max(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        sweep_once(&app).await;
+    }
+}
+
+pub async fn sweep_once(app: &App) {
+    let cfg = &app.config.conversations;
+    let now = Timestamp::now();
+    let stale_before = now - Duration::from_secs(cfg.sweep_after_secs);
+    if let Ok(stale) = app.store.stale_conversations(stale_before, 500).await {
+        for c in stale {
+            tracing::info!(conversation = c.id, external_id = c.external_id, "no end arrived; closing it as timed out");
+            let event = Event {
+                dedup_key: format!("sweep:{}:{}", c.id, c.revision),
+                source: c.source.clone(),
+                conversation_key: c.external_id.clone(),
+                leg: None,
+                at: now,
+                kind: EventKind::Ended { cause: EndCause::TimedOut },
+            };
+            if let Err(e) = app.record(event, "sweeper", "timeout", Instant::now()).await {
+                tracing::warn!(error = e.detail, "sweep failed");
+            }
+        }
+    }
+    let acw_before = now - Duration::from_secs(cfg.acw_timeout_secs);
+    if let Ok(overdue) = app.store.wrapup_overdue(acw_before, 500).await {
+        for c in overdue {
+            let event = Event {
+                dedup_key: format!("acw:{}", c.id),
+                source: c.source.clone(),
+                conversation_key: c.external_id.clone(),
+                leg: None,
+                at: now,
+                kind: EventKind::AcwExpired,
+            };
+            if let Err(e) = app.record(event, "sweeper", "acw_expired", Instant::now()).await {
+                tracing::warn!(error = e.detail, "ACW completion failed");
+            }
+        }
+    }
+}
