@@ -59,15 +59,16 @@ impl App {
                 out.push(a);
             }
         };
-        for u in users {
-            match self.config.agents.iter().find(|a| a.cti_users.iter().any(|n| n == u) || a.name.as_deref() == Some(u) || a.id == *u) {
-                Some(a) => push(a.id.clone()),
-                None => push(u.clone()),
-            }
-        }
-        for id in user_ids {
-            if let Some(a) = self.config.agents.iter().find(|a| a.sipgate_user_ids.iter().any(|x| x == id)) {
-                push(a.id.clone());
+        // sipgate sends `user[]` and `userId[]` side by side; a configured id wins over a name.
+        for i in 0..users.len().max(user_ids.len()) {
+            let by_id = user_ids.get(i).and_then(|id| self.config.agents.iter().find(|a| a.sipgate_user_ids.iter().any(|x| x == id)));
+            let by_name = users
+                .get(i)
+                .map(|u| self.config.agents.iter().find(|a| a.cti_users.iter().any(|n| n == u) || a.name.as_deref() == Some(u) || a.id == *u).map_or_else(|| u.clone(), |a| a.id.clone()));
+            match (by_id, by_name) {
+                (Some(a), _) => push(a.id.clone()),
+                (None, Some(name)) => push(name),
+                (None, None) => {}
             }
         }
         if let Some(q) = queue {
@@ -119,14 +120,15 @@ impl App {
     }
 
     /// The decision the PBX gets for a new call.
-    fn decide_call(&self, ev: &CallEvent, customer: &Normalized, dialed: &Address) -> Reply {
+    fn decide_call(&self, ev: &CallEvent, customer: &Normalized) -> Reply {
         match ev.direction {
             Direction::Inbound => match customer.e164() {
                 Some(e) if self.block_list.contains(e) => Reply::Reject { reason: self.config.routing.reject_reason.clone() },
                 _ => Reply::Accept,
             },
             Direction::Outbound => {
-                let dest = dialed.e164.clone().unwrap_or_else(|| dialed.raw.clone());
+                // Outbound, the customer is the destination.
+                let dest = customer.e164().map_or_else(|| ev.to.clone(), str::to_string);
                 let r = &self.config.routing;
                 match routing::outbound_caller_id(&r.outbound_caller_ids, r.default_caller_id.as_deref(), &dest) {
                     Some(caller_id) => Reply::Dial { caller_id: caller_id.to_string(), number: ev.to.clone() },
@@ -147,7 +149,7 @@ impl App {
                 };
                 let (customer, normalized) = self.address(customer_raw);
                 let (dialed, _) = self.address(dialed_raw);
-                let reply = self.decide_call(&ev, &normalized, &dialed);
+                let reply = self.decide_call(&ev, &normalized);
                 let rejected = matches!(reply, Reply::Reject { .. });
                 let agents = if rejected { vec![] } else { self.resolve_agents(&ev.users, &ev.user_ids, ev.queue.as_deref()) };
                 let identification = if rejected {

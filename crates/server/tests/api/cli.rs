@@ -1,0 +1,52 @@
+//! The binary itself: help, config printing and checking, import.
+
+use std::process::Command;
+
+fn cxbridge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cxbridge"))
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [&["--help"][..], &["serve", "--help"], &["demo", "--help"], &["import", "--help"], &["config", "--help"], &["config", "default", "--help"]] {
+        let out = cxbridge().args(args).output().expect("run cxbridge");
+        assert!(out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+    }
+}
+
+#[test]
+fn config_default_prints_a_config_that_checks() {
+    let out = cxbridge().args(["config", "default"]).output().expect("run");
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cxbridge.toml");
+    std::fs::write(&path, &out.stdout).expect("write");
+    let out = cxbridge().args(["config", "check"]).arg(&path).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:1\"\n\n[phone]\ndefault_regoin = \"DE\"\n").expect("write");
+    let out = cxbridge().args(["config", "check"]).arg(&path).output().expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":5:") && err.contains("default_regoin"), "{err}");
+}
+
+#[test]
+fn import_loads_a_csv_and_names_bad_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("contacts.csv");
+    std::fs::write(&csv, "id,name,phone\n1,Ada,+49 30 1234567\n2,Bob,+49 30 7654321,extra\n3,Cy,0301111111\n").expect("write");
+    let out = cxbridge()
+        .args(["import", "contact"])
+        .arg(&csv)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .env("CXBRIDGE_ADMIN_TOKEN", "x")
+        .env("CXBRIDGE_CTI_TOKEN", "y")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 2 contact records"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("contacts.csv:3:"), "{}", String::from_utf8_lossy(&out.stderr));
+}

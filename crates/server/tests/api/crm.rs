@@ -1,0 +1,70 @@
+//! The built-in CRM over REST, and CSV import.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn records_can_be_created_found_in_any_notation_updated_and_deleted() {
+    let t = spawn_with("[phone]\ndefault_region = \"CZ\"\n").await;
+    let acme = t.create("account", json!({"name": "Acme s.r.o.", "phone": "+420 222 111 000"})).await;
+    let id = t.create("contact", json!({"name": "Jana", "phone": "602/123 456", "account_id": acme, "age": 41})).await;
+    for notation in ["%2B420%20602%20123%20456", "00420602123456", "602.123.456", "tel:%2B420-602-123-456"] {
+        let (s, v) = t.get(&format!("/api/v1/crm/contact?phone={notation}")).await;
+        assert_eq!(s, 200);
+        assert_eq!(v["records"].as_array().expect("records").len(), 1, "{notation}: {v}");
+    }
+    let (_, v) = t.get(&format!("/api/v1/crm/contact/{id}")).await;
+    assert_eq!(v["fields"]["age"], "41");
+    let (_, v) = t.get(&format!("/api/v1/crm/contact/{id}/related/account")).await;
+    assert_eq!(v["id"], acme.as_str());
+    let (s, v) = t.patch(&format!("/api/v1/crm/contact/{id}"), json!({"phone": "+420 777 000 111"})).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = t.get("/api/v1/crm/contact?phone=602123456").await;
+    assert_eq!(v["records"], json!([]), "the old number is gone from the index");
+    let (_, v) = t.get("/api/v1/crm/contact?q=jana").await;
+    assert_eq!(v["records"].as_array().expect("records").len(), 1);
+    let (_, v) = t.get(&format!("/api/v1/crm/contact?account_id={acme}")).await;
+    assert_eq!(v["records"].as_array().expect("records").len(), 1);
+
+    let r = t.http.delete(t.url(&format!("/api/v1/crm/contact/{id}"))).bearer_auth(ADMIN).send().await.expect("delete");
+    assert_eq!(r.status().as_u16(), 204);
+    let (s, v) = t.get(&format!("/api/v1/crm/contact/{id}")).await;
+    assert_eq!(s, 404, "{v}");
+}
+
+#[tokio::test]
+async fn bad_crm_requests_get_problems_and_change_nothing() {
+    let t = spawn().await;
+    let (s, v) = t.post("/api/v1/crm/spaceship", json!({"name": "x"})).await;
+    assert_eq!(s, 404);
+    assert!(v["detail"].as_str().expect("detail").contains("spaceship"));
+    let (s, v) = t.post("/api/v1/crm/contact", json!({"name": {"nested": true}})).await;
+    assert_eq!(s, 422, "{v}");
+    let (s, _) = t.post("/api/v1/crm/contact", json!(["not", "an", "object"])).await;
+    assert_eq!(s, 422);
+    let (s, v) = t.post("/api/v1/crm/contact", json!({"bad name!": "x"})).await;
+    assert_eq!(s, 422, "{v}");
+    t.create("contact", json!({"id": "c1", "name": "One"})).await;
+    let (s, v) = t.post("/api/v1/crm/contact", json!({"id": "c1", "name": "Two"})).await;
+    assert_eq!(s, 422, "{v}");
+    let (_, v) = t.get("/api/v1/crm/contact/c1").await;
+    assert_eq!(v["fields"]["name"], "One");
+    let r = t.http.get(t.url("/api/v1/crm/contact")).send().await.expect("no token");
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn csv_import_reports_bad_rows_by_line_and_keeps_good_ones() {
+    let t = spawn().await;
+    let csv = "id,name,phone\nc1,Ada,030 1234567\nc2,Bob\n,,\nc3,Cy,+49 40 7654321\n";
+    let mut progress = vec![];
+    let report = cxbridge_server::import::import_csv(t.app.crm_store.as_ref(), "contact", csv.as_bytes(), |n| progress.push(n)).await.expect("import");
+    assert_eq!(report.imported, 2);
+    let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [3, 4], "{:?}", report.errors);
+    assert_eq!(progress.last(), Some(&2));
+    let (_, v) = t.get("/api/v1/crm/contact?phone=%2B49407654321").await;
+    assert_eq!(v["records"][0]["id"], "c3");
+}

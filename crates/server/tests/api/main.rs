@@ -1,0 +1,10 @@
+//! The one integration-test binary of the server: each test starts the real hub on port 0
+//! with a temporary data directory and talks to it over HTTP and WebSocket.
+
+mod helpers;
+
+mod calls;
+mod cli;
+mod crm;
+mod lifecycle;
+mod sipgate;
