@@ -224,12 +224,11 @@ impl Details {
     fn merge(&mut self, other: Details) -> bool {
         let mut changed = false;
         let mut set = |slot: &mut Option<String>, v: Option<String>| {
-            if let Some(v) = v {
-                if slot.as_ref() != Some(&v) {
+            if let Some(v) = v
+                && slot.as_ref() != Some(&v) {
                     *slot = Some(v);
                     changed = true;
                 }
-            }
         };
         set(&mut self.notes, other.notes);
         set(&mut self.transcript, other.transcript);
@@ -312,11 +311,10 @@ impl Conversation {
     /// Agents that should hear about this conversation now.
     pub fn audience(&self) -> Vec<String> {
         let mut agents = self.offered_to.clone();
-        if let Some(a) = &self.agent {
-            if !agents.contains(a) {
+        if let Some(a) = &self.agent
+            && !agents.contains(a) {
                 agents.push(a.clone());
             }
-        }
         agents
     }
 }
@@ -425,11 +423,10 @@ pub fn apply(current: Option<Conversation>, event: Event, new_id: &str, policy: 
     let before = c.clone();
     let mut effects = Vec::new();
     let at = event.at;
-    if let Some(leg) = &event.leg {
-        if !c.legs.iter().any(|l| &l.id == leg) {
+    if let Some(leg) = &event.leg
+        && !c.legs.iter().any(|l| &l.id == leg) {
             c.legs.push(Leg { id: leg.clone(), ended: false });
         }
-    }
     match event.kind {
         EventKind::Offered(offer) => {
             let leg_is_new = event.leg.as_ref().is_some_and(|l| !before.legs.iter().any(|b| &b.id == l));
@@ -443,7 +440,7 @@ pub fn apply(current: Option<Conversation>, event: Event, new_id: &str, policy: 
                 // The activity was written without what only the offer knows: rewrite it.
                 effects.push(Effect::Memorialize);
             }
-            if leg_is_new && c.state.is_open() && before.legs.len() > 0 {
+            if leg_is_new && c.state.is_open() && !before.legs.is_empty() {
                 // A new leg of a live conversation: a transfer. Offer it to the new agents.
                 let from_agent = c.agent.clone();
                 let to = if offer.agents.is_empty() { offer.queue.clone().unwrap_or_else(|| offer.dialed.raw.clone()) } else { offer.agents.join(", ") };
@@ -475,11 +472,10 @@ pub fn apply(current: Option<Conversation>, event: Event, new_id: &str, policy: 
             let takes_over = !c.transfers.is_empty() && event.leg.is_some() && event.leg.as_deref() == c.legs.last().map(|l| l.id.as_str());
             if agent.is_some() && (c.agent.is_none() || c.state == State::Offered || takes_over) {
                 c.agent = agent.clone();
-                if let Some(a) = &agent {
-                    if !c.offered_to.contains(a) {
+                if let Some(a) = &agent
+                    && !c.offered_to.contains(a) {
                         c.offered_to.push(a.clone());
                     }
-                }
             }
             if c.state == State::Offered {
                 c.state = State::Connected;

@@ -197,15 +197,14 @@ impl Mapping {
                         known: SOURCE_FIELDS.join(", "),
                     });
                 }
-                if let Some(t) = transform {
-                    if !TRANSFORMS.contains(&t.as_str()) {
+                if let Some(t) = transform
+                    && !TRANSFORMS.contains(&t.as_str()) {
                         return Err(MappingError::UnknownTransform {
                             target: f.target.clone(),
                             transform: t,
                             known: TRANSFORMS.join(", "),
                         });
                     }
-                }
             }
         }
         Ok(())

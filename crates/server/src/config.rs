@@ -202,11 +202,10 @@ impl Config {
         }
         let entities = self.entities();
         for (i, rule) in self.pop_rules.iter().enumerate() {
-            if let Some(rel) = &rule.related {
-                if !entities.iter().any(|e| e.relation(rel).is_some()) {
+            if let Some(rel) = &rule.related
+                && !entities.iter().any(|e| e.relation(rel).is_some()) {
                     return Err(format!("[[pop_rules]] #{}: no entity has a relation named `{rel}`", i + 1));
                 }
-            }
             if !entities.iter().any(|e| e.name == rule.create_entity) {
                 return Err(format!("[[pop_rules]] #{}: create_entity `{}` is not a CRM entity", i + 1, rule.create_entity));
             }

@@ -33,14 +33,13 @@ impl AgentHub {
     }
 
     pub fn unsubscribe(&self, agent: &str, id: u64) {
-        if let Ok(mut streams) = self.streams.write() {
-            if let Some(list) = streams.get_mut(agent) {
+        if let Ok(mut streams) = self.streams.write()
+            && let Some(list) = streams.get_mut(agent) {
                 list.retain(|(i, _)| *i != id);
                 if list.is_empty() {
                     streams.remove(agent);
                 }
             }
-        }
         metrics::gauge!("cxbridge_agent_streams").decrement(1.0);
     }
 

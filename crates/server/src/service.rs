@@ -80,11 +80,10 @@ impl App {
     }
 
     fn answering_agent(&self, number: Option<&str>, users: &[String], user_ids: &[String]) -> Option<String> {
-        if let Some(n) = number {
-            if let Some(a) = self.config.agents.iter().find(|a| a.numbers.iter().any(|x| x == n)) {
+        if let Some(n) = number
+            && let Some(a) = self.config.agents.iter().find(|a| a.numbers.iter().any(|x| x == n)) {
                 return Some(a.id.clone());
             }
-        }
         self.resolve_agents(users, user_ids, None).into_iter().next()
     }
 
@@ -245,11 +244,10 @@ impl App {
             if let Effect::Pop(agents) = e {
                 let frame = frame(&proto::AgentMessage::Pop(body.clone()));
                 for a in agents {
-                    if self.hub.publish(a, &frame) > 0 {
-                        if let Some(r) = received {
+                    if self.hub.publish(a, &frame) > 0
+                        && let Some(r) = received {
                             metrics::histogram!("cxbridge_pop_latency_seconds").record(r.elapsed().as_secs_f64());
                         }
-                    }
                     popped.push(a);
                 }
             }

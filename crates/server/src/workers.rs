@@ -95,11 +95,10 @@ async fn fail(app: &App, item: &OutboxItem, e: CrmError) {
     if let Err(err) = app.store.outbox_failed(item.id, &e.to_string(), retry_at, Timestamp::now()).await {
         tracing::error!(error = %err, "could not record the failed attempt");
     }
-    if retry_at.is_none() {
-        if let Ok(Some(c)) = app.store.conversation(&item.conversation_id).await {
+    if retry_at.is_none()
+        && let Ok(Some(c)) = app.store.conversation(&item.conversation_id).await {
             app.notify(&c, &[cxbridge_domain::conversation::Effect::Update], None).await;
         }
-    }
 }
 
 /// Every `sweep_interval_secs`: end stale conversations, complete overdue wrap-ups.

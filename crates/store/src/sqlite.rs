@@ -272,11 +272,10 @@ impl Store for SqliteStore {
             .await?
             .rows_affected();
         let mut id = Self::find_conversation_id(&mut tx, &event.source, &event.conversation_key).await?;
-        if id.is_none() {
-            if let Some(leg) = &event.leg {
+        if id.is_none()
+            && let Some(leg) = &event.leg {
                 id = Self::find_conversation_id(&mut tx, &event.source, leg).await?;
             }
-        }
         let current = match &id {
             Some(id) => Self::load(&mut tx, id).await?,
             None => None,

@@ -153,11 +153,10 @@ pub async fn wrapup(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): P
             return Err(ApiError::unprocessable(format!("record {}/{} does not exist in the CRM; create it first", r.entity, r.id)));
         }
     }
-    if let Some(d) = &w.disposition {
-        if d.code.trim().is_empty() {
+    if let Some(d) = &w.disposition
+        && d.code.trim().is_empty() {
             return Err(ApiError::unprocessable("`disposition.code` must not be empty"));
         }
-    }
     let wrap = WrapUp {
         agent: w.agent.clone(),
         disposition: w.disposition.as_ref().map(|d| Disposition { code: d.code.clone(), category: d.category.clone() }),
