@@ -271,6 +271,20 @@ pub struct ActivityView {
     pub updated_at: String,
 }
 
+/// `POST /api/v1/activities`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityInput {
+    /// Idempotency key: posting the same key again updates that activity.
+    pub key: Option<String>,
+    /// `task`, `phonecall`, `chat`, `message`, or your own kind.
+    pub kind: String,
+    /// The records it is about; the first is the primary one.
+    pub regarding: Vec<RecordRefView>,
+    #[serde(default)]
+    pub fields: serde_json::Map<String, Value>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ActivityList {
     pub activities: Vec<ActivityView>,

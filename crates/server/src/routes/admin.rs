@@ -36,6 +36,7 @@ use crate::views;
         super::crm::activities,
         super::crm::related,
         super::crm::activity,
+        super::crm::create_activity,
         super::stream::stream,
     ),
     components(schemas(proto::AgentMessage, proto::AgentConversation)),

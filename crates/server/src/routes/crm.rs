@@ -103,3 +103,33 @@ pub async fn activity(State(app): State<Arc<App>>, headers: HeaderMap, Path(id):
     let a = app.crm_store.activity(&id).await?.ok_or_else(|| ApiError::not_found(format!("no activity `{id}`")))?;
     Ok(Json(views::activity(&a)))
 }
+
+/// Creates (or, with the same `key`, updates) an activity: a task, note, message or call
+/// logged by hand or by another system.
+#[utoipa::path(post, path = "/api/v1/activities", request_body = proto::ActivityInput,
+    responses((status = 201, body = proto::ActivityView), (status = 422, body = proto::Problem)), security(("bearer" = [])))]
+pub async fn create_activity(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    app.tokens.require_admin(&headers)?;
+    let input: proto::ActivityInput =
+        serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable(format!("the activity is not valid: {e}")))?;
+    if input.kind.trim().is_empty() {
+        return Err(ApiError::unprocessable("`kind` must name the activity type, e.g. task, phonecall, chat, message"));
+    }
+    if input.regarding.is_empty() {
+        return Err(ApiError::unprocessable("`regarding` must name at least one record"));
+    }
+    for r in &input.regarding {
+        if app.crm_store.record(&r.entity, &r.id).await?.is_none() {
+            return Err(ApiError::unprocessable(format!("record {}/{} does not exist", r.entity, r.id)));
+        }
+    }
+    let key = input.key.clone().filter(|k| !k.is_empty()).unwrap_or_else(|| format!("api:{}", uuid::Uuid::now_v7()));
+    let activity = cxbridge_domain::crm::Activity {
+        key,
+        kind: input.kind.clone(),
+        regarding: input.regarding.iter().map(|r| RecordRef::new(&r.entity, &r.id)).collect(),
+        fields: input.fields.clone().into_iter().collect(),
+    };
+    let stored = app.crm_store.upsert_activity(&activity).await?;
+    Ok((StatusCode::CREATED, Json(views::activity(&stored))).into_response())
+}

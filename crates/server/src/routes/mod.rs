@@ -32,6 +32,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/crm/{entity}/{id}", get(crm::read).patch(crm::update).delete(crm::delete))
         .route("/api/v1/crm/{entity}/{id}/activities", get(crm::activities))
         .route("/api/v1/crm/{entity}/{id}/related/{relation}", get(crm::related))
+        .route("/api/v1/activities", post(crm::create_activity))
         .route("/api/v1/activities/{id}", get(crm::activity))
         .route("/api/v1/outbox", get(admin::outbox_list))
         .route("/api/v1/outbox/{id}/replay", post(admin::outbox_replay))

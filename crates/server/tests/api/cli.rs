@@ -50,3 +50,26 @@ fn import_loads_a_csv_and_names_bad_lines() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("imported 2 contact records"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("contacts.csv:3:"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn demo_serves_sample_data() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = cxbridge()
+        .args(["demo", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let rest: Vec<String> = lines.take(6).filter_map(Result::ok).collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.starts_with("cxbridge listening on http://127.0.0.1:"), "{first}");
+    let text = rest.join("\n");
+    assert!(text.contains("agent stream:") && text.contains("/api/v1/agents/alice/stream?access_token="), "{text}");
+    assert!(text.contains("admin token:"), "{text}");
+}

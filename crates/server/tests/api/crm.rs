@@ -68,3 +68,43 @@ async fn csv_import_reports_bad_rows_by_line_and_keeps_good_ones() {
     let (_, v) = t.get("/api/v1/crm/contact?phone=%2B49407654321").await;
     assert_eq!(v["records"][0]["id"], "c3");
 }
+
+#[tokio::test]
+async fn custom_entities_from_config_identify_callers_and_take_tasks() {
+    let t = spawn_with(
+        r#"
+[phone]
+default_region = "GB"
+[[crm.entities]]
+name = "contact"
+phone_fields = ["phone"]
+display_fields = [{ label = "Name", field = "name" }]
+relations = [{ name = "site", field = "site_id", entity = "site" }]
+[[crm.entities]]
+name = "site"
+title_field = "site_name"
+phone_fields = ["hotline"]
+display_fields = [{ label = "Site", field = "site_name" }, { label = "Postcode", field = "postcode" }]
+"#,
+    )
+    .await;
+    let site = t.create("site", json!({"site_name": "Leeds depot", "hotline": "0113 496 0000", "postcode": "LS1"})).await;
+    let (s, v) = t.post("/api/v1/crm/lead", json!({"name": "x"})).await;
+    assert_eq!(s, 404, "lead is not declared here: {v}");
+    let (_, v) = t.get("/api/v1/identify?address=%2B44%20113%20496%200000").await;
+    assert_eq!(v["identification"]["outcome"], "single");
+    assert_eq!(v["identification"]["candidates"][0]["title"], "Leeds depot");
+    assert_eq!(v["identification"]["candidates"][0]["display"][1], json!({"label": "Postcode", "value": "LS1"}));
+
+    let task = json!({"key": "task-1", "kind": "task", "regarding": [{"entity": "site", "id": site}], "fields": {"subject": "Call back"}});
+    let (s, a) = t.post("/api/v1/activities", task.clone()).await;
+    assert_eq!(s, 201, "{a}");
+    let (s, b) = t.post("/api/v1/activities", task).await;
+    assert_eq!(s, 201);
+    assert_eq!(a["id"], b["id"], "the same key is the same activity");
+    let acts = t.activities_of("site", &site).await;
+    assert_eq!(acts.len(), 1);
+    assert_eq!(acts[0]["kind"], "task");
+    let (s, _) = t.post("/api/v1/activities", json!({"kind": "task", "regarding": [{"entity": "site", "id": "missing"}]})).await;
+    assert_eq!(s, 422);
+}
