@@ -51,7 +51,18 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     schema: Arc<CrmSchema>,
+    events: tokio::sync::mpsc::Sender<EventJob>,
 }
+
+/// An event waiting for the group commit.
+struct EventJob {
+    event: Event,
+    policy: Policy,
+    reply: tokio::sync::oneshot::Sender<Result<Recorded>>,
+}
+
+/// Most events committed by one transaction (one fsync).
+const GROUP_COMMIT_MAX: usize = 256;
 
 fn ms(t: Timestamp) -> i64 {
     t.as_millisecond()
@@ -88,7 +99,9 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(base.clone()).await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(base.read_only(true)).await?;
-        Ok(Self { writer, reader, schema: Arc::new(schema) })
+        let (events, queue) = tokio::sync::mpsc::channel(4 * GROUP_COMMIT_MAX);
+        tokio::spawn(group_commit(writer.clone(), queue));
+        Ok(Self { writer, reader, schema: Arc::new(schema), events })
     }
 
     /// Opens a database named by a `sqlite://path` URL (or a plain path).
@@ -237,6 +250,88 @@ impl SqliteStore {
     }
 }
 
+/// The writer task: applies every event waiting at that moment in one transaction, each in
+/// its own savepoint (one bad event does not undo the others), commits once, then answers.
+/// An answer is only sent after the commit, so nothing is acknowledged before it is durable.
+async fn group_commit(writer: SqlitePool, mut queue: tokio::sync::mpsc::Receiver<EventJob>) {
+    while let Some(first) = queue.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP_COMMIT_MAX {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut results = Vec::with_capacity(jobs.len());
+        let committed = async {
+            let mut tx = writer.begin().await?;
+            for job in &jobs {
+                sqlx::query("SAVEPOINT event").execute(&mut *tx).await?;
+                let r = apply_event(&mut tx, job.event.clone(), job.policy).await;
+                if r.is_err() {
+                    sqlx::query("ROLLBACK TO event").execute(&mut *tx).await?;
+                }
+                sqlx::query("RELEASE event").execute(&mut *tx).await?;
+                results.push(r);
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(())
+        }
+        .await;
+        match committed {
+            Ok(()) => {
+                for (job, r) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = jobs.len(), "group commit failed; nothing of it was stored");
+                for job in jobs {
+                    let _ = job.reply.send(Err(StoreError::Unavailable(format!("commit failed: {e}"))));
+                }
+            }
+        }
+    }
+}
+
+/// Dedup, transition, save and outbox for one event, inside the caller's transaction.
+async fn apply_event(tx: &mut SqliteConnection, event: Event, policy: Policy) -> Result<Recorded> {
+    let now = Timestamp::now();
+    let inserted = sqlx::query("INSERT OR IGNORE INTO events (dedup_key, received_at) VALUES (?1, ?2)")
+        .bind(&event.dedup_key)
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let mut id = SqliteStore::find_conversation_id(tx, &event.source, &event.conversation_key).await?;
+    if id.is_none() {
+        if let Some(leg) = &event.leg {
+            id = SqliteStore::find_conversation_id(tx, &event.source, leg).await?;
+        }
+    }
+    let current = match &id {
+        Some(id) => SqliteStore::load(tx, id).await?,
+        None => None,
+    };
+    if inserted == 0 {
+        return Ok(Recorded::Duplicate(current));
+    }
+    let new_id = id.unwrap_or_else(new_id);
+    let transition = conversation::apply(current, event.clone(), &new_id, policy)?;
+    if !transition.absorbed {
+        SqliteStore::save(tx, &transition.conversation).await?;
+    }
+    if transition.effects.contains(&Effect::Memorialize) {
+        SqliteStore::enqueue_activity(tx, &transition.conversation.id, now).await?;
+    }
+    sqlx::query("UPDATE events SET conversation_id = ?1 WHERE dedup_key = ?2")
+        .bind(&transition.conversation.id)
+        .bind(&event.dedup_key)
+        .execute(&mut *tx)
+        .await?;
+    Ok(Recorded::Applied(transition))
+}
+
 fn decode(body: &str) -> Result<Conversation> {
     serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("conversation: {e}")))
 }
@@ -263,42 +358,9 @@ fn outbox_from_row(row: &SqliteRow) -> Result<OutboxItem> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn record_event(&self, event: Event, policy: Policy) -> Result<Recorded> {
-        let now = Timestamp::now();
-        let mut tx = self.writer.begin().await?;
-        let inserted = sqlx::query("INSERT OR IGNORE INTO events (dedup_key, received_at) VALUES (?1, ?2)")
-            .bind(&event.dedup_key)
-            .bind(ms(now))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        let mut id = Self::find_conversation_id(&mut tx, &event.source, &event.conversation_key).await?;
-        if id.is_none()
-            && let Some(leg) = &event.leg {
-                id = Self::find_conversation_id(&mut tx, &event.source, leg).await?;
-            }
-        let current = match &id {
-            Some(id) => Self::load(&mut tx, id).await?,
-            None => None,
-        };
-        if inserted == 0 {
-            tx.rollback().await?;
-            return Ok(Recorded::Duplicate(current));
-        }
-        let new_id = id.unwrap_or_else(new_id);
-        let transition = conversation::apply(current, event.clone(), &new_id, policy)?;
-        if !transition.absorbed {
-            Self::save(&mut tx, &transition.conversation).await?;
-        }
-        if transition.effects.contains(&Effect::Memorialize) {
-            Self::enqueue_activity(&mut tx, &transition.conversation.id, now).await?;
-        }
-        sqlx::query("UPDATE events SET conversation_id = ?1 WHERE dedup_key = ?2")
-            .bind(&transition.conversation.id)
-            .bind(&event.dedup_key)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Recorded::Applied(transition))
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.events.send(EventJob { event, policy, reply }).await.map_err(|_| StoreError::Unavailable("the writer stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("the writer stopped".into()))?
     }
 
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
