@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::{CallEvent, MAX_ID_LEN, Reply, WireError, check_len, direction, kind};
 
+/// Fields we use; the others (`fullUserId[]`, `xcid`, …) are ignored.
 #[derive(Debug, Deserialize)]
 struct FormBody {
     event: Option<String>,
@@ -25,20 +26,15 @@ struct FormBody {
     user_id: Vec<String>,
     #[serde(default, rename = "userId[]")]
     user_id_list: Vec<String>,
-    #[serde(default, rename = "fullUserId[]")]
-    _full_user_id: Vec<String>,
     #[serde(rename = "answeringNumber")]
     answering_number: Option<String>,
     diversion: Option<String>,
     cause: Option<String>,
-    #[serde(default)]
-    xcid: Option<String>,
 }
 
 /// Parses a sipgate.io push request body.
 pub fn parse_form(body: &[u8]) -> Result<CallEvent, WireError> {
     let b: FormBody = serde_html_form::from_bytes(body).map_err(|e| WireError::Malformed { format: "form data", detail: e.to_string() })?;
-    let _ = b.xcid;
     let event = b.event.filter(|s| !s.is_empty()).ok_or(WireError::Missing("event"))?;
     let call_id = b.call_id.filter(|s| !s.is_empty()).ok_or(WireError::Missing("callId"))?;
     check_len("callId", &call_id, MAX_ID_LEN)?;

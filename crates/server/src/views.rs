@@ -68,14 +68,13 @@ pub fn pop(action: &PopAction, related: Option<&Candidate>) -> proto::PopView {
     }
 }
 
-pub fn memorialization(c: &Conversation, item: Option<&OutboxItem>) -> proto::MemorializationView {
+pub fn memorialization(item: Option<&OutboxItem>) -> proto::MemorializationView {
     let status = match item.map(|i| i.state) {
         None => "waiting",
         Some(OutboxState::Pending) => "pending",
         Some(OutboxState::Delivered) => "written",
         Some(OutboxState::Dead) => "failed",
     };
-    let _ = c;
     proto::MemorializationView {
         status: status.into(),
         attempts: item.map_or(0, |i| i.attempts),
@@ -129,7 +128,7 @@ pub fn conversation(c: &Conversation, item: Option<&OutboxItem>) -> proto::Conve
         pinned: c.pinned.iter().map(record_ref).collect(),
         wrapped_up: c.wrapped_up,
         revision: c.revision,
-        memorialization: Some(memorialization(c, item)),
+        memorialization: Some(memorialization(item)),
     }
 }
 

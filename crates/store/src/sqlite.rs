@@ -535,12 +535,14 @@ impl Store for SqliteStore {
                 None => {}
             }
         }
-        let row = sqlx::query("SELECT COUNT(*) AS due, MIN(updated_at) AS oldest FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?1")
-            .bind(ms(now))
-            .fetch_one(&self.reader)
-            .await?;
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(next_attempt_at <= ?1), 0) AS due, MIN(updated_at) AS oldest FROM outbox WHERE state = 'pending'",
+        )
+        .bind(ms(now))
+        .fetch_one(&self.reader)
+        .await?;
         stats.due = row.try_get::<i64, _>("due")? as u64;
-        let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(updated_at) FROM outbox WHERE state = 'pending'").fetch_one(&self.reader).await?;
+        let oldest: Option<i64> = row.try_get("oldest")?;
         stats.oldest_pending_secs = oldest.map_or(0, |o| ((ms(now) - o).max(0) / 1000) as u64);
         Ok(stats)
     }
