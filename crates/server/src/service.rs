@@ -221,7 +221,12 @@ impl App {
     }
 
     pub async fn conversation_view(&self, c: &Conversation) -> proto::ConversationView {
-        let item = self.store.outbox_for_conversation(&c.id).await.ok().flatten();
+        // Only a completed conversation has an activity in the outbox; skip the lookup before.
+        let item = if c.state == cxbridge_domain::conversation::State::Completed {
+            self.store.outbox_for_conversation(&c.id).await.ok().flatten()
+        } else {
+            None
+        };
         views::conversation(c, item.as_ref())
     }
 

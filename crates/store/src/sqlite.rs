@@ -115,21 +115,15 @@ impl SqliteStore {
         &self.schema
     }
 
-    async fn find_conversation_id(conn: &mut SqliteConnection, source: &str, key: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT conversation_id FROM conversation_keys WHERE source = ?1 AND key = ?2")
-            .bind(source)
-            .bind(key)
-            .fetch_optional(conn)
-            .await?)
-    }
-
     async fn load(conn: &mut SqliteConnection, id: &str) -> Result<Option<Conversation>> {
         let body: Option<String> =
             sqlx::query_scalar("SELECT body FROM conversations WHERE id = ?1").bind(id).fetch_optional(conn).await?;
         body.map(|b| decode(&b)).transpose()
     }
 
-    async fn save(conn: &mut SqliteConnection, c: &Conversation) -> Result<()> {
+    /// Upserts `c`, and indexes the source ids and agents that `previous` did not have yet
+    /// (an answer or hangup adds none, so it costs one statement).
+    async fn save(conn: &mut SqliteConnection, c: &Conversation, previous: Option<&Conversation>) -> Result<()> {
         let body = serde_json::to_string(c).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(
             "INSERT INTO conversations (id, source, external_id, state, last_event_at, ended_at, revision, body)
@@ -147,8 +141,11 @@ impl SqliteStore {
         .bind(body)
         .execute(&mut *conn)
         .await?;
-        let keys = std::iter::once(c.external_id.as_str()).chain(c.legs.iter().map(|l| l.id.as_str()));
-        for key in keys {
+        let keys_of = |c: &Conversation| -> Vec<String> {
+            std::iter::once(c.external_id.clone()).chain(c.legs.iter().map(|l| l.id.clone())).collect()
+        };
+        let known_keys = previous.map(keys_of).unwrap_or_default();
+        for key in keys_of(c).iter().filter(|k| !known_keys.contains(k)) {
             sqlx::query("INSERT OR IGNORE INTO conversation_keys (source, key, conversation_id) VALUES (?1, ?2, ?3)")
                 .bind(&c.source)
                 .bind(key)
@@ -156,7 +153,8 @@ impl SqliteStore {
                 .execute(&mut *conn)
                 .await?;
         }
-        for agent in c.audience() {
+        let known_agents = previous.map(Conversation::audience).unwrap_or_default();
+        for agent in c.audience().iter().filter(|a| !known_agents.contains(a)) {
             sqlx::query("INSERT OR IGNORE INTO conversation_agents (agent, conversation_id) VALUES (?1, ?2)")
                 .bind(agent)
                 .bind(&c.id)
@@ -250,9 +248,13 @@ impl SqliteStore {
     }
 }
 
-/// The writer task: applies every event waiting at that moment in one transaction, each in
-/// its own savepoint (one bad event does not undo the others), commits once, then answers.
-/// An answer is only sent after the commit, so nothing is acknowledged before it is durable.
+/// The writer task: applies every event waiting at that moment in one transaction, commits
+/// once (one fsync for all of them), then answers. An answer is only sent after the commit,
+/// so nothing is acknowledged before it is durable.
+///
+/// An event the domain refuses writes nothing, so it needs no savepoint. Should a statement
+/// fail mid-batch, the batch is rolled back and each event retried in a transaction of its
+/// own, so one bad event cannot fail the others.
 async fn group_commit(writer: SqlitePool, mut queue: tokio::sync::mpsc::Receiver<EventJob>) {
     while let Some(first) = queue.recv().await {
         let mut jobs = vec![first];
@@ -262,30 +264,24 @@ async fn group_commit(writer: SqlitePool, mut queue: tokio::sync::mpsc::Receiver
                 Err(_) => break,
             }
         }
-        let mut results = Vec::with_capacity(jobs.len());
-        let committed = async {
-            let mut tx = writer.begin().await?;
-            for job in &jobs {
-                sqlx::query("SAVEPOINT event").execute(&mut *tx).await?;
-                let r = apply_event(&mut tx, job.event.clone(), job.policy).await;
-                if r.is_err() {
-                    sqlx::query("ROLLBACK TO event").execute(&mut *tx).await?;
-                }
-                sqlx::query("RELEASE event").execute(&mut *tx).await?;
-                results.push(r);
-            }
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(())
-        }
-        .await;
-        match committed {
-            Ok(()) => {
+        match commit_batch(&writer, &jobs).await {
+            Ok(results) => {
                 for (job, r) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(r);
                 }
             }
+            Err(e) if jobs.len() > 1 => {
+                tracing::warn!(error = %e, events = jobs.len(), "group commit failed; retrying its events one by one");
+                for job in jobs {
+                    let r = match commit_batch(&writer, std::slice::from_ref(&job)).await {
+                        Ok(mut results) => results.pop().unwrap_or_else(|| Err(StoreError::Unavailable("no result".into()))),
+                        Err(e) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
+                    };
+                    let _ = job.reply.send(r);
+                }
+            }
             Err(e) => {
-                tracing::error!(error = %e, events = jobs.len(), "group commit failed; nothing of it was stored");
+                tracing::error!(error = %e, "commit failed; the event was not stored");
                 for job in jobs {
                     let _ = job.reply.send(Err(StoreError::Unavailable(format!("commit failed: {e}"))));
                 }
@@ -294,41 +290,58 @@ async fn group_commit(writer: SqlitePool, mut queue: tokio::sync::mpsc::Receiver
     }
 }
 
-/// Dedup, transition, save and outbox for one event, inside the caller's transaction.
-async fn apply_event(tx: &mut SqliteConnection, event: Event, policy: Policy) -> Result<Recorded> {
-    let now = Timestamp::now();
-    let inserted = sqlx::query("INSERT OR IGNORE INTO events (dedup_key, received_at) VALUES (?1, ?2)")
-        .bind(&event.dedup_key)
-        .bind(ms(now))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    let mut id = SqliteStore::find_conversation_id(tx, &event.source, &event.conversation_key).await?;
-    if id.is_none() {
-        if let Some(leg) = &event.leg {
-            id = SqliteStore::find_conversation_id(tx, &event.source, leg).await?;
+/// One transaction over `jobs`: the per-event results (a refused event is an `Err` in its
+/// slot), or the database error that aborted the whole transaction.
+async fn commit_batch(writer: &SqlitePool, jobs: &[EventJob]) -> std::result::Result<Vec<Result<Recorded>>, sqlx::Error> {
+    let mut tx = writer.begin().await?;
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match apply_event(&mut tx, job.event.clone(), job.policy).await {
+            Err(StoreError::Database(e)) => return Err(e),
+            r => results.push(r),
         }
     }
-    let current = match &id {
-        Some(id) => SqliteStore::load(tx, id).await?,
-        None => None,
-    };
-    if inserted == 0 {
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Dedup, transition, save and outbox for one event, inside the caller's transaction.
+/// Everything that can refuse the event runs before the first write.
+async fn apply_event(tx: &mut SqliteConnection, event: Event, policy: Policy) -> Result<Recorded> {
+    let now = Timestamp::now();
+    // One round trip: is the event known, and the conversation its key or leg belongs to.
+    let row = sqlx::query(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE dedup_key = ?1) AS seen,
+           COALESCE(
+             (SELECT c.body FROM conversation_keys k JOIN conversations c ON c.id = k.conversation_id WHERE k.source = ?2 AND k.key = ?3),
+             (SELECT c.body FROM conversation_keys k JOIN conversations c ON c.id = k.conversation_id WHERE k.source = ?2 AND k.key = ?4)
+           ) AS body",
+    )
+    .bind(&event.dedup_key)
+    .bind(&event.source)
+    .bind(&event.conversation_key)
+    .bind(event.leg.as_deref())
+    .fetch_one(&mut *tx)
+    .await?;
+    let seen: bool = row.try_get("seen")?;
+    let current = row.try_get::<Option<String>, _>("body")?.map(|b| decode(&b)).transpose()?;
+    if seen {
         return Ok(Recorded::Duplicate(current));
     }
-    let new_id = id.unwrap_or_else(new_id);
-    let transition = conversation::apply(current, event.clone(), &new_id, policy)?;
+    let new_id = current.as_ref().map_or_else(new_id, |c| c.id.clone());
+    let transition = conversation::apply(current.clone(), event.clone(), &new_id, policy)?;
+    sqlx::query("INSERT INTO events (dedup_key, received_at, conversation_id) VALUES (?1, ?2, ?3)")
+        .bind(&event.dedup_key)
+        .bind(ms(now))
+        .bind(&transition.conversation.id)
+        .execute(&mut *tx)
+        .await?;
     if !transition.absorbed {
-        SqliteStore::save(tx, &transition.conversation).await?;
+        SqliteStore::save(tx, &transition.conversation, current.as_ref()).await?;
     }
     if transition.effects.contains(&Effect::Memorialize) {
         SqliteStore::enqueue_activity(tx, &transition.conversation.id, now).await?;
     }
-    sqlx::query("UPDATE events SET conversation_id = ?1 WHERE dedup_key = ?2")
-        .bind(&transition.conversation.id)
-        .bind(&event.dedup_key)
-        .execute(&mut *tx)
-        .await?;
     Ok(Recorded::Applied(transition))
 }
 
