@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::Deserialize;
 
+use crate::conversation::Direction;
+
 /// A record in a CRM: its entity (table/object) and its id there.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, Deserialize)]
 pub struct RecordRef {
@@ -47,6 +49,13 @@ pub struct EntitySpec {
     /// Whether identification searches this entity at all.
     #[serde(default = "yes")]
     pub identify: bool,
+    /// The CRM's name for the collection when it differs from `name`: the Dataverse entity
+    /// set (`contacts`), the Salesforce object (`Contact`), the Tryton model.
+    #[serde(default)]
+    pub collection: Option<String>,
+    /// The CRM's primary-key field (Dataverse `contactid`, Salesforce `Id`).
+    #[serde(default)]
+    pub id_field: Option<String>,
 }
 
 fn default_title_field() -> String {
@@ -84,6 +93,8 @@ impl EntitySpec {
             title_field: title_field.into(),
             relations: vec![],
             identify: true,
+            collection: None,
+            id_field: None,
         }
     }
 
@@ -109,6 +120,8 @@ impl EntitySpec {
                     entity: "account".into(),
                 }],
                 identify: true,
+                collection: None,
+                id_field: None,
             },
             EntitySpec {
                 name: "account".into(),
@@ -118,6 +131,8 @@ impl EntitySpec {
                 title_field: "name".into(),
                 relations: vec![],
                 identify: true,
+                collection: None,
+                id_field: None,
             },
             EntitySpec {
                 name: "lead".into(),
@@ -127,6 +142,8 @@ impl EntitySpec {
                 title_field: "name".into(),
                 relations: vec![],
                 identify: true,
+                collection: None,
+                id_field: None,
             },
         ]
     }
@@ -173,7 +190,44 @@ pub struct Activity {
     pub kind: String,
     /// The records the activity is about; the first is the primary "regarding" record.
     pub regarding: Vec<RecordRef>,
+    /// Mapped fields, named as the CRM names them.
     pub fields: BTreeMap<String, serde_json::Value>,
+    /// Who called whom: CRMs that model parties (Dataverse `from`/`to`) swap them by it.
+    pub direction: Direction,
+    /// The CRM user the agent is (from the agent's `crm_user_id`): the activity's owner
+    /// party, and the user it is written on behalf of where the CRM supports that.
+    pub on_behalf_of: Option<String>,
+}
+
+/// A page of a CRM's change feed for one entity, for the local phone index.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChangePage {
+    /// Records created or changed since the cursor (all records on a first sync).
+    pub upserts: Vec<(String, BTreeMap<String, String>)>,
+    /// Ids of records deleted since the cursor.
+    pub deletes: Vec<String>,
+    /// Where to continue: more pages now (`more = true`), or the cursor of the next sync.
+    pub cursor: String,
+    pub more: bool,
+}
+
+/// A workflow search: free text over the title field and/or exact field filters.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SearchQuery {
+    pub text: Option<String>,
+    pub filters: BTreeMap<String, String>,
+    pub limit: usize,
+}
+
+/// One entry of a record's timeline: an activity regarding it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TimelineEntry {
+    pub id: String,
+    pub kind: String,
+    pub subject: String,
+    /// RFC 3339, as the CRM reports it.
+    pub at: String,
+    pub fields: BTreeMap<String, String>,
 }
 
 /// Errors a CRM adapter reports. The split decides what the outbox does next.
@@ -197,4 +251,27 @@ pub trait Crm: Send + Sync {
     async fn related(&self, record: &RecordRef, spec: &EntitySpec, relation: &str) -> Result<Option<Candidate>, CrmError>;
     /// Creates or updates the activity keyed by `activity.key`; returns the CRM's id of it.
     async fn upsert_activity(&self, activity: &Activity) -> Result<String, CrmError>;
+    /// Several activities at once, one result each in order. CRMs with a batch API
+    /// (Dataverse `$batch`, Salesforce Composite) send them in as few requests as they allow.
+    async fn upsert_activities(&self, activities: &[Activity]) -> Vec<Result<String, CrmError>> {
+        let mut out = Vec::with_capacity(activities.len());
+        for a in activities {
+            out.push(self.upsert_activity(a).await);
+        }
+        out
+    }
+    /// Records of `spec` matching `query` (workflows, the panel's search).
+    async fn search(&self, spec: &EntitySpec, query: &SearchQuery) -> Result<Vec<Candidate>, CrmError>;
+    /// Creates a record; returns it as the CRM stored it.
+    async fn create(&self, spec: &EntitySpec, fields: &BTreeMap<String, String>) -> Result<Candidate, CrmError>;
+    /// Changes fields of a record; returns it as the CRM stored it.
+    async fn update(&self, spec: &EntitySpec, id: &str, fields: &BTreeMap<String, String>) -> Result<Candidate, CrmError>;
+    /// Activities regarding `record`, newest first.
+    async fn timeline(&self, record: &RecordRef, limit: usize) -> Result<Vec<TimelineEntry>, CrmError>;
+    /// The next page of `spec`'s change feed after `cursor` (`None`: a full first sync).
+    /// CRMs without a feed say so; the hub then queries them directly on every call.
+    async fn changes(&self, spec: &EntitySpec, cursor: Option<&str>) -> Result<ChangePage, CrmError> {
+        let _ = cursor;
+        Err(CrmError::Permanent { message: format!("this CRM has no change feed for `{}`", spec.name) })
+    }
 }

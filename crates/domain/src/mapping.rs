@@ -108,7 +108,8 @@ pub const SOURCE_FIELDS: &[&str] = &[
     "regarding.title",
 ];
 
-pub const TRANSFORMS: &[&str] = &["upper", "lower", "hms", "minutes", "date", "time", "trim", "first_line"];
+pub const TRANSFORMS: &[&str] =
+    &["upper", "lower", "capitalize", "hms", "minutes", "integer", "is_outbound", "date", "time", "trim", "first_line"];
 
 fn rule(target: &str, source: &str) -> FieldRule {
     FieldRule { target: target.into(), source: Some(source.into()), template: None, transform: None, value: None }
@@ -245,6 +246,8 @@ impl Mapping {
             kind: if c.channel.is_voice() { self.voice_activity.clone() } else { self.digital_activity.clone() },
             regarding: regarding_refs,
             fields,
+            direction: c.direction,
+            on_behalf_of: None,
         }
     }
 }
@@ -396,6 +399,17 @@ fn transform(v: &Value, name: &str) -> Value {
     let out = match name {
         "upper" => text.to_uppercase(),
         "lower" => text.to_lowercase(),
+        // Salesforce's CallType picklist: `Inbound` / `Outbound`.
+        "capitalize" => {
+            let mut chars = text.chars();
+            chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+        }
+        "integer" => match v.as_i64().or_else(|| text.trim().parse().ok()) {
+            Some(n) => return Value::from(n),
+            None => return Value::Null,
+        },
+        // Dataverse's `directioncode`: true for outgoing.
+        "is_outbound" => return Value::Bool(text == "outbound"),
         "trim" => text.trim().to_string(),
         "first_line" => text.lines().next().unwrap_or_default().to_string(),
         "hms" => match v.as_i64().or_else(|| text.parse().ok()) {

@@ -105,6 +105,32 @@ impl PhoneNormalizer {
         self.parse(&cleaned)
     }
 
+    /// The notations a CRM that stores numbers as free text most likely holds `e164` in,
+    /// for searching it by exact match: E.164, international and national as libphonenumber
+    /// formats them, the digits with and without country code and with `00`. The E.164
+    /// form comes first; no duplicates.
+    pub fn notations(&self, e164: &str) -> Vec<String> {
+        let mut out = vec![e164.to_string()];
+        let Ok(number) = phonenumber::parse(None, e164) else { return out };
+        let cc = number.code().value().to_string();
+        let national_digits = number.national().to_string();
+        let candidates = [
+            number.format().mode(Mode::International).to_string(),
+            number.format().mode(Mode::National).to_string(),
+            format!("{cc}{national_digits}"),
+            format!("00{cc}{national_digits}"),
+            national_digits.clone(),
+            // National digits with the trunk prefix, as most of Europe writes them.
+            format!("0{national_digits}"),
+        ];
+        for c in candidates {
+            if !c.is_empty() && !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
     fn parse(&self, cleaned: &str) -> Option<String> {
         let number = phonenumber::parse(self.region, cleaned).ok()?;
         // Keep numbers libphonenumber can parse even when its metadata calls them invalid
@@ -222,5 +248,30 @@ mod tests {
         assert_eq!(n.index_key("030 9999000").as_deref(), Some("+49309999000"));
         assert_eq!(n.index_key("n/a"), None);
         assert_eq!(n.index_key(""), None);
+    }
+}
+
+#[cfg(test)]
+mod notation_tests {
+    use super::*;
+
+    #[test]
+    fn a_number_is_searched_in_the_notations_crms_store_it_in() {
+        let n = PhoneNormalizer::new(Some("US"), &[]).expect("region");
+        let us = n.notations("+14155550100");
+        for want in ["+14155550100", "+1 415-555-0100", "(415) 555-0100", "14155550100", "0014155550100", "4155550100"] {
+            assert!(us.contains(&want.to_string()), "{want} missing from {us:?}");
+        }
+        assert_eq!(us[0], "+14155550100", "E.164 first");
+        let cz = n.notations("+420602123456");
+        for want in ["+420 602 123 456", "420602123456", "00420602123456", "602123456"] {
+            assert!(cz.contains(&want.to_string()), "{want} missing from {cz:?}");
+        }
+        let de = n.notations("+49301234567");
+        assert!(de.contains(&"030 1234567".to_string()) || de.contains(&"030 123 4567".to_string()) || de.contains(&"0301234567".to_string()), "{de:?}");
+        let mut dedup = de.clone();
+        dedup.dedup();
+        assert_eq!(dedup.len(), de.len());
+        assert_eq!(n.notations("garbage"), vec!["garbage".to_string()]);
     }
 }

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cxbridge_domain::crm::{Activity, Candidate, Crm, CrmError, EntitySpec, RecordRef};
+use std::collections::BTreeMap;
 
-use crate::{CrmStore, StoreError};
+use cxbridge_domain::crm::{Activity, Candidate, Crm, CrmError, EntitySpec, RecordRef, SearchQuery, TimelineEntry};
+
+use crate::{CrmStore, RecordQuery, StoreError};
 
 pub struct BuiltinCrm {
     store: Arc<dyn CrmStore>,
@@ -27,6 +29,10 @@ fn crm_error(e: StoreError) -> CrmError {
         StoreError::UnknownEntity(_) | StoreError::Invalid(_) => CrmError::Permanent { message: e.to_string() },
         other => CrmError::Transient { message: other.to_string(), retry_after: None },
     }
+}
+
+fn not_found(spec: &EntitySpec, id: &str) -> CrmError {
+    CrmError::Permanent { message: format!("{} `{id}` does not exist", spec.name) }
 }
 
 #[async_trait]
@@ -63,5 +69,46 @@ impl Crm for BuiltinCrm {
             }
         }
         self.store.upsert_activity(activity).await.map(|a| a.id).map_err(crm_error)
+    }
+
+    async fn search(&self, spec: &EntitySpec, query: &SearchQuery) -> Result<Vec<Candidate>, CrmError> {
+        let q = RecordQuery { phone: None, fields: query.filters.clone(), text: query.text.clone(), limit: query.limit as u32 };
+        let records = self.store.search_records(&spec.name, &q).await.map_err(crm_error)?;
+        Ok(records.into_iter().map(|r| Candidate::from_fields(spec, &r.id, r.fields)).collect())
+    }
+
+    async fn create(&self, spec: &EntitySpec, fields: &BTreeMap<String, String>) -> Result<Candidate, CrmError> {
+        let r = self.store.create_record(&spec.name, fields.clone()).await.map_err(crm_error)?;
+        Ok(Candidate::from_fields(spec, &r.id, r.fields))
+    }
+
+    async fn update(&self, spec: &EntitySpec, id: &str, fields: &BTreeMap<String, String>) -> Result<Candidate, CrmError> {
+        let r = self.store.update_record(&spec.name, id, fields.clone()).await.map_err(crm_error)?.ok_or_else(|| not_found(spec, id))?;
+        Ok(Candidate::from_fields(spec, &r.id, r.fields))
+    }
+
+    async fn timeline(&self, record: &RecordRef, limit: usize) -> Result<Vec<TimelineEntry>, CrmError> {
+        let activities = self.store.activities_for(record, limit as u32).await.map_err(crm_error)?;
+        Ok(activities
+            .into_iter()
+            .map(|a| {
+                let fields: BTreeMap<String, String> = a
+                    .fields
+                    .iter()
+                    .filter_map(|(k, v)| match v {
+                        serde_json::Value::Null => None,
+                        serde_json::Value::String(s) => Some((k.clone(), s.clone())),
+                        other => Some((k.clone(), other.to_string())),
+                    })
+                    .collect();
+                TimelineEntry {
+                    subject: fields.get("subject").cloned().unwrap_or_default(),
+                    id: a.id,
+                    kind: a.kind,
+                    at: a.created_at.to_string(),
+                    fields,
+                }
+            })
+            .collect())
     }
 }

@@ -129,7 +129,7 @@ pub async fn story<S: Store + CrmStore>(store: &S) {
     assert_eq!(store.count_records("lead").await.expect("count"), 2);
 
     let regarding = RecordRef::new("contact", &ada.id);
-    let mut activity = Activity { key: "cxbridge:x".into(), kind: "phonecall".into(), regarding: vec![regarding.clone()], fields: BTreeMap::new() };
+    let mut activity = Activity { key: "cxbridge:x".into(), kind: "phonecall".into(), regarding: vec![regarding.clone()], fields: BTreeMap::new(), direction: cxbridge_domain::conversation::Direction::Inbound, on_behalf_of: None };
     let a1 = store.upsert_activity(&activity).await.expect("activity");
     activity.fields.insert("notes".into(), serde_json::json!("later"));
     let a2 = store.upsert_activity(&activity).await.expect("activity again");

@@ -107,6 +107,14 @@ fn transforms() {
     check(json!("2024-03-01T10:02:31Z"), "date", json!("2024-03-01"));
     check(json!("2024-03-01T10:02:31Z"), "time", json!("10:02:31"));
     check(json!("not a time"), "date", json!("not a time"));
+    check(json!("inbound"), "capitalize", json!("Inbound"));
+    check(json!("outbound"), "capitalize", json!("Outbound"));
+    check(json!(""), "capitalize", json!(""));
+    check(json!(151), "integer", json!(151));
+    check(json!(" 42 "), "integer", json!(42));
+    check(json!("n/a"), "integer", Value::Null);
+    check(json!("outbound"), "is_outbound", json!(true));
+    check(json!("inbound"), "is_outbound", json!(false));
     // A missing value stays missing, whatever the transform.
     for name in TRANSFORMS {
         check(Value::Null, name, Value::Null);

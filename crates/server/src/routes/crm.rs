@@ -129,6 +129,8 @@ pub async fn create_activity(State(app): State<Arc<App>>, headers: HeaderMap, bo
         kind: input.kind.clone(),
         regarding: input.regarding.iter().map(|r| RecordRef::new(&r.entity, &r.id)).collect(),
         fields: input.fields.clone().into_iter().collect(),
+        direction: cxbridge_domain::conversation::Direction::Inbound,
+        on_behalf_of: None,
     };
     let stored = app.crm_store.upsert_activity(&activity).await?;
     Ok((StatusCode::CREATED, Json(views::activity(&stored))).into_response())
