@@ -9,7 +9,7 @@ use cxbridge_domain::conversation::{Address, Channel, Details, Direction, EndCau
 use cxbridge_domain::crm::{Activity, RecordRef};
 use cxbridge_domain::identify::Identification;
 
-use crate::{CrmStore, OutboxState, RecordQuery, Recorded, Store};
+use crate::{CrmStore, IndexChanges, OutboxState, RecordQuery, Recorded, Store};
 
 fn event(key: &str, call: &str, at: Timestamp, kind: EventKind) -> Event {
     Event { dedup_key: key.into(), source: "test".into(), conversation_key: call.into(), leg: None, at, kind }
@@ -140,5 +140,31 @@ pub async fn story<S: Store + CrmStore>(store: &S) {
     assert_eq!(listed[0].fields.get("notes"), Some(&serde_json::json!("later")));
     assert!(store.delete_record("contact", &ada.id).await.expect("delete"));
     assert!(store.record("contact", &ada.id).await.expect("read deleted").is_none());
+
+    // The local index of an external CRM: pages of a change feed with their cursor.
+    let now = cxbridge_domain::Timestamp::now();
+    let page = |upserts: Vec<(&str, &str)>, deletes: Vec<&str>, cursor: &str, reset: bool, pass_done: bool| IndexChanges {
+        reset,
+        upserts: upserts.into_iter().map(|(id, phone)| (id.to_string(), fields(&[("name", id), ("phone", phone)]))).collect(),
+        deletes: deletes.into_iter().map(str::to_string).collect(),
+        cursor: cursor.into(),
+        pass_done,
+    };
+    store.apply_index_changes("account", page(vec![("X1", "+1 415 555 0100")], vec![], "next-1", true, false), now).await.expect("first page");
+    let states = store.index_sync_states().await.expect("states");
+    assert_eq!(states.iter().find(|s| s.entity == "account").map(|s| (s.cursor.as_deref(), s.complete)), Some((Some("next-1"), false)));
+    store.apply_index_changes("account", page(vec![("X2", "+1 (415) 555-0199")], vec![], "delta-1", false, true), now).await.expect("last page");
+    assert_eq!(store.records_by_phone("+14155550199", &["account".into()], 10).await.expect("indexed").len(), 1);
+    store.apply_index_changes("account", page(vec![("X2", "+1 415 555 0142")], vec!["X1"], "delta-2", false, true), now).await.expect("delta");
+    assert!(store.records_by_phone("+14155550100", &["account".into()], 10).await.expect("deleted").is_empty(), "deletes leave the index");
+    assert!(store.records_by_phone("+14155550199", &["account".into()], 10).await.expect("moved").is_empty(), "changed numbers move");
+    assert_eq!(store.records_by_phone("+14155550142", &["account".into()], 10).await.expect("moved").len(), 1);
+    store.index_sync_failed("account", "Dataverse answered 503").await.expect("failure noted");
+    let state = store.index_sync_states().await.expect("states").into_iter().find(|s| s.entity == "account").expect("account state");
+    assert_eq!((state.cursor.as_deref(), state.complete, state.last_error.as_deref()), (Some("delta-2"), true, Some("Dataverse answered 503")));
+    store.apply_index_changes("account", page(vec![], vec![], "delta-0", true, false), now).await.expect("start over");
+    assert_eq!(store.count_records("account").await.expect("count"), 0, "a reset drops what was indexed");
+    assert!(store.index_sync_states().await.expect("states").iter().any(|s| s.entity == "account" && !s.complete), "starting over means the index is not complete until the pass ends");
+
     store.ping().await.expect("ping");
 }

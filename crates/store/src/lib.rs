@@ -172,6 +172,30 @@ pub struct RecordQuery {
     pub limit: u32,
 }
 
+/// How far the local index of an external CRM has synced one entity.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SyncState {
+    pub entity: String,
+    /// The change feed's cursor to continue from; `None` before the first page.
+    pub cursor: Option<String>,
+    /// The first full sync has finished: the index can answer for this entity.
+    pub complete: bool,
+    pub synced_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+}
+
+/// One page of changes to apply to the local index.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IndexChanges {
+    /// Drop every record of the entity first (a full sync starting over).
+    pub reset: bool,
+    pub upserts: Vec<(String, BTreeMap<String, String>)>,
+    pub deletes: Vec<String>,
+    pub cursor: String,
+    /// This page ends a pass (no more pages now); a first pass makes the entity complete.
+    pub pass_done: bool,
+}
+
 /// A bad row of an import.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowError {
@@ -202,4 +226,10 @@ pub trait CrmStore: Send + Sync + 'static {
     /// Activities linked to `record`, newest first.
     async fn activities_for(&self, record: &RecordRef, limit: u32) -> Result<Vec<StoredActivity>>;
     async fn count_activities(&self) -> Result<u64>;
+
+    /// Applies a page of an external CRM's change feed and its cursor in one transaction.
+    async fn apply_index_changes(&self, entity: &str, changes: IndexChanges, now: Timestamp) -> Result<()>;
+    /// Notes a failed sync of `entity` (the cursor stays where it was).
+    async fn index_sync_failed(&self, entity: &str, error: &str) -> Result<()>;
+    async fn index_sync_states(&self) -> Result<Vec<SyncState>>;
 }

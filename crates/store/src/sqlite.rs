@@ -20,7 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Row, SqliteConnection};
 
 use crate::{
-    CrmStore, OutboxItem, OutboxState, OutboxStats, Record, RecordQuery, Recorded, Result, Store, StoreError, StoredActivity,
+    CrmStore, IndexChanges, OutboxItem, OutboxState, OutboxStats, Record, RecordQuery, Recorded, Result, Store, StoreError, StoredActivity, SyncState,
 };
 
 /// What the built-in CRM needs to know to index and show records.
@@ -690,6 +690,64 @@ impl CrmStore for SqliteStore {
     async fn count_records(&self, entity: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM crm_records WHERE entity = ?1").bind(entity).fetch_one(&self.reader).await?;
         Ok(n as u64)
+    }
+
+    async fn apply_index_changes(&self, entity: &str, changes: IndexChanges, now: Timestamp) -> Result<()> {
+        let spec = self.schema.entity(entity)?.clone();
+        let mut tx = self.writer.begin().await?;
+        if changes.reset {
+            sqlx::query("DELETE FROM crm_phone_index WHERE entity = ?1").bind(entity).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM crm_records WHERE entity = ?1").bind(entity).execute(&mut *tx).await?;
+        }
+        for (id, fields) in &changes.upserts {
+            self.put_record(&mut tx, &spec, id, fields, now).await?;
+        }
+        for id in &changes.deletes {
+            sqlx::query("DELETE FROM crm_phone_index WHERE entity = ?1 AND record_id = ?2").bind(entity).bind(id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM crm_records WHERE entity = ?1 AND id = ?2").bind(entity).bind(id).execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "INSERT INTO crm_sync_state (entity, cursor, complete, synced_at, last_error) VALUES (?1, ?2, ?3, ?4, NULL)
+             ON CONFLICT (entity) DO UPDATE SET cursor = excluded.cursor,
+               complete = CASE WHEN ?5 THEN excluded.complete ELSE MAX(crm_sync_state.complete, excluded.complete) END,
+               synced_at = excluded.synced_at, last_error = NULL",
+        )
+        .bind(entity)
+        .bind(&changes.cursor)
+        .bind(changes.pass_done)
+        .bind(ms(now))
+        .bind(changes.reset)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn index_sync_failed(&self, entity: &str, error: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO crm_sync_state (entity, last_error) VALUES (?1, ?2)
+             ON CONFLICT (entity) DO UPDATE SET last_error = excluded.last_error",
+        )
+        .bind(entity)
+        .bind(error)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn index_sync_states(&self) -> Result<Vec<SyncState>> {
+        let rows = sqlx::query("SELECT entity, cursor, complete, synced_at, last_error FROM crm_sync_state ORDER BY entity").fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SyncState {
+                    entity: r.try_get("entity")?,
+                    cursor: r.try_get("cursor")?,
+                    complete: r.try_get::<i64, _>("complete")? != 0,
+                    synced_at: r.try_get::<Option<i64>, _>("synced_at")?.map(ts).transpose()?,
+                    last_error: r.try_get("last_error")?,
+                })
+            })
+            .collect()
     }
 
     async fn records_by_phone(&self, e164: &str, entities: &[String], limit: u32) -> Result<Vec<Record>> {
