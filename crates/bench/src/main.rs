@@ -506,6 +506,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     say(format!("[setup] import took {:.1} s ({import_rate:.0} contacts/s)", import_took.as_secs_f64()));
     let _ = std::fs::remove_file(&csv);
 
+    // rustls needs its crypto provider installed before a client is built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)

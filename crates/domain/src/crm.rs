@@ -268,6 +268,10 @@ pub trait Crm: Send + Sync {
     async fn update(&self, spec: &EntitySpec, id: &str, fields: &BTreeMap<String, String>) -> Result<Candidate, CrmError>;
     /// Activities regarding `record`, newest first.
     async fn timeline(&self, record: &RecordRef, limit: usize) -> Result<Vec<TimelineEntry>, CrmError>;
+    /// Whether [`Crm::changes`] works: the hub then keeps a local phone index of the CRM.
+    fn has_change_feed(&self) -> bool {
+        false
+    }
     /// The next page of `spec`'s change feed after `cursor` (`None`: a full first sync).
     /// CRMs without a feed say so; the hub then queries them directly on every call.
     async fn changes(&self, spec: &EntitySpec, cursor: Option<&str>) -> Result<ChangePage, CrmError> {

@@ -87,6 +87,9 @@ pub struct CandidateView {
     pub id: String,
     pub title: String,
     pub display: Vec<DisplayFieldView>,
+    /// Every field of the record (workflow results; pops show `display` only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fields: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -327,7 +330,7 @@ pub struct Health {
     pub status: String,
     pub version: String,
     pub database: String,
-    pub crm: String,
+    pub crm: CrmHealth,
     pub outbox: OutboxStatsView,
     pub agents_connected: u64,
     pub uptime_secs: u64,
@@ -339,4 +342,80 @@ pub struct Accepted {
     pub result: String,
     pub conversation_id: Option<String>,
     pub state: Option<String>,
+}
+
+/// The CRM connection as `/healthz` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CrmHealth {
+    /// `builtin`, `dataverse`, `salesforce` or `tryton`.
+    pub provider: String,
+    /// The local phone index of an external CRM, per entity; absent for the built-in CRM
+    /// and for CRMs without a change feed (callers are then looked up in the CRM directly).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<Vec<IndexHealth>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IndexHealth {
+    pub entity: String,
+    /// `ready` (answers identification), `syncing` (first sync running; the CRM is asked
+    /// meanwhile) or `failing` (the last sync failed; the index answers with what it has).
+    pub state: String,
+    pub records: u64,
+    /// When the last page of changes arrived (RFC 3339).
+    pub synced_at: Option<String>,
+    /// Seconds since then: how stale a pop from the index can be.
+    pub age_secs: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+/// What a workflow is called with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowInput {
+    /// Free text (search).
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Field values (create, update) or exact filters (search).
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// The record's id (update, timeline).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// At most this many results (search, timeline), up to the workflow's limit.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TimelineEntryView {
+    pub id: String,
+    pub kind: String,
+    pub subject: String,
+    pub at: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+/// What a workflow returns: records the panel can show, or a timeline.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowResult {
+    pub workflow: String,
+    pub action: String,
+    pub records: Vec<CandidateView>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub timeline: Vec<TimelineEntryView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowView {
+    pub name: String,
+    pub action: String,
+    pub entity: String,
+    pub required: Vec<String>,
+    pub allowed: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowList {
+    pub workflows: Vec<WorkflowView>,
 }

@@ -24,6 +24,10 @@ pub struct Config {
     pub conversations: ConversationConfig,
     pub routing: RoutingConfig,
     pub outbox: OutboxConfig,
+    pub workflows: Vec<WorkflowConfig>,
+    /// Whether the file set `[[memorialization.fields]]` itself (else the CRM's defaults apply).
+    #[serde(skip)]
+    pub mapping_fields_given: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,20 +83,70 @@ impl Default for PhoneConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CrmConfig {
-    /// Entities of the built-in CRM, in identification priority order. When empty:
-    /// contact, account, lead.
+    /// Which CRM: `builtin` (default), `dataverse`, `salesforce` or `tryton`.
+    pub provider: String,
+    /// Entities searched and shown, in identification priority order. When empty: the
+    /// provider's defaults (built-in: contact, account, lead).
     pub entities: Vec<EntitySpec>,
     /// At most this many matches are shown in a list.
     pub max_candidates: usize,
     /// Identification gives up after this long and pops "unidentified" rather than wait.
     pub identify_timeout_ms: u64,
+    /// Keep a local phone index of an external CRM, fed by its change feed, and identify
+    /// callers from it (default true). Without it every call queries the CRM.
+    pub local_index: bool,
+    /// How often the local index asks the CRM for changes.
+    pub sync_interval_secs: u64,
+    pub dataverse: Option<toml::Value>,
+    pub salesforce: Option<toml::Value>,
+    pub tryton: Option<toml::Value>,
 }
 
 impl Default for CrmConfig {
     fn default() -> Self {
-        Self { entities: vec![], max_candidates: 10, identify_timeout_ms: 800 }
+        Self {
+            provider: "builtin".into(),
+            entities: vec![],
+            max_candidates: 10,
+            identify_timeout_ms: 800,
+            local_index: true,
+            sync_interval_secs: 60,
+            dataverse: None,
+            salesforce: None,
+            tryton: None,
+        }
     }
 }
+
+/// A named CRM operation the panel or an integration can call at
+/// `POST /api/v1/workflows/{name}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowConfig {
+    pub name: String,
+    /// `search`, `create`, `update` or `timeline`.
+    pub action: String,
+    /// The entity it works on (one of the CRM's entities).
+    pub entity: String,
+    /// Fields set on every create/update, under the caller's (e.g. a lead source).
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// Fields the caller must give (create).
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// Fields the caller may give; empty = any.
+    #[serde(default)]
+    pub allowed: Vec<String>,
+    /// Most records a search or timeline returns.
+    #[serde(default = "default_workflow_limit")]
+    pub limit: usize,
+}
+
+fn default_workflow_limit() -> usize {
+    20
+}
+
+pub const WORKFLOW_ACTIONS: &[&str] = &["search", "create", "update", "timeline"];
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +169,10 @@ pub struct AgentConfig {
     /// A token only this agent's stream accepts.
     #[serde(default)]
     pub token: Option<String>,
+    /// The agent's user id in the CRM (Dataverse `systemuserid`, Salesforce user `Id`):
+    /// activities are written on the agent's behalf and owned by them.
+    #[serde(default)]
+    pub crm_user_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,6 +249,11 @@ impl Config {
             let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
             ConfigError::Parse { path: path.to_path_buf(), line, column, message: e.message().to_string() }
         })?;
+        let mut config = config;
+        config.mapping_fields_given = toml::from_str::<toml::Table>(text)
+            .ok()
+            .and_then(|t| t.get("memorialization").and_then(|m| m.get("fields")).map(|_| ()))
+            .is_some();
         config.validate().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
         Ok(config)
     }
@@ -200,7 +263,22 @@ impl Config {
         if !matches!(self.server.durability.as_str(), "full" | "normal") {
             return Err(format!("[server] durability must be `full` or `normal`, not `{}`", self.server.durability));
         }
+        if !crate::crm_setup::PROVIDERS.contains(&self.crm.provider.as_str()) {
+            return Err(format!("[crm] provider must be one of {}, not `{}`", crate::crm_setup::PROVIDERS.join(", "), self.crm.provider));
+        }
         let entities = self.entities();
+        let mut names = std::collections::HashSet::new();
+        for w in &self.workflows {
+            if !names.insert(&w.name) {
+                return Err(format!("[[workflows]]: workflow `{}` is declared twice", w.name));
+            }
+            if !WORKFLOW_ACTIONS.contains(&w.action.as_str()) {
+                return Err(format!("[[workflows]] `{}`: action must be one of {}, not `{}`", w.name, WORKFLOW_ACTIONS.join(", "), w.action));
+            }
+            if !entities.iter().any(|e| e.name == w.entity) {
+                return Err(format!("[[workflows]] `{}`: entity `{}` is not a CRM entity", w.name, w.entity));
+            }
+        }
         for (i, rule) in self.pop_rules.iter().enumerate() {
             if let Some(rel) = &rule.related
                 && !entities.iter().any(|e| e.relation(rel).is_some()) {
@@ -229,9 +307,18 @@ impl Config {
         Ok(())
     }
 
-    /// The built-in CRM's entities: configured ones, or the defaults.
+    /// The CRM's entities: configured ones, or the provider's defaults.
     pub fn entities(&self) -> Vec<EntitySpec> {
-        if self.crm.entities.is_empty() { EntitySpec::builtin_defaults() } else { self.crm.entities.clone() }
+        if self.crm.entities.is_empty() { crate::crm_setup::default_entities(&self.crm.provider) } else { self.crm.entities.clone() }
+    }
+
+    /// The memorialization mapping with the provider's default fields unless the file set its own.
+    pub fn mapping(&self) -> Mapping {
+        let mut m = self.memorialization.clone();
+        if !self.mapping_fields_given {
+            m.fields = crate::crm_setup::default_mapping_fields(&self.crm.provider);
+        }
+        m
     }
 }
 

@@ -3,6 +3,8 @@
 
 pub mod auth;
 pub mod config;
+pub mod crm_index;
+pub mod crm_setup;
 pub mod error;
 pub mod hub;
 pub mod demo;
@@ -20,7 +22,7 @@ use anyhow::Context as _;
 use cxbridge_domain::conversation::Policy;
 use cxbridge_domain::phone::PhoneNormalizer;
 use cxbridge_store::sqlite::{CrmSchema, Durability};
-use cxbridge_store::{BuiltinCrm, SqliteStore};
+use cxbridge_store::SqliteStore;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -77,12 +79,14 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         agents: config.agents.iter().filter_map(|a| a.token.clone().map(|t| (a.id.clone(), t))).collect(),
     };
     let block_list: HashSet<String> = config.routing.block_list.iter().filter_map(|n| normalizer.index_key(n)).collect();
-    let crm = Arc::new(BuiltinCrm::new(store.clone(), entities.clone()));
+    let connected = crm_setup::connect(&config, &normalizer, store.clone()).await?;
     let policy = Policy { memorialize_missed: config.conversations.memorialize_missed };
     Ok(Arc::new(App {
         store: store.clone(),
         crm_store: store,
-        crm,
+        crm: connected.crm,
+        indexed: connected.indexed,
+        mapping: config.mapping(),
         entities,
         normalizer,
         hub: Default::default(),
@@ -100,11 +104,18 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
 pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let outbox = tokio::spawn(workers::outbox(app.clone(), stop_rx.clone()));
-    let sweeper = tokio::spawn(workers::sweeper(app.clone(), stop_rx));
+    let sweeper = tokio::spawn(workers::sweeper(app.clone(), stop_rx.clone()));
+    let index_sync = app.indexed.clone().map(|indexed| {
+        let every = std::time::Duration::from_secs(app.config.crm.sync_interval_secs.max(1));
+        tokio::spawn(crm_index::sync(indexed, every, stop_rx))
+    });
     let router = routes::router(app.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("the HTTP server failed")?;
     let _ = stop_tx.send(true);
     let _ = outbox.await;
     let _ = sweeper.await;
+    if let Some(t) = index_sync {
+        let _ = t.await;
+    }
     Ok(())
 }

@@ -29,6 +29,10 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub crm_store: Arc<dyn CrmStore>,
     pub crm: Arc<dyn Crm>,
+    /// The local phone index of an external CRM, when there is one.
+    pub indexed: Option<Arc<crate::crm_index::IndexedCrm>>,
+    /// The memorialization mapping in effect (the provider's default fields unless configured).
+    pub mapping: cxbridge_domain::mapping::Mapping,
     pub entities: Vec<EntitySpec>,
     pub normalizer: PhoneNormalizer,
     pub hub: AgentHub,
@@ -49,6 +53,23 @@ pub struct Ingested {
 impl App {
     pub fn pop_rules(&self) -> &[PopRule] {
         &self.config.pop_rules
+    }
+
+    pub fn uses_builtin_crm(&self) -> bool {
+        self.config.crm.provider == "builtin"
+    }
+
+    /// Whether `r` may be linked to an activity of `c`. The built-in CRM is asked; an
+    /// external CRM's own records are checked when the activity is written (a missing one
+    /// goes dead with the CRM's message), so only the entity must be known here.
+    pub async fn linkable(&self, c: &Conversation, r: &cxbridge_domain::crm::RecordRef) -> Result<bool, ApiError> {
+        if c.identification.candidates().iter().any(|x| &x.record == r) {
+            return Ok(true);
+        }
+        if self.uses_builtin_crm() {
+            return Ok(self.crm_store.record(&r.entity, &r.id).await?.is_some());
+        }
+        Ok(self.entities.iter().any(|e| e.name == r.entity))
     }
 
     /// Maps the PBX's user names / ids / answering number to agent ids.

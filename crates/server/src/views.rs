@@ -18,6 +18,7 @@ pub fn candidate(c: &Candidate) -> proto::CandidateView {
         id: c.record.id.clone(),
         title: c.title.clone(),
         display: c.display.iter().map(|(l, v)| proto::DisplayFieldView { label: l.clone(), value: v.clone() }).collect(),
+        fields: None,
     }
 }
 

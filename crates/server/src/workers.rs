@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cxbridge_domain::Timestamp;
-use cxbridge_domain::conversation::{EndCause, Event, EventKind};
+use cxbridge_domain::conversation::{Conversation, EndCause, Event, EventKind};
 use cxbridge_domain::crm::{Candidate, CrmError};
 use cxbridge_domain::outbox::Next;
 use cxbridge_store::OutboxItem;
@@ -13,7 +13,8 @@ use tokio::sync::watch;
 
 use crate::service::App;
 
-/// Delivers due outbox items until `stop` flips.
+/// Delivers due outbox items until `stop` flips. Each round's items go to the CRM together,
+/// so a CRM with a batch API (Dataverse `$batch`, Salesforce Composite) gets few requests.
 pub async fn outbox(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let lease = Duration::from_secs(app.config.outbox.lease_secs);
     loop {
@@ -25,8 +26,8 @@ pub async fn outbox(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             }
         };
         let idle = claimed.is_empty();
-        for item in claimed {
-            deliver(&app, item).await;
+        if !idle {
+            deliver(&app, claimed).await;
         }
         if idle {
             tokio::select! {
@@ -40,7 +41,7 @@ pub async fn outbox(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn regarding_candidate(app: &App, c: &cxbridge_domain::conversation::Conversation) -> Option<Candidate> {
+async fn regarding_candidate(app: &App, c: &Conversation) -> Option<Candidate> {
     let r = c.regarding()?;
     if let Some(found) = c.identification.candidates().iter().find(|x| &x.record == r) {
         return Some(found.clone());
@@ -50,32 +51,41 @@ async fn regarding_candidate(app: &App, c: &cxbridge_domain::conversation::Conve
     Some(Candidate::from_fields(spec, &rec.id, rec.fields))
 }
 
-async fn deliver(app: &App, item: OutboxItem) {
+/// Builds the activities of `items` and hands them to the CRM in one call.
+async fn deliver(app: &App, items: Vec<OutboxItem>) {
     let started = Instant::now();
-    let conversation = match app.store.conversation(&item.conversation_id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            let _ = app.store.outbox_failed(item.id, "the conversation no longer exists", None, Timestamp::now()).await;
-            return;
-        }
-        Err(e) => {
-            fail(app, &item, CrmError::Transient { message: format!("database: {e}"), retry_after: None }).await;
-            return;
-        }
-    };
-    let regarding = regarding_candidate(app, &conversation).await;
-    let activity = app.config.memorialization.build(&conversation, regarding.as_ref());
-    match app.crm.upsert_activity(&activity).await {
-        Ok(crm_ref) => {
-            metrics::counter!("cxbridge_outbox_attempts_total", "result" => "delivered").increment(1);
-            metrics::histogram!("cxbridge_outbox_delivery_seconds").record(started.elapsed().as_secs_f64());
-            if let Err(e) = app.store.outbox_delivered(item.id, item.generation, &crm_ref, Timestamp::now()).await {
-                tracing::error!(error = %e, item = item.id, "could not mark delivered; it will be delivered again (idempotent)");
+    let mut ready: Vec<(OutboxItem, Conversation)> = Vec::with_capacity(items.len());
+    for item in items {
+        match app.store.conversation(&item.conversation_id).await {
+            Ok(Some(c)) => ready.push((item, c)),
+            Ok(None) => {
+                let _ = app.store.outbox_failed(item.id, "the conversation no longer exists", None, Timestamp::now()).await;
             }
-            // Let the agent's panel show "written".
-            app.notify(&conversation, &[cxbridge_domain::conversation::Effect::Update], None).await;
+            Err(e) => fail(app, &item, CrmError::Transient { message: format!("database: {e}"), retry_after: None }).await,
         }
-        Err(e) => fail(app, &item, e).await,
+    }
+    let mut activities = Vec::with_capacity(ready.len());
+    for (_, c) in &ready {
+        let regarding = regarding_candidate(app, c).await;
+        let mut activity = app.mapping.build(c, regarding.as_ref());
+        activity.on_behalf_of = c.agent.as_deref().and_then(|a| app.config.agents.iter().find(|x| x.id == a)).and_then(|a| a.crm_user_id.clone());
+        activities.push(activity);
+    }
+    let results = app.crm.upsert_activities(&activities).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    for ((item, conversation), result) in ready.into_iter().zip(results) {
+        match result {
+            Ok(crm_ref) => {
+                metrics::counter!("cxbridge_outbox_attempts_total", "result" => "delivered").increment(1);
+                metrics::histogram!("cxbridge_outbox_delivery_seconds").record(elapsed);
+                if let Err(e) = app.store.outbox_delivered(item.id, item.generation, &crm_ref, Timestamp::now()).await {
+                    tracing::error!(error = %e, item = item.id, "could not mark delivered; it will be delivered again (idempotent)");
+                }
+                // Let the agent's panel show "written".
+                app.notify(&conversation, &[cxbridge_domain::conversation::Effect::Update], None).await;
+            }
+            Err(e) => fail(app, &item, e).await,
+        }
     }
 }
 

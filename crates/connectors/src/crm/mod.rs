@@ -29,3 +29,24 @@ pub fn string_fields(v: &serde_json::Value) -> BTreeMap<String, String> {
         })
         .collect()
 }
+
+/// Makes TLS available to every HTTP client of the process (rustls with the `ring`
+/// provider, which builds with nothing but a C compiler). Call before building a
+/// `reqwest::Client`; [`http_client`] does. Safe to call many times.
+pub fn ensure_tls() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err only if another provider was installed first, which serves just as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The HTTP client CRM adapters share: TLS ready, connection pooling, a connect timeout.
+pub fn http_client() -> reqwest::Client {
+    ensure_tls();
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .user_agent(concat!("cxbridge/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}

@@ -38,6 +38,8 @@ use crate::views;
         super::crm::activity,
         super::crm::create_activity,
         super::stream::stream,
+        super::workflows::list,
+        super::workflows::run,
     ),
     components(schemas(proto::AgentMessage, proto::AgentConversation)),
     modifiers(&BearerAuth),
@@ -74,13 +76,44 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
             Ok(()) => "ok".into(),
             Err(e) => format!("error: {e}"),
         },
-        crm: "builtin".into(),
+        crm: crm_health(&app).await,
         outbox: views::outbox_stats(&stats),
         agents_connected: app.hub.connected_agents() as u64,
         uptime_secs: app.started.elapsed().as_secs(),
     };
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(health)).into_response()
+}
+
+async fn crm_health(app: &App) -> proto::CrmHealth {
+    let index = match &app.indexed {
+        None => None,
+        Some(indexed) => {
+            let states = indexed.index().index_sync_states().await.unwrap_or_default();
+            let now = Timestamp::now();
+            let mut out = vec![];
+            for spec in app.entities.iter().filter(|e| e.identify) {
+                let state = states.iter().find(|s| s.entity == spec.name);
+                let records = indexed.index().count_records(&spec.name).await.unwrap_or(0);
+                let synced_at = state.and_then(|s| s.synced_at);
+                out.push(proto::IndexHealth {
+                    entity: spec.name.clone(),
+                    state: match state {
+                        Some(s) if s.last_error.is_some() => "failing",
+                        Some(s) if s.complete => "ready",
+                        _ => "syncing",
+                    }
+                    .into(),
+                    records,
+                    synced_at: synced_at.map(|t| t.to_string()),
+                    age_secs: synced_at.map(|t| now.duration_since(t).as_secs().max(0) as u64),
+                    last_error: state.and_then(|s| s.last_error.clone()),
+                });
+            }
+            Some(out)
+        }
+    };
+    proto::CrmHealth { provider: app.config.crm.provider.clone(), index }
 }
 
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {

@@ -149,7 +149,7 @@ pub async fn wrapup(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): P
     let mut refs: Vec<&proto::RecordRefView> = w.selected.iter().collect();
     refs.extend(w.pinned.iter().flatten());
     for r in refs {
-        if app.crm_store.record(&r.entity, &r.id).await?.is_none() {
+        if !app.linkable(&c, &RecordRef::new(&r.entity, &r.id)).await? {
             return Err(ApiError::unprocessable(format!("record {}/{} does not exist in the CRM; create it first", r.entity, r.id)));
         }
     }

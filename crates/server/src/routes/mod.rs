@@ -12,6 +12,7 @@ mod api;
 mod crm;
 mod pbx;
 mod stream;
+mod workflows;
 
 pub use admin::ApiDoc;
 
@@ -34,6 +35,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/crm/{entity}/{id}/related/{relation}", get(crm::related))
         .route("/api/v1/activities", post(crm::create_activity))
         .route("/api/v1/activities/{id}", get(crm::activity))
+        .route("/api/v1/workflows", get(workflows::list))
+        .route("/api/v1/workflows/{name}", post(workflows::run))
         .route("/api/v1/outbox", get(admin::outbox_list))
         .route("/api/v1/outbox/{id}/replay", post(admin::outbox_replay))
         .fallback(admin::not_found)

@@ -49,6 +49,7 @@ pub async fn spawn_with_server(server: &str, extra: &str) -> TestApp {
     tokio::spawn(cxbridge_server::run(app.clone(), listener, async move {
         let _ = rx.await;
     }));
+    cxbridge_connectors::crm::ensure_tls();
     TestApp { addr, http: reqwest::Client::new(), app, _dir: dir, stop: Some(tx) }
 }
 

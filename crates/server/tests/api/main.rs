@@ -8,3 +8,4 @@ mod cli;
 mod crm;
 mod lifecycle;
 mod sipgate;
+mod workflows;

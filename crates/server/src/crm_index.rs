@@ -1,0 +1,193 @@
+//! The local phone index of an external CRM: a copy of each identifying entity's phone
+//! and display fields, kept fresh from the CRM's change feed (Dataverse change tracking,
+//! Salesforce `LastModifiedDate` polling), so that identifying a caller does not wait for
+//! the CRM and still works while it is slow or down.
+//!
+//! [`IndexedCrm`] answers `find_by_phone` from the index once an entity's first full sync
+//! has finished, and asks the CRM directly before that (or for entities whose CRM has no
+//! feed). Everything else goes to the CRM. [`sync`] is the worker that keeps it fresh.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cxbridge_domain::Timestamp;
+use cxbridge_domain::crm::{Activity, Candidate, ChangePage, Crm, CrmError, EntitySpec, RecordRef, SearchQuery, TimelineEntry};
+use cxbridge_store::{CrmStore, IndexChanges, SyncState};
+use tokio::sync::watch;
+
+pub struct IndexedCrm {
+    crm: Arc<dyn Crm>,
+    index: Arc<dyn CrmStore>,
+    entities: Vec<EntitySpec>,
+    /// Per entity (same order as `entities`): the index can answer for it.
+    ready: Vec<AtomicBool>,
+}
+
+impl IndexedCrm {
+    pub async fn new(crm: Arc<dyn Crm>, index: Arc<dyn CrmStore>, entities: Vec<EntitySpec>) -> Result<Self, cxbridge_store::StoreError> {
+        let states = index.index_sync_states().await?;
+        let ready = entities.iter().map(|e| AtomicBool::new(states.iter().any(|s| s.entity == e.name && s.complete))).collect();
+        Ok(Self { crm, index, entities, ready })
+    }
+
+    fn is_ready(&self, entity: &str) -> bool {
+        self.entities.iter().position(|e| e.name == entity).is_some_and(|i| self.ready[i].load(Ordering::Relaxed))
+    }
+
+    fn set_ready(&self, entity: &str, ready: bool) {
+        if let Some(i) = self.entities.iter().position(|e| e.name == entity) {
+            self.ready[i].store(ready, Ordering::Relaxed);
+        }
+    }
+
+    pub fn crm(&self) -> &Arc<dyn Crm> {
+        &self.crm
+    }
+
+    pub fn index(&self) -> &Arc<dyn CrmStore> {
+        &self.index
+    }
+
+    /// Puts a record the hub itself just created or changed into the index at once, so the
+    /// next call from its number pops it without waiting for the feed.
+    async fn remember(&self, spec: &EntitySpec, c: &Candidate) {
+        let changes = IndexChanges { upserts: vec![(c.record.id.clone(), c.fields.clone())], ..IndexChanges::default() };
+        let cursor = self.index.index_sync_states().await.ok().and_then(|s| s.into_iter().find(|s| s.entity == spec.name)).and_then(|s| s.cursor);
+        if let Some(cursor) = cursor {
+            let _ = self.index.apply_index_changes(&spec.name, IndexChanges { cursor, ..changes }, Timestamp::now()).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Crm for IndexedCrm {
+    async fn find_by_phone(&self, e164: &str, entities: &[EntitySpec], limit: usize) -> Result<Vec<Candidate>, CrmError> {
+        let identifying: Vec<&EntitySpec> = entities.iter().filter(|e| e.identify).collect();
+        if !identifying.iter().all(|e| self.is_ready(&e.name)) {
+            metrics::counter!("cxbridge_identify_source_total", "source" => "crm").increment(1);
+            return self.crm.find_by_phone(e164, entities, limit).await;
+        }
+        metrics::counter!("cxbridge_identify_source_total", "source" => "index").increment(1);
+        let names: Vec<String> = identifying.iter().map(|e| e.name.clone()).collect();
+        let records = self
+            .index
+            .records_by_phone(e164, &names, limit as u32)
+            .await
+            .map_err(|e| CrmError::Transient { message: format!("local index: {e}"), retry_after: None })?;
+        Ok(records
+            .into_iter()
+            .filter_map(|r| {
+                let spec = entities.iter().find(|e| e.name == r.entity)?;
+                Some(Candidate::from_fields(spec, &r.id, r.fields))
+            })
+            .collect())
+    }
+
+    async fn related(&self, record: &RecordRef, spec: &EntitySpec, relation: &str) -> Result<Option<Candidate>, CrmError> {
+        self.crm.related(record, spec, relation).await
+    }
+
+    async fn upsert_activity(&self, activity: &Activity) -> Result<String, CrmError> {
+        self.crm.upsert_activity(activity).await
+    }
+
+    async fn upsert_activities(&self, activities: &[Activity]) -> Vec<Result<String, CrmError>> {
+        self.crm.upsert_activities(activities).await
+    }
+
+    async fn search(&self, spec: &EntitySpec, query: &SearchQuery) -> Result<Vec<Candidate>, CrmError> {
+        self.crm.search(spec, query).await
+    }
+
+    async fn create(&self, spec: &EntitySpec, fields: &BTreeMap<String, String>) -> Result<Candidate, CrmError> {
+        let c = self.crm.create(spec, fields).await?;
+        self.remember(spec, &c).await;
+        Ok(c)
+    }
+
+    async fn update(&self, spec: &EntitySpec, id: &str, fields: &BTreeMap<String, String>) -> Result<Candidate, CrmError> {
+        let c = self.crm.update(spec, id, fields).await?;
+        self.remember(spec, &c).await;
+        Ok(c)
+    }
+
+    async fn timeline(&self, record: &RecordRef, limit: usize) -> Result<Vec<TimelineEntry>, CrmError> {
+        self.crm.timeline(record, limit).await
+    }
+
+    fn has_change_feed(&self) -> bool {
+        self.crm.has_change_feed()
+    }
+
+    async fn changes(&self, spec: &EntitySpec, cursor: Option<&str>) -> Result<ChangePage, CrmError> {
+        self.crm.changes(spec, cursor).await
+    }
+}
+
+/// How one entity's sync went, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SyncReport {
+    pub pages: u64,
+    pub upserts: u64,
+    pub deletes: u64,
+}
+
+/// Follows `spec`'s change feed from where the index stands until no page is left.
+pub async fn sync_entity(indexed: &IndexedCrm, spec: &EntitySpec) -> Result<SyncReport, CrmError> {
+    let index_error = |e: cxbridge_store::StoreError| CrmError::Transient { message: format!("local index: {e}"), retry_after: None };
+    let state: SyncState =
+        indexed.index.index_sync_states().await.map_err(index_error)?.into_iter().find(|s| s.entity == spec.name).unwrap_or_default();
+    let mut cursor = state.cursor;
+    let first_pass = !state.complete;
+    let mut report = SyncReport::default();
+    loop {
+        // A first pass starts with an empty index for the entity: no stale leftovers.
+        let reset = first_pass && cursor.is_none();
+        let page = indexed.crm.changes(spec, cursor.as_deref()).await?;
+        report.pages += 1;
+        report.upserts += page.upserts.len() as u64;
+        report.deletes += page.deletes.len() as u64;
+        let pass_done = !page.more;
+        let changes = IndexChanges { reset, upserts: page.upserts, deletes: page.deletes, cursor: page.cursor.clone(), pass_done };
+        indexed.index.apply_index_changes(&spec.name, changes, Timestamp::now()).await.map_err(index_error)?;
+        if first_pass && report.pages % 10 == 0 {
+            tracing::info!(entity = spec.name, records = report.upserts, "first sync of the local phone index in progress");
+        }
+        cursor = Some(page.cursor);
+        if pass_done {
+            if first_pass {
+                tracing::info!(entity = spec.name, records = report.upserts, "local phone index ready");
+            }
+            indexed.set_ready(&spec.name, true);
+            return Ok(report);
+        }
+    }
+}
+
+/// The sync worker: every `every`, brings each identifying entity's index up to date.
+/// A CRM without a change feed is left to direct queries.
+pub async fn sync(indexed: Arc<IndexedCrm>, every: Duration, mut stop: watch::Receiver<bool>) {
+    if !indexed.crm.has_change_feed() {
+        tracing::info!("the CRM has no change feed: callers are looked up in the CRM directly");
+        return;
+    }
+    loop {
+        for spec in indexed.entities.iter().filter(|e| e.identify) {
+            match sync_entity(&indexed, spec).await {
+                Ok(r) if r.upserts + r.deletes > 0 => tracing::debug!(entity = spec.name, upserts = r.upserts, deletes = r.deletes, "local phone index synced"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(entity = spec.name, error = %e, "local phone index sync failed; the index answers with what it has");
+                    let _ = indexed.index.index_sync_failed(&spec.name, &e.to_string()).await;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Picks and connects the CRM the config names: the built-in CRM on the hub's own database,
+//! or an external one (Dataverse, Salesforce, Tryton) behind the same port, with its local
+//! phone index when it has a change feed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use cxbridge_domain::crm::{Crm, EntitySpec};
+use cxbridge_domain::mapping::{FieldRule, default_fields};
+use cxbridge_domain::phone::PhoneNormalizer;
+use cxbridge_store::sqlite::{CrmSchema, Durability};
+use cxbridge_store::{BuiltinCrm, CrmStore, SqliteStore};
+
+use crate::config::Config;
+use crate::crm_index::IndexedCrm;
+
+pub const PROVIDERS: &[&str] = &["builtin", "dataverse", "salesforce", "tryton"];
+
+/// The entities a provider is searched by when the config names none.
+pub fn default_entities(provider: &str) -> Vec<EntitySpec> {
+    match provider {
+        _ => EntitySpec::builtin_defaults(),
+    }
+}
+
+/// The activity fields a provider's records take when the config sets none.
+pub fn default_mapping_fields(provider: &str) -> Vec<FieldRule> {
+    match provider {
+        _ => default_fields(),
+    }
+}
+
+/// The connected CRM.
+pub struct Connected {
+    pub crm: Arc<dyn Crm>,
+    /// Present for external CRMs with a local phone index.
+    pub indexed: Option<Arc<IndexedCrm>>,
+}
+
+/// Connects the configured CRM. `builtin_store` is the hub's own database (the built-in CRM).
+pub async fn connect(config: &Config, normalizer: &PhoneNormalizer, builtin_store: Arc<dyn CrmStore>) -> anyhow::Result<Connected> {
+    let entities = config.entities();
+    let crm: Arc<dyn Crm> = match config.crm.provider.as_str() {
+        "builtin" => return Ok(Connected { crm: Arc::new(BuiltinCrm::new(builtin_store, entities)), indexed: None }),
+        other => anyhow::bail!("[crm] provider `{other}` is not available in this build"),
+    };
+    #[allow(unreachable_code)]
+    index_for(config, normalizer, crm, entities).await
+}
+
+/// Wraps `crm` with a local phone index in its own SQLite file (a cache: deleting it only
+/// means a full sync on the next start).
+async fn index_for(config: &Config, normalizer: &PhoneNormalizer, crm: Arc<dyn Crm>, entities: Vec<EntitySpec>) -> anyhow::Result<Connected> {
+    if !config.crm.local_index || !crm.has_change_feed() {
+        return Ok(Connected { crm, indexed: None });
+    }
+    let path = index_path(&config.server.data_dir, &config.crm.provider);
+    let schema = CrmSchema { entities: entities.clone(), normalizer: normalizer.clone() };
+    let store = SqliteStore::open(&path, schema, Durability::Normal)
+        .await
+        .with_context(|| format!("cannot open the local phone index {}", path.display()))?;
+    let indexed = Arc::new(IndexedCrm::new(crm, Arc::new(store), entities).await?);
+    Ok(Connected { crm: indexed.clone(), indexed: Some(indexed) })
+}
+
+pub fn index_path(data_dir: &Path, provider: &str) -> std::path::PathBuf {
+    data_dir.join(format!("crm-index-{provider}.sqlite"))
+}

@@ -1,0 +1,125 @@
+//! Named CRM workflows from config (`[[workflows]]`): search, create, update, timeline,
+//! on whichever CRM is configured, returning records the panel can show.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use cxbridge_domain::crm::{CrmError, RecordRef, SearchQuery};
+use cxbridge_proto as proto;
+
+use crate::config::WorkflowConfig;
+use crate::error::{ApiError, ApiResult};
+use crate::service::App;
+use crate::views;
+
+/// The configured workflows.
+#[utoipa::path(get, path = "/api/v1/workflows", responses((status = 200, body = proto::WorkflowList)), security(("bearer" = [])))]
+pub async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Json<proto::WorkflowList>> {
+    app.tokens.require_admin(&headers)?;
+    let workflows = app
+        .config
+        .workflows
+        .iter()
+        .map(|w| proto::WorkflowView { name: w.name.clone(), action: w.action.clone(), entity: w.entity.clone(), required: w.required.clone(), allowed: w.allowed.clone() })
+        .collect();
+    Ok(Json(proto::WorkflowList { workflows }))
+}
+
+/// Runs a workflow against the configured CRM.
+#[utoipa::path(post, path = "/api/v1/workflows/{name}", request_body = proto::WorkflowInput,
+    responses((status = 200, body = proto::WorkflowResult), (status = 404, body = proto::Problem), (status = 422, body = proto::Problem), (status = 502, body = proto::Problem)),
+    security(("bearer" = [])))]
+pub async fn run(State(app): State<Arc<App>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<proto::WorkflowResult>> {
+    app.tokens.require_admin(&headers)?;
+    let w = app.config.workflows.iter().find(|w| w.name == name).ok_or_else(|| {
+        let known: Vec<&str> = app.config.workflows.iter().map(|w| w.name.as_str()).collect();
+        ApiError::not_found(format!("no workflow `{name}`; configured: {}", if known.is_empty() { "none".into() } else { known.join(", ") }))
+    })?;
+    let input: proto::WorkflowInput = if body.is_empty() {
+        proto::WorkflowInput::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable(format!("the workflow input is not valid: {e}")))?
+    };
+    let spec = app
+        .entities
+        .iter()
+        .find(|e| e.name == w.entity)
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("workflow `{}` names unknown entity `{}`", w.name, w.entity)))?;
+    check_fields(w, &input.fields)?;
+    let limit = input.limit.unwrap_or(w.limit).clamp(1, w.limit.max(1));
+    let mut result = proto::WorkflowResult { workflow: w.name.clone(), action: w.action.clone(), records: vec![], timeline: vec![] };
+    match w.action.as_str() {
+        "search" => {
+            let mut filters = w.fields.clone();
+            filters.extend(input.fields.clone());
+            let text = input.text.clone().filter(|t| !t.trim().is_empty());
+            if text.is_none() && filters.is_empty() {
+                return Err(ApiError::unprocessable("a search needs `text` or at least one of `fields`"));
+            }
+            let found = app.crm.search(spec, &SearchQuery { text, filters, limit }).await.map_err(crm_problem)?;
+            result.records = found.iter().map(with_fields).collect();
+        }
+        "create" => {
+            let mut fields = w.fields.clone();
+            fields.extend(input.fields.clone());
+            let missing: Vec<&str> = w.required.iter().filter(|f| fields.get(*f).is_none_or(|v| v.trim().is_empty())).map(String::as_str).collect();
+            if !missing.is_empty() {
+                return Err(ApiError::unprocessable(format!("missing required field(s): {}", missing.join(", "))));
+            }
+            let created = app.crm.create(spec, &fields).await.map_err(crm_problem)?;
+            result.records = vec![with_fields(&created)];
+        }
+        "update" => {
+            let id = required_id(&input)?;
+            if input.fields.is_empty() {
+                return Err(ApiError::unprocessable("an update needs at least one of `fields`"));
+            }
+            let mut fields = w.fields.clone();
+            fields.extend(input.fields.clone());
+            let updated = app.crm.update(spec, id, &fields).await.map_err(crm_problem)?;
+            result.records = vec![with_fields(&updated)];
+        }
+        _ => {
+            let id = required_id(&input)?;
+            let entries = app.crm.timeline(&RecordRef::new(&spec.name, id), limit).await.map_err(crm_problem)?;
+            result.timeline = entries
+                .into_iter()
+                .map(|e| proto::TimelineEntryView { id: e.id, kind: e.kind, subject: e.subject, at: e.at, fields: e.fields })
+                .collect();
+        }
+    }
+    Ok(Json(result))
+}
+
+fn required_id(input: &proto::WorkflowInput) -> ApiResult<&str> {
+    input.id.as_deref().filter(|s| !s.trim().is_empty()).ok_or_else(|| ApiError::unprocessable("`id` of the record is required"))
+}
+
+fn check_fields(w: &WorkflowConfig, fields: &BTreeMap<String, String>) -> ApiResult<()> {
+    if w.allowed.is_empty() {
+        return Ok(());
+    }
+    let refused: Vec<&str> = fields.keys().filter(|k| !w.allowed.contains(k) && !w.required.contains(k)).map(String::as_str).collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::unprocessable(format!("field(s) not allowed in workflow `{}`: {}; allowed: {}", w.name, refused.join(", "), w.allowed.join(", "))))
+    }
+}
+
+fn with_fields(c: &cxbridge_domain::crm::Candidate) -> proto::CandidateView {
+    proto::CandidateView { fields: Some(c.fields.clone()), ..views::candidate(c) }
+}
+
+/// A CRM refusal is the caller's to fix (422, with the CRM's words); a CRM that did not
+/// answer is a bad gateway (502), nothing was changed.
+fn crm_problem(e: CrmError) -> ApiError {
+    match e {
+        CrmError::Permanent { message } => ApiError::unprocessable(message),
+        CrmError::Transient { message, .. } => ApiError::new(StatusCode::BAD_GATEWAY, format!("the CRM did not answer: {message}; try again")),
+    }
+}
