@@ -176,6 +176,15 @@ fn clean(raw: &str) -> String {
     if let Some(rest) = s.strip_prefix("00") {
         s = format!("+{rest}");
     }
+    if s.starts_with('+') {
+        // In international form the digits alone say everything, and libphonenumber's port
+        // misreads a country code glued to a hyphenated group (`+4930-555-0100`): keep only
+        // the digits, and an extension after the first letter (`ext. 12`, `x204`).
+        let split = s.find(|c: char| c.is_ascii_alphabetic() || c == '#').unwrap_or(s.len());
+        let (number, extension) = s.split_at(split);
+        let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+        s = if extension.is_empty() { format!("+{digits}") } else { format!("+{digits} {extension}") };
+    }
     s
 }
 
@@ -214,6 +223,8 @@ mod tests {
         check("DE", "030/1234567", "+49301234567");
         check("DE", "030-123 45 67", "+49301234567");
         check("DE", "+49 30 1234567", "+49301234567");
+        check("DE", "+4930-555-0100", "+49305550100");
+        check("DE", "+4930-123-4567", "+49301234567");
         check("DE", "+1 (415) 555-0100", "+14155550100");
         check("US", "(415) 555-0100", "+14155550100");
         check("US", "1-415-555-0100", "+14155550100");

@@ -55,7 +55,7 @@ async fn workflows_search_create_update_and_show_the_timeline() {
     let lead = &created["records"][0];
     assert_eq!(lead["entity"], "lead");
     assert_eq!(lead["fields"]["source"], "hotline", "the workflow's own fields are set");
-    let (_, identified) = t.get("/api/v1/identify?address=0049%2030%20555%200100").await;
+    let (_, identified) = t.get("/api/v1/identify?address=%2B4930-555-0100").await;
     assert_eq!(identified["identification"]["outcome"], "single", "a created record is found by its number at once: {identified}");
 
     let (s, missing) = t.post("/api/v1/workflows/new_lead", json!({"fields": {"name": "No Phone"}})).await;
