@@ -45,6 +45,10 @@ pub struct NativeEvent {
     pub kind: String,
     /// Your stable id of the conversation (all legs).
     pub conversation_id: String,
+    /// Whose id `conversation_id` is: `native` (default), or `cti` / `sipgate` to add details
+    /// (a transcript, a summary, a recording) to a call a PBX reported, by its call id.
+    #[serde(default)]
+    pub source: Option<String>,
     /// Your id of this leg, when conversations have legs (transfers).
     pub leg_id: Option<String>,
     /// RFC 3339; defaults to the time of receipt.

@@ -97,9 +97,12 @@ pub struct CrmConfig {
     pub local_index: bool,
     /// How often the local index asks the CRM for changes.
     pub sync_interval_secs: u64,
-    pub dataverse: Option<toml::Value>,
-    pub salesforce: Option<toml::Value>,
-    pub tryton: Option<toml::Value>,
+    /// `[crm.dataverse]`: see docs/crm/dataverse.md.
+    pub dataverse: Option<cxbridge_connectors::crm::dataverse::DataverseConfig>,
+    /// `[crm.salesforce]`: see docs/crm/salesforce.md.
+    pub salesforce: Option<cxbridge_connectors::crm::salesforce::SalesforceConfig>,
+    /// `[crm.tryton]`: see docs/crm/tryton.md.
+    pub tryton: Option<cxbridge_connectors::crm::tryton::TrytonConfig>,
 }
 
 impl Default for CrmConfig {
@@ -265,6 +268,16 @@ impl Config {
         }
         if !crate::crm_setup::PROVIDERS.contains(&self.crm.provider.as_str()) {
             return Err(format!("[crm] provider must be one of {}, not `{}`", crate::crm_setup::PROVIDERS.join(", "), self.crm.provider));
+        }
+        let section = match self.crm.provider.as_str() {
+            "dataverse" => Some(self.crm.dataverse.is_some()),
+            "salesforce" => Some(self.crm.salesforce.is_some()),
+            "tryton" => Some(self.crm.tryton.is_some()),
+            _ => None,
+        };
+        if section == Some(false) {
+            let p = &self.crm.provider;
+            return Err(format!("[crm] provider = \"{p}\" needs a [crm.{p}] section; see docs/crm/{p}.md"));
         }
         let entities = self.entities();
         let mut names = std::collections::HashSet::new();

@@ -12,6 +12,11 @@ use cxbridge_domain::phone::PhoneNormalizer;
 use cxbridge_store::sqlite::{CrmSchema, Durability};
 use cxbridge_store::{BuiltinCrm, CrmStore, SqliteStore};
 
+use cxbridge_connectors::crm::dataverse::{self, Dataverse};
+use cxbridge_connectors::crm::oauth::Secret;
+use cxbridge_connectors::crm::salesforce::{self, Salesforce};
+use cxbridge_connectors::crm::tryton::{self, Tryton};
+
 use crate::config::Config;
 use crate::crm_index::IndexedCrm;
 
@@ -20,6 +25,9 @@ pub const PROVIDERS: &[&str] = &["builtin", "dataverse", "salesforce", "tryton"]
 /// The entities a provider is searched by when the config names none.
 pub fn default_entities(provider: &str) -> Vec<EntitySpec> {
     match provider {
+        "dataverse" => dataverse::default_entities(),
+        "salesforce" => salesforce::default_entities(),
+        "tryton" => tryton::default_entities(),
         _ => EntitySpec::builtin_defaults(),
     }
 }
@@ -27,7 +35,21 @@ pub fn default_entities(provider: &str) -> Vec<EntitySpec> {
 /// The activity fields a provider's records take when the config sets none.
 pub fn default_mapping_fields(provider: &str) -> Vec<FieldRule> {
     match provider {
+        "dataverse" => dataverse::default_mapping(),
+        "salesforce" => salesforce::default_mapping(),
+        "tryton" => tryton::default_mapping(),
         _ => default_fields(),
+    }
+}
+
+/// The CRM secret from the config file, else from the environment; never logged.
+fn secret(from_config: Option<&String>, env: &str, what: &str) -> anyhow::Result<Secret> {
+    if let Some(s) = from_config.filter(|s| !s.is_empty()) {
+        return Ok(Secret::new(s.clone()));
+    }
+    match std::env::var(env) {
+        Ok(s) if !s.is_empty() => Ok(Secret::new(s)),
+        _ => anyhow::bail!("the CRM's {what} is missing: set it in the config or in {env}"),
     }
 }
 
@@ -41,11 +63,22 @@ pub struct Connected {
 /// Connects the configured CRM. `builtin_store` is the hub's own database (the built-in CRM).
 pub async fn connect(config: &Config, normalizer: &PhoneNormalizer, builtin_store: Arc<dyn CrmStore>) -> anyhow::Result<Connected> {
     let entities = config.entities();
-    let crm: Arc<dyn Crm> = match config.crm.provider.as_str() {
-        "builtin" => return Ok(Connected { crm: Arc::new(BuiltinCrm::new(builtin_store, entities)), indexed: None }),
-        other => anyhow::bail!("[crm] provider `{other}` is not available in this build"),
+    let http = cxbridge_connectors::crm::http_client();
+    let crm: Arc<dyn Crm> = match (config.crm.provider.as_str(), &config.crm.dataverse, &config.crm.salesforce, &config.crm.tryton) {
+        ("dataverse", Some(c), _, _) => {
+            let secret = secret(c.client_secret.as_ref(), "CXBRIDGE_CRM_CLIENT_SECRET", "client secret")?;
+            Arc::new(Dataverse::new(c, secret, normalizer.clone(), http).context("[crm.dataverse]")?.with_entities(entities.clone()))
+        }
+        ("salesforce", _, Some(c), _) => {
+            let secret = secret(c.client_secret.as_ref(), "CXBRIDGE_CRM_CLIENT_SECRET", "client secret")?;
+            Arc::new(Salesforce::new(c, secret, normalizer.clone(), http).context("[crm.salesforce]")?.with_entities(entities.clone()))
+        }
+        ("tryton", _, _, Some(c)) => {
+            let password = secret(c.password.as_ref(), "CXBRIDGE_CRM_PASSWORD", "password")?;
+            Arc::new(Tryton::new(c, password, normalizer.clone(), http).context("[crm.tryton]")?.with_entities(entities.clone()))
+        }
+        _ => return Ok(Connected { crm: Arc::new(BuiltinCrm::new(builtin_store, entities)), indexed: None }),
     };
-    #[allow(unreachable_code)]
     index_for(config, normalizer, crm, entities).await
 }
 

@@ -346,7 +346,12 @@ impl App {
             Some(id) if !id.is_empty() => format!("native:{id}"),
             _ => format!("native:{}:{}:{:016x}", e.conversation_id, e.kind, body_hash),
         };
-        Ok(Event { dedup_key, source: "native".into(), conversation_key: e.conversation_id.clone(), leg: e.leg_id.clone(), at, kind })
+        let source = match e.source.as_deref() {
+            None | Some("") | Some("native") => "native",
+            Some(s @ ("cti" | "sipgate")) => s,
+            Some(other) => return Err(ApiError::unprocessable(format!("`source` must be native, cti or sipgate, not `{other}`"))),
+        };
+        Ok(Event { dedup_key, source: source.into(), conversation_key: e.conversation_id.clone(), leg: e.leg_id.clone(), at, kind })
     }
 }
 

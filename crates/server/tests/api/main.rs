@@ -8,4 +8,5 @@ mod cli;
 mod crm;
 mod lifecycle;
 mod sipgate;
+mod tryton;
 mod workflows;
