@@ -160,7 +160,12 @@ pub fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
-        format!("cannot connect ({})", std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string()))
+        // The innermost cause is the one that says what happened ("Connection refused").
+        let mut cause: &dyn std::error::Error = e;
+        while let Some(inner) = cause.source() {
+            cause = inner;
+        }
+        format!("cannot connect ({cause})")
     } else {
         e.to_string()
     }

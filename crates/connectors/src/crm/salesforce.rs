@@ -685,6 +685,10 @@ impl Crm for Salesforce {
             .collect())
     }
 
+    fn has_change_feed(&self) -> bool {
+        true
+    }
+
     async fn changes(&self, spec: &EntitySpec, cursor: Option<&str>) -> Result<ChangePage, CrmError> {
         let object = object_name(spec);
         let mut fields = select_fields(spec);
