@@ -108,9 +108,7 @@ impl Faults {
         } else if s.unavailable_next > 0 {
             s.unavailable_next -= 1;
             Verdict::Fail(unavailable())
-        } else if s.down_until.is_some_and(|t| Instant::now() < t) {
-            Verdict::Fail(unavailable())
-        } else if s.fail_ratio > 0.0 && rand::rng().random_bool(s.fail_ratio) {
+        } else if s.down_until.is_some_and(|t| Instant::now() < t) || (s.fail_ratio > 0.0 && rand::rng().random_bool(s.fail_ratio)) {
             Verdict::Fail(unavailable())
         } else {
             Verdict::Serve
