@@ -341,7 +341,26 @@ impl<'a> Context<'a> {
     }
 
     /// Replaces `{{name}}` and `{{name|transform}}`; missing values render empty.
+    /// Fills the `{{placeholders}}` of `template`. In a template of several lines, a line
+    /// whose placeholders are all empty is left out, so `Notes: {{notes}}` disappears from
+    /// an activity without notes instead of standing there bare.
     pub fn render(&self, template: &str) -> String {
+        if !template.contains('\n') {
+            return self.render_line(template).0;
+        }
+        let mut kept: Vec<String> = vec![];
+        for line in template.split('\n') {
+            let (text, any_placeholder, any_value) = self.render_line(line);
+            if !any_placeholder || any_value {
+                kept.push(text);
+            }
+        }
+        kept.join("\n")
+    }
+
+    /// One line rendered, whether it had placeholders, and whether any of them had a value.
+    fn render_line(&self, template: &str) -> (String, bool, bool) {
+        let (mut any_placeholder, mut any_value) = (false, false);
         let mut out = String::with_capacity(template.len());
         let mut rest = template;
         while let Some(open) = rest.find("{{") {
@@ -349,18 +368,21 @@ impl<'a> Context<'a> {
             let after = &rest[open + 2..];
             let Some(close) = after.find("}}") else {
                 out.push_str(&rest[open..]);
-                return out;
+                return (out, any_placeholder, any_value);
             };
             let (name, transform_name) = split_placeholder(&after[..close]);
             let mut v = self.get(name);
             if let Some(t) = transform_name {
                 v = transform(&v, t);
             }
-            out.push_str(&display(&v));
+            let shown = display(&v);
+            any_placeholder = true;
+            any_value |= !shown.trim().is_empty();
+            out.push_str(&shown);
             rest = &after[close + 2..];
         }
         out.push_str(rest);
-        out
+        (out, any_placeholder, any_value)
     }
 }
 

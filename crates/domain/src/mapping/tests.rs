@@ -148,6 +148,10 @@ fn templates_render_values_transforms_and_gaps() {
     check(&anonymous, "[{{customer.number}}][{{agent}}][{{attributes.nope}}][{{no.such}}]", "[][][][]");
     check(&c, "{{agent", "{{agent");
     check(&c, "{{agent}} and {{queue", "bob and {{queue");
+    // In several lines, a line whose placeholders are all empty goes; fixed lines stay.
+    check(&anonymous, "Call\nAgent: {{agent}}\nQueue: {{queue}}\n--", "Call\nQueue: sales\n--");
+    check(&anonymous, "Who: {{customer.number}} {{agent}}\nEnd", "End");
+    check(&c, "Who: {{customer.number}} {{agent}}\nEnd", "Who: 030 1234567 bob\nEnd");
     assert_eq!(Context::new(&c, None).render("{{customer.name}}"), "");
 }
 

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod calls;
+mod dataverse;
 mod cli;
 mod crm;
 mod lifecycle;
