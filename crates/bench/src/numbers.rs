@@ -66,6 +66,25 @@ pub fn written(idx: u64, notation: u64) -> String {
     }
 }
 
+/// Number of notations [`searched_written`] knows.
+pub const SEARCHED_NOTATIONS: u64 = 5;
+
+/// Number `idx` written in notation `notation % SEARCHED_NOTATIONS`, among those a CRM query
+/// finds without a normalized column: the Dataverse adapter searches every phone column for
+/// the E.164 form, the international and national formats, and the bare digits with and
+/// without the country code (`PhoneNormalizer::notations`). Numbers typed any other way in
+/// Dataverse are found through the local index only.
+pub fn searched_written(idx: u64, notation: u64) -> String {
+    let (a, e, l) = parts(idx);
+    match notation % SEARCHED_NOTATIONS {
+        0 => format!("+1{a}{e:03}{l:04}"),
+        1 => format!("+1 {a}-{e:03}-{l:04}"),
+        2 => format!("({a}) {e:03}-{l:04}"),
+        3 => format!("{a}{e:03}{l:04}"),
+        _ => format!("1{a}{e:03}{l:04}"),
+    }
+}
+
 /// The number index stored in contact `i`'s `phone` field.
 pub fn stored_phone(i: u64) -> u64 {
     if i % 50 == 49 { i - 1 } else { i }
@@ -157,6 +176,12 @@ mod tests {
         assert!((200..=999).contains(&e) && l < 10_000);
         for n in 0..NOTATIONS {
             let w = written(42, n);
+            let digits: String = w.chars().filter(char::is_ascii_digit).collect();
+            let digits = digits.strip_prefix('1').filter(|d| d.len() == 10).unwrap_or(&digits).to_string();
+            assert_eq!(format!("+1{digits}"), e164(42), "{w}");
+        }
+        for n in 0..SEARCHED_NOTATIONS {
+            let w = searched_written(42, n);
             let digits: String = w.chars().filter(char::is_ascii_digit).collect();
             let digits = digits.strip_prefix('1').filter(|d| d.len() == 10).unwrap_or(&digits).to_string();
             assert_eq!(format!("+1{digits}"), e164(42), "{w}");

@@ -19,6 +19,9 @@ fn command(binary: &Path) -> Command {
         .env_remove("CXBRIDGE_LISTEN")
         .env_remove("CXBRIDGE_DATA")
         .env("NO_COLOR", "1")
+        // The CRM phase's test server is on 127.0.0.1: never through a proxy.
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
         .stdin(Stdio::null());
     c
 }
