@@ -53,6 +53,40 @@ fn secret(from_config: Option<&String>, env: &str, what: &str) -> anyhow::Result
     }
 }
 
+/// Checks the CRM section as far as it can be checked without connecting: the adapter's own
+/// validation (URLs, batch sizes, …). Returns notes for the admin (e.g. a secret expected
+/// from the environment).
+pub fn check(config: &Config) -> anyhow::Result<Vec<String>> {
+    let mut notes = vec![];
+    let mut secret_of = |given: Option<&String>, env: &str| -> Secret {
+        match secret(given, env, "secret") {
+            Ok(s) => s,
+            Err(_) => {
+                notes.push(format!("the CRM secret is not in the file; {env} must be set when serving"));
+                Secret::new("placeholder")
+            }
+        }
+    };
+    let normalizer = PhoneNormalizer::new(Some(&config.phone.default_region), &config.phone.own_numbers).map_err(|e| anyhow::anyhow!("[phone] {e}"))?;
+    let http = cxbridge_connectors::crm::http_client();
+    match (config.crm.provider.as_str(), &config.crm.dataverse, &config.crm.salesforce, &config.crm.tryton) {
+        ("dataverse", Some(c), _, _) => {
+            let s = secret_of(c.client_secret.as_ref(), "CXBRIDGE_CRM_CLIENT_SECRET");
+            Dataverse::new(c, s, normalizer, http).context("[crm.dataverse]")?;
+        }
+        ("salesforce", _, Some(c), _) => {
+            let s = secret_of(c.client_secret.as_ref(), "CXBRIDGE_CRM_CLIENT_SECRET");
+            Salesforce::new(c, s, normalizer, http).context("[crm.salesforce]")?;
+        }
+        ("tryton", _, _, Some(c)) => {
+            let s = secret_of(c.password.as_ref(), "CXBRIDGE_CRM_PASSWORD");
+            Tryton::new(c, s, normalizer, http).context("[crm.tryton]")?;
+        }
+        _ => {}
+    }
+    Ok(notes)
+}
+
 /// The connected CRM.
 pub struct Connected {
     pub crm: Arc<dyn Crm>,

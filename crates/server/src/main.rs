@@ -122,8 +122,18 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The chain of causes, one line, without a backtrace: it is for the admin.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = load(&args)?;
@@ -163,7 +173,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config { command: ConfigCommand::Check { file } } => {
-            Config::load(&file)?;
+            let config = Config::load(&file)?;
+            let notes = cxbridge_server::crm_setup::check(&config).with_context(|| format!("{}", file.display()))?;
+            for n in notes {
+                println!("{}: note: {n}", file.display());
+            }
             println!("{}: ok", file.display());
             Ok(())
         }

@@ -30,6 +30,21 @@ fn config_default_prints_a_config_that_checks() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(":5:") && err.contains("default_regoin"), "{err}");
+    assert!(!err.contains("backtrace"), "errors are one readable line, not a backtrace: {err}");
+
+    // The CRM section is checked as far as it can be without connecting.
+    let dataverse = "[crm]\nprovider = \"dataverse\"\n[crm.dataverse]\nurl = \"https://contoso.crm4.dynamics.com\"\ntenant_id = \"t\"\nclient_id = \"c\"\n";
+    std::fs::write(&path, format!("{dataverse}batch_size = 5000\n")).expect("write");
+    let out = cxbridge().args(["config", "check"]).arg(&path).env_remove("CXBRIDGE_CRM_CLIENT_SECRET").output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("batch_size"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&path, dataverse).expect("write");
+    let out = cxbridge().args(["config", "check"]).arg(&path).env_remove("CXBRIDGE_CRM_CLIENT_SECRET").output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CXBRIDGE_CRM_CLIENT_SECRET"), "tells where the secret must come from");
+    std::fs::write(&path, "[crm]\nprovider = \"salesforce\"\n").expect("write");
+    let out = cxbridge().args(["config", "check"]).arg(&path).output().expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[crm.salesforce]"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
