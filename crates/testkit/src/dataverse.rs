@@ -1194,6 +1194,10 @@ impl Db {
                     return Err(error(400, "0x80060888", format!("The key '{}' is not a key of the entity '{}'; its alternate keys are: {}.", names.join(","), t.logical, t.alternate_key.as_deref().unwrap_or("none"))));
                 }
                 let value = &pairs[0].1;
+                // Dataverse cannot address a record by a key value holding these characters.
+                if value.chars().any(|c| "/<>*%&:\\?+".contains(c)) {
+                    return Err(error(400, "0x80060891", format!("A record with the specified key values does not exist in {} entity: key values containing / < > * % & : \\ ? + are not supported in the URL.", t.logical)));
+                }
                 let found = t.rows.iter().find(|(_, r)| r.fields.get(&pairs[0].0).and_then(Value::as_str) == Some(value.as_str())).map(|(id, _)| id.clone());
                 match (found, req.method.as_str()) {
                     (Some(id), _) => Some(id),

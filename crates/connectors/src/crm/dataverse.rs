@@ -567,7 +567,7 @@ impl Inner {
                 body.insert(format!("{kind}_activity_parties"), Value::Array(list));
             }
         }
-        let key = encode_strict(&a.key.replace('\'', "''"));
+        let key = encode_strict(&key_value(&a.key).replace('\'', "''"));
         let target = format!("{collection}({}='{key}')?$select=activityid", self.key_field);
         let body = serde_json::to_string(&Value::Object(body)).map_err(|e| CrmError::Permanent { message: format!("activity `{}`: {e}", a.key) })?;
         Ok(Upsert { target, body, caller })
@@ -1068,6 +1068,14 @@ fn is_column_name(s: &str) -> bool {
 /// `name` if it can go into a URL or a `$filter` as a column, table or property name.
 fn column(name: &str) -> Result<&str, CrmError> {
     if is_column_name(name) { Ok(name) } else { Err(CrmError::Permanent { message: format!("`{name}` is not a Dataverse column or table name") }) }
+}
+
+/// The alternate-key value stored for our activity key. Dataverse cannot address a record
+/// by an alternate key whose value holds `/ < > * % & : \ ? +` (GET and PATCH by key fail),
+/// so those become `-`: `cxbridge:0190…` is stored as `cxbridge-0190…`. The mapping is
+/// fixed, so a retry still lands on the same record.
+pub fn key_value(key: &str) -> String {
+    key.chars().map(|c| if "/<>*%&:\\?+".contains(c) { '-' } else { c }).collect()
 }
 
 pub fn is_guid(s: &str) -> bool {

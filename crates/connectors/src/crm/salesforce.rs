@@ -41,7 +41,6 @@ pub const MAX_COMPOSITE: u32 = 25;
 pub struct SalesforceConfig {
     /// Where the hub logs in: your org's My Domain URL, e.g. `https://acme.my.salesforce.com`
     /// (the client credentials flow needs it; `https://login.salesforce.com` does not serve it).
-    #[serde(default = "default_login_url")]
     pub login_url: String,
     /// The token endpoint, when it is not `{login_url}/services/oauth2/token`.
     #[serde(default)]
@@ -82,9 +81,6 @@ pub struct SalesforceConfig {
     pub timeout_ms: u64,
 }
 
-fn default_login_url() -> String {
-    "https://login.salesforce.com".into()
-}
 fn default_api_version() -> String {
     "62.0".into()
 }
@@ -1059,12 +1055,14 @@ mod tests {
 
     #[test]
     fn config_defaults_fill_everything_but_the_client() {
-        let c: SalesforceConfig = serde_json::from_value(json!({ "client_id": "abc" })).expect("minimal config");
-        assert_eq!(c, SalesforceConfig::new("https://login.salesforce.com", "abc"));
-        assert_eq!(c.token_endpoint(), "https://login.salesforce.com/services/oauth2/token");
+        // No default login URL: the generic login.salesforce.com does not serve the client credentials flow.
+        assert!(serde_json::from_value::<SalesforceConfig>(json!({ "client_id": "abc" })).is_err(), "login_url is required");
+        let c: SalesforceConfig = serde_json::from_value(json!({ "login_url": "https://acme.my.salesforce.com", "client_id": "abc" })).expect("minimal config");
+        assert_eq!(c, SalesforceConfig::new("https://acme.my.salesforce.com", "abc"));
+        assert_eq!(c.token_endpoint(), "https://acme.my.salesforce.com/services/oauth2/token");
         assert_eq!((c.api_version.as_str(), c.activity_key_field.as_str(), c.batch_size, c.timeout_ms), ("62.0", "CxbridgeKey__c", 25, 10_000));
         assert!(c.validate().is_ok());
-        let unknown = serde_json::from_value::<SalesforceConfig>(json!({ "client_id": "abc", "batchsize": 3 }));
+        let unknown = serde_json::from_value::<SalesforceConfig>(json!({ "login_url": "https://acme.my.salesforce.com", "client_id": "abc", "batchsize": 3 }));
         assert!(unknown.is_err());
     }
 
