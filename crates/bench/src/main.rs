@@ -4,8 +4,11 @@
 //!
 //! Phases: generate and import contacts → start the server → loopback floor → identify
 //! latency → pop latency at a steady call rate (with the outbox writing activities) →
-//! outbox drain → sustained CTI events/s → memory → table.
+//! outbox drain → sustained CTI events/s → memory; then the CRM phase (the hub against the
+//! Dataverse test server: identification through the local index vs direct queries,
+//! activities written with `$batch` vs one request each, see `crm.rs`) → table.
 
+mod crm;
 mod numbers;
 mod server;
 mod stats;
@@ -32,8 +35,12 @@ use crate::stats::{Samples, ms};
 /// Benchmark for cxbridge: starts a real `cxbridge serve` on 127.0.0.1 with a temporary
 /// data directory holding N imported contacts, then measures the HTTP floor, caller
 /// identification, screen-pop latency over agent WebSockets at a steady call rate,
-/// sustained CTI events per second, outbox delivery and the server's peak memory, and
-/// prints them next to the targets. All traffic stays on 127.0.0.1.
+/// sustained CTI events per second, outbox delivery and the server's peak memory. Then the
+/// CRM phase: a Dataverse test server (in this process) with --crm-contacts contacts, and
+/// cxbridge started against it three times — with the local phone index (identify latency,
+/// activities/s with batch_size = 100, i.e. `$batch` requests), without it (identify latency
+/// by direct `$filter` queries), and with the index and batch_size = 1 (activities/s, one
+/// request each). Prints everything next to the targets. All traffic stays on 127.0.0.1.
 #[derive(Parser, Debug)]
 #[command(name = "cxbridge-bench", version)]
 struct Args {
@@ -83,12 +90,42 @@ struct Args {
     seed: u64,
     /// Configuration file passed to `cxbridge import` and `cxbridge serve` as `--config`
     /// (e.g. to compare `[server] durability = "normal"`); listen address and data
-    /// directory are always the benchmark's own.
+    /// directory are always the benchmark's own. Not used by the CRM phase, which writes
+    /// its own configuration (kept with --keep-data).
     #[arg(long, value_name = "FILE")]
     server_config: Option<PathBuf>,
-    /// Keep the temporary directory (data, CSV, server log) and print its path.
+    /// Keep the temporary directory (data, CSV, server logs, CRM-phase configs) and print its path.
     #[arg(long)]
     keep_data: bool,
+    /// Run only the CRM phase (no import, no built-in-CRM phases): cxbridge against the
+    /// Dataverse test server, local index vs direct queries, `$batch` vs one request per
+    /// activity. Takes about 25 s with the defaults.
+    #[arg(long, conflicts_with = "skip_crm")]
+    crm: bool,
+    /// Leave the CRM phase out of the full run.
+    #[arg(long)]
+    skip_crm: bool,
+    /// Contacts loaded into the Dataverse test server for the CRM phase (phones in the five
+    /// notations the adapter's `$filter` searches; every 10th has a mobile; every 50th
+    /// shares its neighbour's number). The test server scans every contact per query.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    crm_contacts: u64,
+    /// Sequential `GET /api/v1/identify` measured in the CRM phase, once through the local
+    /// index and once by direct Dataverse queries (same callers, same order).
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    crm_identify_requests: u32,
+    /// Unanswered calls (newCall, then hangup with cause `cancel`: memorialized at once)
+    /// pushed in each activities run of the CRM phase; one activity each.
+    #[arg(long, value_name = "M", default_value_t = 5000)]
+    crm_activities: u64,
+    /// CTI requests in flight while pushing those calls.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    crm_concurrency: u32,
+    /// Delay the Dataverse test server adds before answering each Web API request, in ms:
+    /// a stand-in for the network round trip to a real environment (0 = loopback only). It
+    /// delays every HTTP request alike, a `$batch` of 100 as much as a single PATCH.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    crm_latency_ms: u64,
 }
 
 /// Targets from the issue; the table prints them next to the figures.
@@ -476,22 +513,85 @@ async fn run(args: Args) -> anyhow::Result<()> {
     {
         bail!("--server-config {}: no such file", f.display());
     }
-    if args.contacts > numbers::mobile_base() / 2 {
-        bail!("--contacts must be at most {}", numbers::mobile_base() / 2);
+    if args.contacts > numbers::mobile_base() / 2 || args.crm_contacts > numbers::mobile_base() / 2 {
+        bail!("--contacts and --crm-contacts must be at most {}", numbers::mobile_base() / 2);
     }
     if args.rate == 0 || args.agents == 0 || args.concurrency == 0 {
         bail!("--rate, --agents and --concurrency must be at least 1");
     }
+    if args.crm_contacts == 0 || args.crm_identify_requests == 0 || args.crm_activities == 0 || args.crm_concurrency == 0 {
+        bail!("--crm-contacts, --crm-identify-requests, --crm-activities and --crm-concurrency must be at least 1");
+    }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    say(format!(
-        "cxbridge-bench: {} contacts, {} agents, {} calls/s for {} s, {} CTI requests in flight for {} s; {} CPU cores; binary {}",
-        args.contacts, args.agents, args.rate, args.duration, args.concurrency, args.blast_duration, cores, args.cxbridge.display()
-    ));
+    if args.crm {
+        say(format!("cxbridge-bench: CRM phase only; {} CPU cores; binary {}", cores, args.cxbridge.display()));
+    } else {
+        say(format!(
+            "cxbridge-bench: {} contacts, {} agents, {} calls/s for {} s, {} CTI requests in flight for {} s{}; {} CPU cores; binary {}",
+            args.contacts,
+            args.agents,
+            args.rate,
+            args.duration,
+            args.concurrency,
+            args.blast_duration,
+            if args.skip_crm { "" } else { ", then the CRM phase" },
+            cores,
+            args.cxbridge.display()
+        ));
+    }
+
+    // rustls needs its crypto provider installed before a client is built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("cannot build the HTTP client")?;
 
     let dir = tempfile::Builder::new().prefix("cxbridge-bench-").tempdir().context("cannot create a temporary directory")?;
-    let data = dir.path().join("data");
-    let csv = dir.path().join("contacts.csv");
-    let log = dir.path().join("server.log");
+    let mut rows: Vec<Row> = vec![];
+    let mut result = Ok(());
+    if !args.crm {
+        result = main_phases(&args, &http, dir.path(), &mut rows).await;
+    }
+    if result.is_ok() && !args.skip_crm {
+        result = crm::phase(&args, &http, dir.path(), &mut rows).await;
+    }
+    if args.keep_data {
+        let kept = dir.keep();
+        say(format!("kept {}", kept.display()));
+    }
+    result?;
+
+    say("");
+    let mut parts = vec![];
+    if !args.crm {
+        parts.push(format!(
+            "{} contacts, {} agents, {} calls/s × {} s, {} in flight × {} s",
+            args.contacts, args.agents, args.rate, args.duration, args.concurrency, args.blast_duration
+        ));
+    }
+    if !args.skip_crm {
+        parts.push(format!(
+            "CRM: {} contacts in the Dataverse test server, {} lookups, {} activities{}",
+            args.crm_contacts,
+            args.crm_identify_requests,
+            args.crm_activities,
+            if args.crm_latency_ms > 0 { format!(", +{} ms per Dataverse request", args.crm_latency_ms) } else { String::new() }
+        ));
+    }
+    say(format!("Results ({}, {cores} cores):", parts.join("; ")));
+    print_table(&rows);
+    Ok(())
+}
+
+/// Import, serve, and phases 1–6 against the built-in CRM.
+async fn main_phases(args: &Args, http: &reqwest::Client, dir: &std::path::Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let data = dir.join("data");
+    let csv = dir.join("contacts.csv");
+    let log = dir.join("server.log");
 
     // Phase 0: contacts.
     say(format!("[setup] generating {} contacts into {}", args.contacts, csv.display()));
@@ -506,33 +606,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     say(format!("[setup] import took {:.1} s ({import_rate:.0} contacts/s)", import_took.as_secs_f64()));
     let _ = std::fs::remove_file(&csv);
 
-    // rustls needs its crypto provider installed before a client is built.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(1024)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("cannot build the HTTP client")?;
     say("[setup] starting `cxbridge serve`");
-    let mut srv = Server::start(&args.cxbridge, args.server_config.as_deref(), &data, &log, &http).await?;
+    let mut srv = Server::start(&args.cxbridge, args.server_config.as_deref(), &data, &log, http).await?;
     let (_, rss_start) = srv.memory()?;
     say(format!("[setup] server pid {} on 127.0.0.1:{}; RSS after start {:.0} MB; log {}", srv.pid, srv.port, mb(rss_start), srv.log.display()));
 
-    let result = phases(&args, &http, &mut srv, import_took, rss_start).await;
+    let result = phases(args, http, &mut srv, import_took, rss_start, rows).await;
     let stopped = srv.stop(Duration::from_secs(10)).await;
-    if args.keep_data {
-        let kept = dir.keep();
-        say(format!("kept {}", kept.display()));
-    }
     result?;
     stopped.context("could not stop the server")?;
     Ok(())
 }
 
-async fn phases(args: &Args, http: &reqwest::Client, srv: &mut Server, import_took: Duration, rss_start: u64) -> anyhow::Result<()> {
-    let mut rows: Vec<Row> = vec![];
+async fn phases(args: &Args, http: &reqwest::Client, srv: &mut Server, import_took: Duration, rss_start: u64, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     rows.push(row(
         format!("import {} contacts", args.contacts),
         format!("{:.1} s ({:.0}/s)", import_took.as_secs_f64(), args.contacts as f64 / import_took.as_secs_f64().max(0.001)),
@@ -858,17 +944,5 @@ async fn phases(args: &Args, http: &reqwest::Client, srv: &mut Server, import_to
         Some(end_outbox.dead == 0),
     ));
 
-    say("");
-    say(format!(
-        "Results ({} contacts, {} agents, {} calls/s × {} s, {} in flight × {} s, {} cores):",
-        args.contacts,
-        args.agents,
-        args.rate,
-        args.duration,
-        args.concurrency,
-        args.blast_duration,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    ));
-    print_table(&rows);
     Ok(())
 }
