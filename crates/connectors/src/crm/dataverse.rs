@@ -289,7 +289,7 @@ pub fn default_mapping() -> Vec<FieldRule> {
             "Agent: {{agent}}\nQueue: {{queue}}\nDuration: {{duration}}\nDisposition: {{disposition.code}} {{disposition.category}}\n\
              Notes: {{notes}}\nSummary: {{summary}}\nTranscript: {{transcript}}\nRecording: {{recording_url}}\nConversation: {{conversation.url}}",
         ),
-        source("phonenumber", "customer.number", None),
+        source("phonenumber", "customer.e164", None),
         source("directioncode", "direction", Some("is_outbound")),
         source("actualdurationminutes", "duration_seconds", Some("minutes")),
         source("actualstart", "offered_at", None),
