@@ -52,12 +52,13 @@ impl IndexedCrm {
     }
 
     /// Puts a record the hub itself just created or changed into the index at once, so the
-    /// next call from its number pops it without waiting for the feed.
+    /// next call from its number pops it without waiting for the feed. The sync state is
+    /// left alone: the index's age still tells when the feed last answered.
     async fn remember(&self, spec: &EntitySpec, c: &Candidate) {
-        let changes = IndexChanges { upserts: vec![(c.record.id.clone(), c.fields.clone())], ..IndexChanges::default() };
-        let cursor = self.index.index_sync_states().await.ok().and_then(|s| s.into_iter().find(|s| s.entity == spec.name)).and_then(|s| s.cursor);
-        if let Some(cursor) = cursor {
-            let _ = self.index.apply_index_changes(&spec.name, IndexChanges { cursor, ..changes }, Timestamp::now()).await;
+        let mut fields = c.fields.clone();
+        fields.insert("id".into(), c.record.id.clone());
+        if let Err(e) = self.index.import_records(&spec.name, vec![fields]).await {
+            tracing::warn!(entity = spec.name, error = %e, "could not put a new record into the local phone index; the next sync brings it");
         }
     }
 }

@@ -53,37 +53,45 @@ fn secret(from_config: Option<&String>, env: &str, what: &str) -> anyhow::Result
     }
 }
 
+/// The configured external CRM's adapter (`None` for the built-in CRM). Constructing it
+/// validates its section without connecting; `secret_of(given, env, what)` supplies its secret.
+fn external(
+    config: &Config,
+    normalizer: &PhoneNormalizer,
+    mut secret_of: impl FnMut(Option<&String>, &str, &str) -> anyhow::Result<Secret>,
+) -> anyhow::Result<Option<Arc<dyn Crm>>> {
+    let entities = config.entities();
+    let http = cxbridge_connectors::crm::http_client();
+    let crm: Arc<dyn Crm> = match (config.crm.provider.as_str(), &config.crm.dataverse, &config.crm.salesforce, &config.crm.tryton) {
+        ("dataverse", Some(c), _, _) => {
+            let secret = secret_of(c.client_secret.as_ref(), "CXBRIDGE_CRM_CLIENT_SECRET", "client secret")?;
+            Arc::new(Dataverse::new(c, secret, normalizer.clone(), http).context("[crm.dataverse]")?.with_entities(entities))
+        }
+        ("salesforce", _, Some(c), _) => {
+            let secret = secret_of(c.client_secret.as_ref(), "CXBRIDGE_CRM_CLIENT_SECRET", "client secret")?;
+            Arc::new(Salesforce::new(c, secret, normalizer.clone(), http).context("[crm.salesforce]")?.with_entities(entities))
+        }
+        ("tryton", _, _, Some(c)) => {
+            let password = secret_of(c.password.as_ref(), "CXBRIDGE_CRM_PASSWORD", "password")?;
+            Arc::new(Tryton::new(c, password, normalizer.clone(), http).context("[crm.tryton]")?.with_entities(entities))
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(crm))
+}
+
 /// Checks the CRM section as far as it can be checked without connecting: the adapter's own
 /// validation (URLs, batch sizes, …). Returns notes for the admin (e.g. a secret expected
 /// from the environment).
 pub fn check(config: &Config) -> anyhow::Result<Vec<String>> {
     let mut notes = vec![];
-    let mut secret_of = |given: Option<&String>, env: &str| -> Secret {
-        match secret(given, env, "secret") {
-            Ok(s) => s,
-            Err(_) => {
-                notes.push(format!("the CRM secret is not in the file; {env} must be set when serving"));
-                Secret::new("placeholder")
-            }
-        }
-    };
     let normalizer = PhoneNormalizer::new(Some(&config.phone.default_region), &config.phone.own_numbers).map_err(|e| anyhow::anyhow!("[phone] {e}"))?;
-    let http = cxbridge_connectors::crm::http_client();
-    match (config.crm.provider.as_str(), &config.crm.dataverse, &config.crm.salesforce, &config.crm.tryton) {
-        ("dataverse", Some(c), _, _) => {
-            let s = secret_of(c.client_secret.as_ref(), "CXBRIDGE_CRM_CLIENT_SECRET");
-            Dataverse::new(c, s, normalizer, http).context("[crm.dataverse]")?;
-        }
-        ("salesforce", _, Some(c), _) => {
-            let s = secret_of(c.client_secret.as_ref(), "CXBRIDGE_CRM_CLIENT_SECRET");
-            Salesforce::new(c, s, normalizer, http).context("[crm.salesforce]")?;
-        }
-        ("tryton", _, _, Some(c)) => {
-            let s = secret_of(c.password.as_ref(), "CXBRIDGE_CRM_PASSWORD");
-            Tryton::new(c, s, normalizer, http).context("[crm.tryton]")?;
-        }
-        _ => {}
-    }
+    external(config, &normalizer, |given, env, what| {
+        Ok(secret(given, env, what).unwrap_or_else(|_| {
+            notes.push(format!("the CRM secret is not in the file; {env} must be set when serving"));
+            Secret::new("placeholder")
+        }))
+    })?;
     Ok(notes)
 }
 
@@ -97,23 +105,10 @@ pub struct Connected {
 /// Connects the configured CRM. `builtin_store` is the hub's own database (the built-in CRM).
 pub async fn connect(config: &Config, normalizer: &PhoneNormalizer, builtin_store: Arc<dyn CrmStore>) -> anyhow::Result<Connected> {
     let entities = config.entities();
-    let http = cxbridge_connectors::crm::http_client();
-    let crm: Arc<dyn Crm> = match (config.crm.provider.as_str(), &config.crm.dataverse, &config.crm.salesforce, &config.crm.tryton) {
-        ("dataverse", Some(c), _, _) => {
-            let secret = secret(c.client_secret.as_ref(), "CXBRIDGE_CRM_CLIENT_SECRET", "client secret")?;
-            Arc::new(Dataverse::new(c, secret, normalizer.clone(), http).context("[crm.dataverse]")?.with_entities(entities.clone()))
-        }
-        ("salesforce", _, Some(c), _) => {
-            let secret = secret(c.client_secret.as_ref(), "CXBRIDGE_CRM_CLIENT_SECRET", "client secret")?;
-            Arc::new(Salesforce::new(c, secret, normalizer.clone(), http).context("[crm.salesforce]")?.with_entities(entities.clone()))
-        }
-        ("tryton", _, _, Some(c)) => {
-            let password = secret(c.password.as_ref(), "CXBRIDGE_CRM_PASSWORD", "password")?;
-            Arc::new(Tryton::new(c, password, normalizer.clone(), http).context("[crm.tryton]")?.with_entities(entities.clone()))
-        }
-        _ => return Ok(Connected { crm: Arc::new(BuiltinCrm::new(builtin_store, entities)), indexed: None }),
-    };
-    index_for(config, normalizer, crm, entities).await
+    match external(config, normalizer, secret)? {
+        Some(crm) => index_for(config, normalizer, crm, entities).await,
+        None => Ok(Connected { crm: Arc::new(BuiltinCrm::new(builtin_store, entities)), indexed: None }),
+    }
 }
 
 /// Wraps `crm` with a local phone index in its own SQLite file (a cache: deleting it only
