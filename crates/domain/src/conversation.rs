@@ -345,6 +345,9 @@ pub enum EventKind {
     Updated(Details),
     /// The agent's wrap-up: disposition, notes, chosen record.
     WrappedUp(WrapUp),
+    /// The agent chose the record the conversation is about, or (un)pinned records,
+    /// before wrap-up.
+    Linked(Links),
     /// After-call work ran out without a wrap-up (sent by the sweeper).
     AcwExpired,
 }
@@ -371,6 +374,13 @@ pub struct WrapUp {
     pub selected: Option<RecordRef>,
     pub pinned: Option<Vec<RecordRef>>,
     pub details: Details,
+}
+
+/// The records a conversation is about; `None` leaves that part as it is.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Links {
+    pub selected: Option<RecordRef>,
+    pub pinned: Option<Vec<RecordRef>>,
 }
 
 /// What the hub must do after a transition.
@@ -519,6 +529,16 @@ pub fn apply(current: Option<Conversation>, event: Event, new_id: &str, policy: 
                 effects.push(Effect::Update);
             }
         }
+        EventKind::Linked(links) => {
+            if let Some(r) = links.selected {
+                c.selected = Some(r);
+            }
+            if let Some(p) = links.pinned {
+                c.pinned = p;
+            }
+            // After completion the activity is rewritten with the new links.
+            effects.push(if c.state == State::Completed { Effect::Memorialize } else { Effect::Update });
+        }
         EventKind::AcwExpired => {
             if c.state == State::Ended {
                 complete(&mut c, at, &mut effects);
@@ -601,7 +621,7 @@ fn start(event: Event, id: &str, policy: Policy) -> Result<Transition, Transitio
             }
             end(&mut c, at, cause, policy, &mut effects);
         }
-        EventKind::Updated(_) | EventKind::WrappedUp(_) | EventKind::AcwExpired => {
+        EventKind::Updated(_) | EventKind::WrappedUp(_) | EventKind::Linked(_) | EventKind::AcwExpired => {
             return Err(TransitionError::UnknownConversation(event.conversation_key));
         }
     }

@@ -413,6 +413,9 @@ pub struct WorkflowResult {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WorkflowView {
     pub name: String,
+    /// The panel's button text.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub label: Option<String>,
     pub action: String,
     pub entity: String,
     pub required: Vec<String>,
@@ -422,4 +425,117 @@ pub struct WorkflowView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WorkflowList {
     pub workflows: Vec<WorkflowView>,
+}
+
+/// `POST /api/v1/session`: an agent signs in to the panel.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignInRequest {
+    pub agent: String,
+    /// The agent's password, or its access token.
+    pub password: String,
+}
+
+/// The signed-in agent. The session itself is an HTTP-only cookie.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    pub agent: String,
+    pub name: Option<String>,
+    pub supervisor: bool,
+    /// Send it as `X-CSRF-Token` with every request that is not a GET.
+    pub csrf_token: String,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WrapupCodeView {
+    pub code: String,
+    pub label: String,
+    pub category: Option<String>,
+}
+
+/// An entity as the panel needs it: what to show and which fields a new record form has.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PanelEntityView {
+    pub name: String,
+    pub label: String,
+    pub title_field: String,
+    pub create_fields: Vec<String>,
+}
+
+/// Running inside Dynamics 365 (Channel Integration Framework).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DynamicsView {
+    pub cif_library_url: String,
+    pub crm_url: String,
+    pub cif_version: Option<u8>,
+    /// Our entity names → Dynamics logical names.
+    pub entity_map: BTreeMap<String, String>,
+}
+
+/// `GET /api/v1/panel`: everything the panel needs after sign-in.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PanelView {
+    pub session: SessionView,
+    pub wrapup_codes: Vec<WrapupCodeView>,
+    pub wrapup_required: bool,
+    pub workflows: Vec<WorkflowView>,
+    pub entities: Vec<PanelEntityView>,
+    pub dynamics: Option<DynamicsView>,
+    /// Click-to-dial link template (`{number}`), outside Dynamics.
+    pub dial_url: Option<String>,
+}
+
+/// `PUT /api/v1/conversations/{id}/links`: the record the conversation is about and the
+/// pinned ones. A missing part stays as it is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinksRequest {
+    pub selected: Option<RecordRefView>,
+    pub pinned: Option<Vec<RecordRefView>>,
+}
+
+/// `POST /api/v1/conversations/{id}/records`: create the caller's record and select it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRecordRequest {
+    pub entity: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewRecordResult {
+    pub record: CandidateView,
+    pub conversation: ConversationView,
+}
+
+/// An earlier interaction with the customer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InteractionView {
+    /// `conversation` (an earlier conversation's activity) or `activity`.
+    pub kind: String,
+    pub id: String,
+    /// RFC 3339.
+    pub at: String,
+    pub subject: String,
+    pub channel: Option<String>,
+    pub direction: Option<String>,
+    pub outcome: Option<String>,
+    pub disposition: Option<String>,
+    pub conversation_id: Option<String>,
+    /// The record it was found on.
+    pub record: RecordRefView,
+}
+
+/// `GET /api/v1/conversations/{id}/related`: the customer card.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RelatedView {
+    /// The selected record (or the sole match) first, then the pinned ones.
+    pub records: Vec<CandidateView>,
+    /// Newest first; this conversation's own activity left out.
+    pub interactions: Vec<InteractionView>,
+    /// Set when the CRM could not be asked (the rest is still shown).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub warning: Option<String>,
 }

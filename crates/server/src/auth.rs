@@ -1,13 +1,84 @@
-//! Tokens: the admin/native API bearer tokens, the CTI path token, agent stream tokens.
-//! Compared in constant time; generated into the data directory when not configured.
+//! Who is calling: the admin/native API bearer tokens, the CTI path token, agent stream
+//! tokens, and signed-in agents (session cookie, see `session.rs`). Tokens are compared in
+//! constant time and generated into the data directory when not configured.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
+use cxbridge_domain::conversation::Conversation;
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::service::App;
+use crate::session::{self, Session};
+
+/// The authenticated caller of an API route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A bearer admin token: integrations and operators.
+    Admin,
+    /// An agent signed in to the panel.
+    Agent { id: String, supervisor: bool },
+}
+
+impl Caller {
+    /// Whether the caller may see and act on `c`: admins always, agents when it was
+    /// offered to them or they took it.
+    pub fn may_see(&self, c: &Conversation) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Agent { id, .. } => c.agent.as_deref() == Some(id) || c.offered_to.iter().any(|a| a == id),
+        }
+    }
+
+    pub fn agent_id(&self) -> Option<&str> {
+        match self {
+            Caller::Admin => None,
+            Caller::Agent { id, .. } => Some(id),
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Agent { .. } => Err(ApiError::forbidden("this needs an admin token; agents cannot do it from the panel")),
+        }
+    }
+}
+
+const SIGN_IN: &str = "sign in to the panel at /agent, or send `Authorization: Bearer <admin token>` (see [auth] admin_tokens or CXBRIDGE_ADMIN_TOKEN)";
+
+impl App {
+    /// The signed-in agent's session from the cookie, if valid.
+    pub fn session(&self, headers: &HeaderMap) -> Option<Session> {
+        let value = session::cookie(headers)?;
+        self.sessions.decode(value, jiff::Timestamp::now().as_second(), |id| self.agent_config(id))
+    }
+
+    /// Who is calling: a bearer token must be an admin token; otherwise the session cookie
+    /// must be valid, and any request that changes something must echo its CSRF token.
+    pub fn caller(&self, headers: &HeaderMap, method: &Method) -> Result<Caller, ApiError> {
+        if let Some(token) = bearer(headers) {
+            return if self.tokens.is_admin(token) {
+                Ok(Caller::Admin)
+            } else {
+                Err(ApiError::unauthorized(format!("the bearer token is not valid; {SIGN_IN}")))
+            };
+        }
+        let s = self.session(headers).ok_or_else(|| ApiError::unauthorized(format!("not signed in or the session expired; {SIGN_IN}")))?;
+        let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if !safe && !(self.sessions.csrf_ok(&s, headers) && session::same_origin(headers)) {
+            return Err(ApiError::forbidden("missing or wrong X-CSRF-Token header: send the csrf_token from GET /api/v1/session"));
+        }
+        let supervisor = self.agent_config(&s.agent).is_some_and(|a| a.supervisor);
+        Ok(Caller::Agent { id: s.agent, supervisor })
+    }
+
+    pub fn agent_config(&self, id: &str) -> Option<&crate::config::AgentConfig> {
+        self.config.agents.iter().find(|a| a.id == id)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Tokens {

@@ -25,6 +25,9 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub outbox: OutboxConfig,
     pub workflows: Vec<WorkflowConfig>,
+    pub panel: PanelConfig,
+    /// Dispositions the agent chooses from at wrap-up (`[[wrapup_codes]]`).
+    pub wrapup_codes: Vec<WrapupCodeConfig>,
     /// Whether the file set `[[memorialization.fields]]` itself (else the CRM's defaults apply).
     #[serde(skip)]
     pub mapping_fields_given: bool,
@@ -143,6 +146,71 @@ pub struct WorkflowConfig {
     /// Most records a search or timeline returns.
     #[serde(default = "default_workflow_limit")]
     pub limit: usize,
+    /// The button's text in the panel (default: the name).
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// `[panel]`: the agent panel at `/agent`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PanelConfig {
+    /// How long a sign-in lasts.
+    pub session_hours: u64,
+    /// `auto` (Secure unless the request came over plain http to a loopback address),
+    /// `always`, or `never` (plain http on a trusted network only).
+    pub cookie_secure: String,
+    /// Origins allowed to frame the panel, e.g. `https://contoso.crm4.dynamics.com`. When
+    /// set, the cookie becomes `SameSite=None; Secure; Partitioned` so it works in their iframe.
+    pub embed_origins: Vec<String>,
+    /// Click-to-dial link outside Dynamics; `{number}` is the E.164 number.
+    pub dial_url: Option<String>,
+    /// Key that signs session cookies (also `CXBRIDGE_SESSION_SECRET`). Several nodes must
+    /// share it; when unset one is generated into DATA_DIR/session-secret.
+    pub session_secret: Option<String>,
+    /// A wrap-up needs a disposition code.
+    pub require_disposition: bool,
+    /// Running inside Dynamics 365 (Channel Integration Framework).
+    pub dynamics: Option<DynamicsPanelConfig>,
+}
+
+impl Default for PanelConfig {
+    fn default() -> Self {
+        Self {
+            session_hours: 12,
+            cookie_secure: "auto".into(),
+            embed_origins: vec![],
+            dial_url: Some("tel:{number}".into()),
+            session_secret: None,
+            require_disposition: false,
+            dynamics: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamicsPanelConfig {
+    /// `https://ORG.crm.dynamics.com/webresources/Widget/msdyn_ciLibrary.js`
+    pub cif_library_url: String,
+    /// `https://ORG.crm.dynamics.com`
+    pub crm_url: String,
+    /// 1 or 2; detected from the library when unset.
+    #[serde(default)]
+    pub cif_version: Option<u8>,
+    /// Our entity names → Dynamics logical names, where they differ.
+    #[serde(default)]
+    pub entity_map: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WrapupCodeConfig {
+    pub code: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub category: Option<String>,
 }
 
 fn default_workflow_limit() -> usize {
@@ -172,6 +240,12 @@ pub struct AgentConfig {
     /// A token only this agent's stream accepts.
     #[serde(default)]
     pub token: Option<String>,
+    /// Argon2 hash (PHC string) of the agent's panel password, from `cxbridge hash-password`.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// Supervisors may retry a failed memorialization from the panel.
+    #[serde(default)]
+    pub supervisor: bool,
     /// The agent's user id in the CRM (Dataverse `systemuserid`, Salesforce user `Id`):
     /// activities are written on the agent's behalf and owned by them.
     #[serde(default)]
@@ -309,12 +383,52 @@ impl Config {
             if !seen.insert(&a.id) {
                 return Err(format!("[[agents]]: agent `{}` is declared twice", a.id));
             }
+            if let Some(h) = &a.password_hash {
+                crate::session::check_password_hash(h)
+                    .map_err(|e| format!("[[agents]] `{}`: password_hash is not an Argon2 PHC string ({e}); make one with `cxbridge hash-password`", a.id))?;
+            }
+        }
+        self.validate_panel()?;
+        let mut codes = std::collections::HashSet::new();
+        for c in &self.wrapup_codes {
+            if c.code.trim().is_empty() {
+                return Err("[[wrapup_codes]]: every code needs a non-empty `code`".into());
+            }
+            if !codes.insert(&c.code) {
+                return Err(format!("[[wrapup_codes]]: code `{}` is declared twice", c.code));
+            }
         }
         for e in &entities {
             for r in &e.relations {
                 if !entities.iter().any(|x| x.name == r.entity) {
                     return Err(format!("[[crm.entities]] `{}`: relation `{}` names unknown entity `{}`", e.name, r.name, r.entity));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_panel(&self) -> Result<(), String> {
+        let p = &self.panel;
+        if !(1..=168).contains(&p.session_hours) {
+            return Err(format!("[panel] session_hours must be 1 to 168, not {}", p.session_hours));
+        }
+        if !matches!(p.cookie_secure.as_str(), "auto" | "always" | "never") {
+            return Err(format!("[panel] cookie_secure must be `auto`, `always` or `never`, not `{}`", p.cookie_secure));
+        }
+        for o in &p.embed_origins {
+            if !is_origin(o) {
+                return Err(format!("[panel] embed_origins: `{o}` is not an origin like `https://contoso.crm4.dynamics.com` (scheme and host, no path)"));
+            }
+        }
+        if let Some(d) = &p.dynamics {
+            for (key, url) in [("cif_library_url", &d.cif_library_url), ("crm_url", &d.crm_url)] {
+                if origin_of(url).is_none() {
+                    return Err(format!("[panel.dynamics] {key} must be an http(s) URL, not `{url}`"));
+                }
+            }
+            if d.cif_version.is_some_and(|v| !(1..=2).contains(&v)) {
+                return Err("[panel.dynamics] cif_version must be 1 or 2".into());
             }
         }
         Ok(())
@@ -333,6 +447,20 @@ impl Config {
         }
         m
     }
+}
+
+/// `scheme://host[:port]` of an http(s) URL.
+pub fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !matches!(scheme, "http" | "https") {
+        return None;
+    }
+    let host = rest.split(['/', '?', '#']).next()?;
+    (!host.is_empty() && !host.contains(['@', ' '])).then(|| format!("{scheme}://{host}"))
+}
+
+fn is_origin(s: &str) -> bool {
+    origin_of(s).is_some_and(|o| o == s.trim_end_matches('/'))
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -378,6 +506,11 @@ mod tests {
             ("[[pop_rules]]\nsingle = \"open_related\"\nrelated = \"boss\"\n", "relation named `boss`"),
             ("[[agents]]\nid = \"a\"\n[[agents]]\nid = \"a\"\n", "declared twice"),
             ("[server]\ndurability = \"maybe\"\n", "durability"),
+            ("[[agents]]\nid = \"a\"\npassword_hash = \"secret\"\n", "cxbridge hash-password"),
+            ("[panel]\nembed_origins = [\"https://x.crm.dynamics.com/main.aspx\"]\n", "not an origin"),
+            ("[panel]\ncookie_secure = \"sometimes\"\n", "cookie_secure"),
+            ("[panel.dynamics]\ncif_library_url = \"/lib.js\"\ncrm_url = \"https://x.crm.dynamics.com\"\n", "cif_library_url"),
+            ("[[wrapup_codes]]\ncode = \"sale\"\n[[wrapup_codes]]\ncode = \"sale\"\n", "declared twice"),
         ];
         for (text, want) in cases {
             let msg = Config::parse(text, Path::new("c.toml")).expect_err(want).to_string();

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cxbridge_connectors::{CallEvent, CallEventKind};
-use cxbridge_domain::conversation::{Direction, EndCause, Event, EventKind, WrapUp};
-use cxbridge_store::Recorded;
+use cxbridge_domain::conversation::{Direction, EndCause};
 
+use crate::config::{AgentConfig, Config, WorkflowConfig, WrapupCodeConfig};
 use crate::service::App;
 
 fn f(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -47,45 +47,103 @@ fn call(id: &str, kind: CallEventKind, from: &str, agent: &str) -> CallEvent {
     }
 }
 
-async fn simulate(app: Arc<App>) {
+/// One simulated call: rings, is answered by `agent`, talks, hangs up. The wrap-up is the
+/// agent's, in the panel; without one the ACW timeout completes the call.
+async fn one_call(app: Arc<App>, id: String, from: &'static str, agent: &'static str) {
+    let run = async {
+        app.ingest_call(call(&id, CallEventKind::NewCall, from, agent), Instant::now()).await?;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        app.ingest_call(call(&id, CallEventKind::Answer, from, agent), Instant::now()).await?;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        app.ingest_call(call(&id, CallEventKind::Hangup { cause: EndCause::NormalClearing }, from, agent), Instant::now()).await?;
+        Ok::<_, crate::error::ApiError>(())
+    };
+    if let Err(e) = run.await {
+        tracing::warn!(error = e.detail, "demo call failed");
+    }
+}
+
+/// A call every `every` seconds, alternating between alice and bob, so calls overlap now
+/// and then: a known caller, a number shared by two contacts, a new number, an anonymous one.
+async fn simulate(app: Arc<App>, every: Duration) {
     let callers = ["(415) 555-0142", "+14155550199", "+14155550123", "anonymous"];
     let mut n = 0u64;
     loop {
         for from in callers {
             n += 1;
-            let id = format!("demo-{}-{n}", std::process::id());
-            let run = async {
-                app.ingest_call(call(&id, CallEventKind::NewCall, from, "alice"), Instant::now()).await?;
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                app.ingest_call(call(&id, CallEventKind::Answer, from, "alice"), Instant::now()).await?;
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                let done = app.ingest_call(call(&id, CallEventKind::Hangup { cause: EndCause::NormalClearing }, from, "alice"), Instant::now()).await?;
-                if let Recorded::Applied(t) = done.recorded {
-                    let c = t.conversation;
-                    let wrap = WrapUp { notes: Some("Demo call".into()), ..WrapUp::default() };
-                    let ev = Event { dedup_key: format!("demo-wrap:{}", c.id), source: c.source, conversation_key: c.external_id, leg: None, at: cxbridge_domain::Timestamp::now(), kind: EventKind::WrappedUp(wrap) };
-                    app.record(ev, "demo", "wrapup", Instant::now()).await?;
-                }
-                Ok::<_, crate::error::ApiError>(())
-            };
-            if let Err(e) = run.await {
-                tracing::warn!(error = e.detail, "demo call failed");
-            }
-            tokio::time::sleep(Duration::from_secs(4)).await;
+            let agent = if n % 5 == 0 { "bob" } else { "alice" };
+            tokio::spawn(one_call(app.clone(), format!("demo-{}-{n}", std::process::id()), from, agent));
+            tokio::time::sleep(every).await;
         }
     }
 }
 
+/// Demo agents, wrap-up codes and workflows, unless the configuration has its own. Returns
+/// the agents' password (generated once into the data directory).
+pub fn configure(config: &mut Config) -> anyhow::Result<Option<String>> {
+    let mut password = None;
+    if config.agents.is_empty() {
+        std::fs::create_dir_all(&config.server.data_dir)?;
+        let secret = crate::auth::stored_token(&config.server.data_dir, "demo-agent-password")?;
+        for (id, name, supervisor) in [("alice", "Alice Example", true), ("bob", "Bob Example", false)] {
+            config.agents.push(AgentConfig {
+                id: id.into(),
+                name: Some(name.into()),
+                cti_users: vec![id.into()],
+                token: Some(secret.clone()),
+                supervisor,
+                ..AgentConfig::default()
+            });
+        }
+        password = Some(secret);
+    }
+    if config.wrapup_codes.is_empty() {
+        let codes = [
+            ("sale", "Sale", "Sales"),
+            ("quote", "Quote sent", "Sales"),
+            ("solved", "Solved", "Support"),
+            ("escalated", "Escalated", "Support"),
+            ("callback", "Call back", "Follow-up"),
+        ];
+        config.wrapup_codes = codes
+            .iter()
+            .map(|(code, label, category)| WrapupCodeConfig { code: code.to_string(), label: Some(label.to_string()), category: Some(category.to_string()) })
+            .collect();
+    }
+    if config.workflows.is_empty() && config.crm.provider == "builtin" {
+        let workflow = |name: &str, label: &str, action: &str, entity: &str, required: &[&str]| WorkflowConfig {
+            name: name.into(),
+            label: Some(label.into()),
+            action: action.into(),
+            entity: entity.into(),
+            fields: Default::default(),
+            required: required.iter().map(|s| s.to_string()).collect(),
+            allowed: vec![],
+            limit: 20,
+        };
+        config.workflows = vec![
+            workflow("find_contact", "Find contact", "search", "contact", &[]),
+            workflow("new_lead", "New lead", "create", "lead", &["name"]),
+            workflow("history", "History", "timeline", "contact", &[]),
+        ];
+    }
+    Ok(password)
+}
+
 /// Seeds the CRM, prints how to connect, and starts simulated calls.
-pub async fn start(app: Arc<App>, addr: SocketAddr) -> anyhow::Result<()> {
+pub async fn start(app: Arc<App>, addr: SocketAddr, password: Option<String>, every: Duration) -> anyhow::Result<()> {
     seed(&app).await?;
     let token = app.tokens.admin.first().cloned().unwrap_or_default();
-    println!("demo: sample contacts loaded; a simulated call to agent `alice` every ~15 s");
-    println!("  agent stream:  ws://{addr}/api/v1/agents/alice/stream?access_token={token}");
+    println!("demo: sample contacts loaded; a simulated call every {} s, mostly to alice", every.as_secs());
+    println!("  agent panel:   http://{addr}/agent");
+    match &password {
+        Some(p) => println!("  sign in as:    alice (supervisor) or bob, password {p}"),
+        None => println!("  sign in as:    an agent of your configuration"),
+    }
     println!("  admin token:   {token}");
     println!("  CTI webhook:   http://{addr}/api/v1/cti/{}", app.tokens.cti);
     println!("  try:           curl -H 'Authorization: Bearer {token}' 'http://{addr}/api/v1/identify?address=415-555-0142'");
     println!("  health:        http://{addr}/healthz");
-    tokio::spawn(simulate(app));
+    tokio::spawn(simulate(app, every));
     Ok(())
 }

@@ -27,6 +27,9 @@ impl ApiError {
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, detail)
     }
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, detail)
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -61,3 +64,13 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A CRM refusal is the caller's to fix (422, with the CRM's words); a CRM that did not
+/// answer is a bad gateway (502), nothing was changed.
+pub fn crm_problem(e: cxbridge_domain::crm::CrmError) -> ApiError {
+    use cxbridge_domain::crm::CrmError;
+    match e {
+        CrmError::Permanent { message } => ApiError::unprocessable(message),
+        CrmError::Transient { message, .. } => ApiError::new(StatusCode::BAD_GATEWAY, format!("the CRM did not answer: {message}; try again")),
+    }
+}

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod import;
 pub mod routes;
 pub mod service;
+pub mod session;
 pub mod views;
 pub mod workers;
 
@@ -78,6 +79,14 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         cti,
         agents: config.agents.iter().filter_map(|a| a.token.clone().map(|t| (a.id.clone(), t))).collect(),
     };
+    let session_secret = match std::env::var("CXBRIDGE_SESSION_SECRET") {
+        Ok(t) if !t.is_empty() => t,
+        _ => match &config.panel.session_secret {
+            Some(t) => t.clone(),
+            None => auth::stored_token(data, "session-secret").context("cannot store the generated session secret")?,
+        },
+    };
+    let sessions = session::Sessions::new(&session_secret, &config.panel);
     let block_list: HashSet<String> = config.routing.block_list.iter().filter_map(|n| normalizer.index_key(n)).collect();
     let connected = crm_setup::connect(&config, &normalizer, store.clone()).await?;
     let policy = Policy { memorialize_missed: config.conversations.memorialize_missed };
@@ -91,6 +100,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         normalizer,
         hub: Default::default(),
         tokens,
+        sessions,
         policy,
         outbox_wake: Default::default(),
         started: Instant::now(),

@@ -33,7 +33,13 @@ enum Command {
     /// Run the hub.
     Serve(ServeArgs),
     /// Run the hub with sample CRM data and a few simulated calls; prints where to look.
-    Demo(ServeArgs),
+    Demo {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Seconds between simulated calls.
+        #[arg(long, default_value_t = 30)]
+        call_every: u64,
+    },
     /// Load records from a CSV file (header row = field names) into the built-in CRM.
     Import {
         /// Entity to import into (contact, account, lead, or a configured one).
@@ -43,6 +49,9 @@ enum Command {
         #[command(flatten)]
         serve: ServeArgs,
     },
+    /// Print the Argon2 hash of an agent's panel password, for `[[agents]] password_hash`.
+    /// Reads the password from standard input (one line), so it stays out of the shell history.
+    HashPassword,
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -97,15 +106,16 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+/// Runs the hub; `demo` carries the demo agents' password and the time between calls.
+async fn serve(config: Config, demo: Option<(Option<String>, Duration)>) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let app = cxbridge_server::build(config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}; is another process using it? Use --listen"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data = %app.config.server.data_dir.display(), "cxbridge is listening");
     println!("cxbridge listening on http://{addr}");
-    if demo {
-        cxbridge_server::demo::start(app.clone(), addr).await?;
+    if let Some((password, every)) = demo {
+        cxbridge_server::demo::start(app.clone(), addr, password, every).await?;
     }
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(cxbridge_server::run(app, listener, async move {
@@ -138,15 +148,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let config = load(&args)?;
             init_logs(config.server.log_format == "json");
-            serve(config, false).await
+            serve(config, None).await
         }
-        Command::Demo(args) => {
+        Command::Demo { serve: args, call_every } => {
             let mut config = load(&args)?;
             if args.data.is_none() && args.config.is_none() {
                 config.server.data_dir = PathBuf::from("./cxbridge-demo-data");
             }
             init_logs(config.server.log_format == "json");
-            serve(config, true).await
+            let password = cxbridge_server::demo::configure(&mut config)?;
+            serve(config, Some((password, Duration::from_secs(call_every.max(1))))).await
         }
         Command::Import { entity, file, serve } => {
             let config = load(&serve)?;
@@ -166,6 +177,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if report.imported == 0 && !report.errors.is_empty() {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Command::HashPassword => {
+            use std::io::{BufRead, IsTerminal};
+            if std::io::stdin().is_terminal() {
+                eprintln!("type the password and press Enter:");
+            }
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.chars().count() < 8 {
+                anyhow::bail!("the password is shorter than 8 characters; choose a longer one");
+            }
+            println!("{}", cxbridge_server::session::hash_password(password)?);
             Ok(())
         }
         Command::Config { command: ConfigCommand::Default } => {

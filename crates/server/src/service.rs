@@ -37,6 +37,7 @@ pub struct App {
     pub normalizer: PhoneNormalizer,
     pub hub: AgentHub,
     pub tokens: Tokens,
+    pub sessions: crate::session::Sessions,
     pub policy: Policy,
     pub outbox_wake: Notify,
     pub started: Instant,

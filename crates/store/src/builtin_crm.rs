@@ -64,8 +64,12 @@ impl Crm for BuiltinCrm {
 
     async fn upsert_activity(&self, activity: &Activity) -> Result<String, CrmError> {
         for r in &activity.regarding {
-            if self.spec(&r.entity).is_none() {
+            let Some(spec) = self.spec(&r.entity) else {
                 return Err(CrmError::Permanent { message: format!("activity regards unknown entity `{}`", r.entity) });
+            };
+            // As a real CRM does: an activity cannot regard a record that was deleted.
+            if self.store.record(&r.entity, &r.id).await.map_err(crm_error)?.is_none() {
+                return Err(not_found(spec, &r.id));
             }
         }
         self.store.upsert_activity(activity).await.map(|a| a.id).map_err(crm_error)

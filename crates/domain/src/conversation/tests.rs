@@ -31,6 +31,7 @@ fn kind_name(kind: &EventKind) -> &'static str {
         EventKind::Ended { .. } => "ended",
         EventKind::Updated(_) => "updated",
         EventKind::WrappedUp(_) => "wrapped_up",
+        EventKind::Linked(_) => "linked",
         EventKind::AcwExpired => "acw_expired",
     }
 }
@@ -536,4 +537,27 @@ fn revision_counts_changes_only() {
     assert_eq!(revisions, [1, 1, 2, 2, 3, 3, 4, 5, 5, 6]);
     let absorbed: Vec<bool> = steps.iter().map(|s| s.as_ref().expect("known").absorbed).collect();
     assert_eq!(absorbed, [false, true, false, true, false, true, false, false, true, false]);
+}
+
+#[test]
+fn links_chosen_during_the_call_stay_and_rewrite_a_completed_activity() {
+    let lead = RecordRef::new("lead", "7");
+    let case = RecordRef::new("case", "9");
+    let link = |at, selected: Option<RecordRef>, pinned: Option<Vec<RecordRef>>| event("", at, EventKind::Linked(Links { selected, pinned }));
+    // Chosen while ringing: an update, kept through the end of the call.
+    let open = [offer("L1", 0, &["alice"]), link(2, Some(lead.clone()), Some(vec![case.clone()])), connected("L1", 5, "alice"), ended("L1", 151, "normalClearing")];
+    let c = last(Policy::default(), &open);
+    assert_eq!((c.regarding(), c.pinned.clone()), (Some(&lead), vec![case.clone()]));
+    // Unpinning sends only the pinned list; the selection stays.
+    let mut unpinned = open.to_vec();
+    unpinned.insert(2, link(3, None, Some(vec![])));
+    let c = last(Policy::default(), &unpinned);
+    assert_eq!((c.regarding(), c.pinned.len()), (Some(&lead), 0));
+    // After completion a new link rewrites the activity; the same link again changes nothing.
+    let mut done = open.to_vec();
+    done.extend([wrapup(200, "sale"), link(300, Some(case.clone()), None), link(301, Some(case.clone()), None)]);
+    check(
+        &done,
+        "offered pop(alice) | offered update | connected update | ended/answered end | completed/answered end memorialize | completed/answered memorialize | absorbed",
+    );
 }

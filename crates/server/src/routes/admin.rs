@@ -40,6 +40,13 @@ use crate::views;
         super::stream::stream,
         super::workflows::list,
         super::workflows::run,
+        super::panel::sign_in,
+        super::panel::current_session,
+        super::panel::sign_out,
+        super::panel::bootstrap,
+        super::panel::links,
+        super::panel::new_record,
+        super::panel::related,
     ),
     components(schemas(proto::AgentMessage, proto::AgentConversation)),
     modifiers(&BearerAuth),
@@ -150,7 +157,11 @@ pub async fn outbox_list(State(app): State<Arc<App>>, headers: HeaderMap, Query(
 /// Try a dead (or delivered) item again now.
 #[utoipa::path(post, path = "/api/v1/outbox/{id}/replay", responses((status = 200, body = proto::OutboxItemView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
 pub async fn outbox_replay(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<i64>) -> ApiResult<Json<proto::OutboxItemView>> {
-    app.tokens.require_admin(&headers)?;
+    // Supervisors retry failed memorializations from the panel.
+    match app.caller(&headers, &axum::http::Method::POST)? {
+        crate::auth::Caller::Admin | crate::auth::Caller::Agent { supervisor: true, .. } => {}
+        crate::auth::Caller::Agent { .. } => return Err(ApiError::forbidden("only supervisors (and admins) may retry a memorialization; ask your supervisor")),
+    }
     if !app.store.outbox_replay(id, Timestamp::now()).await? {
         return Err(ApiError::not_found(format!("no outbox item {id}")));
     }

@@ -131,8 +131,8 @@ pub async fn find_conversations(State(app): State<Arc<App>>, headers: HeaderMap,
 #[utoipa::path(get, path = "/api/v1/conversations/{id}",
     responses((status = 200, body = proto::ConversationView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
 pub async fn conversation(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<proto::ConversationView>> {
-    app.tokens.require_admin(&headers)?;
-    let c = app.store.conversation(&id).await?.ok_or_else(|| ApiError::not_found(format!("no conversation `{id}`")))?;
+    let caller = app.caller(&headers, &axum::http::Method::GET)?;
+    let c = super::panel::visible_conversation(&app, &caller, &id).await?;
     Ok(Json(app.conversation_view(&c).await))
 }
 
@@ -142,10 +142,15 @@ pub async fn conversation(State(app): State<Arc<App>>, headers: HeaderMap, Path(
     security(("bearer" = [])))]
 pub async fn wrapup(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<proto::ConversationView>> {
     let received = Instant::now();
-    app.tokens.require_admin(&headers)?;
-    let w: proto::WrapupRequest =
+    let caller = app.caller(&headers, &axum::http::Method::POST)?;
+    let mut w: proto::WrapupRequest =
         serde_json::from_slice(&body).map_err(|err| ApiError::unprocessable(format!("the wrap-up is not valid: {err}")))?;
-    let c = app.store.conversation(&id).await?.ok_or_else(|| ApiError::not_found(format!("no conversation `{id}`")))?;
+    let c = super::panel::visible_conversation(&app, &caller, &id).await?;
+    if let Some(agent) = caller.agent_id() {
+        // An agent wraps up as themselves, whatever the body says.
+        w.agent = Some(agent.to_string());
+    }
+    w.disposition = checked_disposition(&app, w.disposition.take())?;
     let mut refs: Vec<&proto::RecordRefView> = w.selected.iter().collect();
     refs.extend(w.pinned.iter().flatten());
     for r in refs {
@@ -153,10 +158,6 @@ pub async fn wrapup(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): P
             return Err(ApiError::unprocessable(format!("record {}/{} does not exist in the CRM; create it first", r.entity, r.id)));
         }
     }
-    if let Some(d) = &w.disposition
-        && d.code.trim().is_empty() {
-            return Err(ApiError::unprocessable("`disposition.code` must not be empty"));
-        }
     let wrap = WrapUp {
         agent: w.agent.clone(),
         disposition: w.disposition.as_ref().map(|d| Disposition { code: d.code.clone(), category: d.category.clone() }),
@@ -177,4 +178,30 @@ pub async fn wrapup(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): P
         Recorded::Duplicate(None) => c,
     };
     Ok(Json(app.conversation_view(&c).await))
+}
+
+/// The disposition as configured: a known code (when `[[wrapup_codes]]` are set) with its
+/// category filled in; required when `[panel] require_disposition` is set.
+fn checked_disposition(app: &App, d: Option<proto::DispositionInput>) -> ApiResult<Option<proto::DispositionInput>> {
+    let codes = &app.config.wrapup_codes;
+    let Some(mut d) = d else {
+        if app.config.panel.require_disposition {
+            return Err(ApiError::unprocessable("a disposition is required: choose one of the wrap-up codes"));
+        }
+        return Ok(None);
+    };
+    if d.code.trim().is_empty() {
+        return Err(ApiError::unprocessable("`disposition.code` must not be empty"));
+    }
+    if codes.is_empty() {
+        return Ok(Some(d));
+    }
+    let Some(known) = codes.iter().find(|c| c.code == d.code) else {
+        let list: Vec<&str> = codes.iter().map(|c| c.code.as_str()).collect();
+        return Err(ApiError::unprocessable(format!("unknown disposition `{}`; the wrap-up codes are {}", d.code, list.join(", "))));
+    };
+    if d.category.is_none() {
+        d.category = known.category.clone();
+    }
+    Ok(Some(d))
 }

@@ -10,6 +10,7 @@ use crate::service::App;
 mod admin;
 mod api;
 mod crm;
+mod panel;
 mod pbx;
 mod stream;
 mod workflows;
@@ -28,7 +29,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/conversations", get(api::find_conversations))
         .route("/api/v1/conversations/{id}", get(api::conversation))
         .route("/api/v1/conversations/{id}/wrapup", post(api::wrapup))
+        .route("/api/v1/conversations/{id}/links", axum::routing::put(panel::links))
+        .route("/api/v1/conversations/{id}/records", post(panel::new_record))
+        .route("/api/v1/conversations/{id}/related", get(panel::related))
         .route("/api/v1/agents/{agent}/stream", get(stream::stream))
+        .route("/api/v1/session", get(panel::current_session).post(panel::sign_in).delete(panel::sign_out))
+        .route("/api/v1/panel", get(panel::bootstrap))
+        .route("/agent", get(panel::index))
+        .route("/agent/", get(panel::index))
+        .route("/agent/{file}", get(panel::asset))
         .route("/api/v1/crm/{entity}", get(crm::search).post(crm::create))
         .route("/api/v1/crm/{entity}/{id}", get(crm::read).patch(crm::update).delete(crm::delete))
         .route("/api/v1/crm/{entity}/{id}/activities", get(crm::activities))

@@ -15,7 +15,8 @@ use crate::auth::bearer;
 use crate::error::ApiError;
 use crate::service::{App, frame};
 
-/// Agent stream (WebSocket). Token as `Authorization: Bearer …` or `?access_token=…`.
+/// Agent stream (WebSocket). The panel's session cookie signs it in; integrations send the
+/// agent's (or an admin) token as `Authorization: Bearer …` or `?access_token=…`.
 #[utoipa::path(get, path = "/api/v1/agents/{agent}/stream",
     responses((status = 101, description = "WebSocket of AgentMessage JSON frames"), (status = 401, body = proto::Problem)))]
 pub async fn stream(
@@ -26,9 +27,16 @@ pub async fn stream(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers).map(str::to_string).or_else(|| q.get("access_token").cloned());
-    match token {
-        Some(t) if app.tokens.may_stream(&agent, &t) => {}
-        _ => return Err(ApiError::unauthorized("this stream needs the agent's token or an admin token (Bearer header or ?access_token=)")),
+    match (token, app.session(&headers)) {
+        (Some(t), _) if app.tokens.may_stream(&agent, &t) => {}
+        (Some(_), _) => return Err(ApiError::unauthorized("the token is not this agent's token nor an admin token")),
+        // A cookie rides along on any page's WebSocket: only our own page may use it.
+        (None, Some(_)) if !crate::session::same_origin(&headers) => return Err(ApiError::forbidden("the panel's stream opens only from the panel's own page")),
+        (None, Some(s)) if s.agent == agent => {}
+        (None, Some(s)) => return Err(ApiError::forbidden(format!("signed in as `{}`: you can open only your own stream", s.agent))),
+        (None, None) => {
+            return Err(ApiError::unauthorized("sign in to the panel at /agent, or send the agent's token or an admin token (Bearer header or ?access_token=)"));
+        }
     }
     Ok(ws.on_upgrade(move |socket| run(app, agent, socket)))
 }

@@ -7,26 +7,28 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use cxbridge_domain::crm::{CrmError, RecordRef, SearchQuery};
+use axum::http::{HeaderMap, Method, StatusCode};
+use cxbridge_domain::crm::{RecordRef, SearchQuery};
 use cxbridge_proto as proto;
 
 use crate::config::WorkflowConfig;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, crm_problem};
 use crate::service::App;
 use crate::views;
 
 /// The configured workflows.
 #[utoipa::path(get, path = "/api/v1/workflows", responses((status = 200, body = proto::WorkflowList)), security(("bearer" = [])))]
 pub async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Json<proto::WorkflowList>> {
-    app.tokens.require_admin(&headers)?;
-    let workflows = app
-        .config
+    app.caller(&headers, &Method::GET)?;
+    Ok(Json(proto::WorkflowList { workflows: views(&app.config) }))
+}
+
+pub fn views(config: &crate::config::Config) -> Vec<proto::WorkflowView> {
+    config
         .workflows
         .iter()
-        .map(|w| proto::WorkflowView { name: w.name.clone(), action: w.action.clone(), entity: w.entity.clone(), required: w.required.clone(), allowed: w.allowed.clone() })
-        .collect();
-    Ok(Json(proto::WorkflowList { workflows }))
+        .map(|w| proto::WorkflowView { name: w.name.clone(), label: w.label.clone(), action: w.action.clone(), entity: w.entity.clone(), required: w.required.clone(), allowed: w.allowed.clone() })
+        .collect()
 }
 
 /// Runs a workflow against the configured CRM.
@@ -34,7 +36,7 @@ pub async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<
     responses((status = 200, body = proto::WorkflowResult), (status = 404, body = proto::Problem), (status = 422, body = proto::Problem), (status = 502, body = proto::Problem)),
     security(("bearer" = [])))]
 pub async fn run(State(app): State<Arc<App>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<proto::WorkflowResult>> {
-    app.tokens.require_admin(&headers)?;
+    let caller = app.caller(&headers, &Method::POST)?;
     let w = app.config.workflows.iter().find(|w| w.name == name).ok_or_else(|| {
         let known: Vec<&str> = app.config.workflows.iter().map(|w| w.name.as_str()).collect();
         ApiError::not_found(format!("no workflow `{name}`; configured: {}", if known.is_empty() { "none".into() } else { known.join(", ") }))
@@ -92,6 +94,7 @@ pub async fn run(State(app): State<Arc<App>>, headers: HeaderMap, Path(name): Pa
                 .collect();
         }
     }
+    tracing::info!(workflow = w.name, agent = caller.agent_id(), "workflow run");
     Ok(Json(result))
 }
 
@@ -113,13 +116,4 @@ fn check_fields(w: &WorkflowConfig, fields: &BTreeMap<String, String>) -> ApiRes
 
 fn with_fields(c: &cxbridge_domain::crm::Candidate) -> proto::CandidateView {
     proto::CandidateView { fields: Some(c.fields.clone()), ..views::candidate(c) }
-}
-
-/// A CRM refusal is the caller's to fix (422, with the CRM's words); a CRM that did not
-/// answer is a bad gateway (502), nothing was changed.
-fn crm_problem(e: CrmError) -> ApiError {
-    match e {
-        CrmError::Permanent { message } => ApiError::unprocessable(message),
-        CrmError::Transient { message, .. } => ApiError::new(StatusCode::BAD_GATEWAY, format!("the CRM did not answer: {message}; try again")),
-    }
 }

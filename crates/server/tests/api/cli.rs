@@ -66,8 +66,8 @@ fn import_loads_a_csv_and_names_bad_lines() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("contacts.csv:3:"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-#[test]
-fn demo_serves_sample_data() {
+#[tokio::test]
+async fn demo_prints_how_to_sign_in_and_the_agent_can() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = cxbridge()
@@ -80,11 +80,21 @@ fn demo_serves_sample_data() {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    let rest: Vec<String> = lines.take(6).filter_map(Result::ok).collect();
+    let rest: Vec<String> = lines.take(5).filter_map(Result::ok).collect();
+    let text = rest.join("\n");
+    let base = first.trim_start_matches("cxbridge listening on ").to_string();
+    let password = text.lines().find_map(|l| l.split_once("password ")).map(|(_, p)| p.trim().to_string()).unwrap_or_default();
+    cxbridge_connectors::crm::ensure_tls();
+    let http = reqwest::Client::new();
+    let signed_in = http.post(format!("{base}/api/v1/session")).json(&serde_json::json!({"agent": "alice", "password": password})).send().await;
+    let panel = http.get(format!("{base}/agent")).send().await;
     let _ = child.kill();
     let _ = child.wait();
     assert!(first.starts_with("cxbridge listening on http://127.0.0.1:"), "{first}");
-    let text = rest.join("\n");
-    assert!(text.contains("agent stream:") && text.contains("/api/v1/agents/alice/stream?access_token="), "{text}");
+    assert!(text.contains(&format!("agent panel:   {base}/agent")), "{text}");
     assert!(text.contains("admin token:"), "{text}");
+    assert_eq!(signed_in.expect("sign-in answered").status(), 200, "the printed password signs alice in: {text}");
+    let panel = panel.expect("panel answered");
+    assert_eq!(panel.status(), 200);
+    assert!(panel.text().await.unwrap_or_default().contains("<html"), "the panel page is embedded in the binary");
 }
