@@ -97,6 +97,14 @@ impl Default for PopRule {
 }
 
 impl PopRule {
+    /// The default prefill names the built-in CRM's `phone`; another CRM's entity calls its
+    /// phone column differently (Dataverse `telephone1`, Salesforce `Phone`).
+    pub fn adapt_default_prefill(&mut self, phone_field: &str) {
+        if self.prefill == default_prefill() && phone_field != "phone" {
+            self.prefill = BTreeMap::from([(phone_field.to_string(), "{{customer.e164}}".to_string())]);
+        }
+    }
+
     pub fn matches(&self, c: &Conversation) -> bool {
         let m = &self.matches;
         let eq = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| Some(w) == have || w == "*");

@@ -461,6 +461,9 @@ pub struct PanelEntityView {
     pub name: String,
     pub label: String,
     pub title_field: String,
+    /// The CRM's primary key column, when it is not `{entity}id` (Dataverse).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id_field: Option<String>,
     pub create_fields: Vec<String>,
 }
 
@@ -472,6 +475,11 @@ pub struct DynamicsView {
     pub cif_version: Option<u8>,
     /// Our entity names → Dynamics logical names.
     pub entity_map: BTreeMap<String, String>,
+    /// CIF v2 templates (the panel's defaults when absent).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub notification_template: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub session_template: Option<String>,
 }
 
 /// `GET /api/v1/panel`: everything the panel needs after sign-in.

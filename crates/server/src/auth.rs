@@ -75,6 +75,15 @@ impl App {
         Ok(Caller::Agent { id: s.agent, supervisor })
     }
 
+    /// Admin-only routes: a signed-in agent is told it is not allowed (403), anyone else
+    /// how to authenticate (401).
+    pub fn require_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if bearer(headers).is_none() && self.session(headers).is_some() {
+            return Err(ApiError::forbidden("this needs an admin token; agents cannot do it from the panel"));
+        }
+        self.tokens.require_admin(headers)
+    }
+
     pub fn agent_config(&self, id: &str) -> Option<&crate::config::AgentConfig> {
         self.config.agents.iter().find(|a| a.id == id)
     }

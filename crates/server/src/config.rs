@@ -201,6 +201,12 @@ pub struct DynamicsPanelConfig {
     /// Our entity names → Dynamics logical names, where they differ.
     #[serde(default)]
     pub entity_map: std::collections::BTreeMap<String, String>,
+    /// CIF v2: the notification template of the incoming-call toast.
+    #[serde(default)]
+    pub notification_template: Option<String>,
+    /// CIF v2: the session template opened per conversation.
+    #[serde(default)]
+    pub session_template: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -332,6 +338,15 @@ impl Config {
             .and_then(|t| t.get("memorialization").and_then(|m| m.get("fields")).map(|_| ()))
             .is_some();
         config.validate().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
+        if config.pop_rules.is_empty() {
+            config.pop_rules.push(PopRule::default());
+        }
+        let entities = config.entities();
+        for rule in &mut config.pop_rules {
+            if let Some(phone) = entities.iter().find(|e| e.name == rule.create_entity).and_then(|e| e.phone_fields.first()) {
+                rule.adapt_default_prefill(phone);
+            }
+        }
         Ok(config)
     }
 
@@ -482,6 +497,16 @@ mod tests {
         let c = Config::parse(DEFAULT_CONFIG, Path::new("default.toml")).expect("default config parses");
         assert_eq!(c.server.listen.port(), 8080);
         assert!(!c.pop_rules.is_empty());
+    }
+
+    #[test]
+    fn the_default_prefill_uses_the_crms_phone_column() {
+        let prefill = |text: &str| Config::parse(text, Path::new("c.toml")).expect("valid").pop_rules[0].prefill.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(prefill(""), ["phone"]);
+        let dataverse = "[crm]\nprovider = \"dataverse\"\n[crm.dataverse]\nurl = \"https://x.crm.dynamics.com\"\ntenant_id = \"t\"\nclient_id = \"c\"\n";
+        assert_eq!(prefill(dataverse), ["telephone1"]);
+        let own = format!("{dataverse}[[pop_rules]]\nprefill = {{ mobilephone = \"{{{{customer.e164}}}}\" }}\n");
+        assert_eq!(prefill(&own), ["mobilephone"], "a configured prefill is kept");
     }
 
     #[test]

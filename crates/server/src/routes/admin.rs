@@ -145,7 +145,7 @@ pub struct OutboxQuery {
 /// Outbox items, newest change first.
 #[utoipa::path(get, path = "/api/v1/outbox", params(OutboxQuery), responses((status = 200, body = proto::OutboxList)), security(("bearer" = [])))]
 pub async fn outbox_list(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<OutboxQuery>) -> ApiResult<Json<proto::OutboxList>> {
-    app.tokens.require_admin(&headers)?;
+    app.require_admin(&headers)?;
     let state = match q.state.as_deref() {
         None => None,
         Some(s) => Some(OutboxState::parse(s).ok_or_else(|| ApiError::unprocessable(format!("`state` must be pending, delivered or dead, not `{s}`")))?),

@@ -37,7 +37,7 @@ fn accepted(r: &Recorded) -> proto::Accepted {
     responses((status = 200, body = proto::Accepted), (status = 422, body = proto::Problem)), security(("bearer" = [])))]
 pub async fn events(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<proto::Accepted>> {
     let received = Instant::now();
-    app.tokens.require_admin(&headers)?;
+    app.require_admin(&headers)?;
     let e: proto::NativeEvent =
         serde_json::from_slice(&body).map_err(|err| ApiError::unprocessable(format!("the event is not valid: {err}")))?;
     let event = app.native_event(&e, fnv1a(&body)).await?;
@@ -60,7 +60,7 @@ pub struct IdentifyQuery {
 #[utoipa::path(get, path = "/api/v1/identify", params(IdentifyQuery),
     responses((status = 200, body = proto::IdentifyResponse)), security(("bearer" = [])))]
 pub async fn identify(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<IdentifyQuery>) -> ApiResult<Json<proto::IdentifyResponse>> {
-    app.tokens.require_admin(&headers)?;
+    app.require_admin(&headers)?;
     let normalized = app.normalizer.normalize(&q.address);
     let identification = app.identify(&normalized).await;
     // Evaluate the pop rules on a conversation that looks like the one asked about.
@@ -118,7 +118,7 @@ pub struct FindQuery {
 #[utoipa::path(get, path = "/api/v1/conversations", params(FindQuery),
     responses((status = 200, body = proto::ConversationList)), security(("bearer" = [])))]
 pub async fn find_conversations(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<FindQuery>) -> ApiResult<Json<proto::ConversationList>> {
-    app.tokens.require_admin(&headers)?;
+    app.require_admin(&headers)?;
     let found = app.store.conversation_by_external(q.source.as_deref(), &q.external_id).await?;
     let mut conversations = vec![];
     if let Some(c) = found {

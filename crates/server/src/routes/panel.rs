@@ -180,13 +180,15 @@ pub async fn bootstrap(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiRe
         entities: app
             .entities
             .iter()
-            .map(|e| proto::PanelEntityView { name: e.name.clone(), label: capitalize(&e.name), title_field: e.title_field.clone(), create_fields: create_fields(e) })
+            .map(|e| proto::PanelEntityView { name: e.name.clone(), label: capitalize(&e.name), title_field: e.title_field.clone(), id_field: e.id_field.clone(), create_fields: create_fields(e) })
             .collect(),
         dynamics: config.panel.dynamics.as_ref().map(|d| proto::DynamicsView {
             cif_library_url: d.cif_library_url.clone(),
             crm_url: d.crm_url.clone(),
             cif_version: d.cif_version,
             entity_map: app.entities.iter().map(|e| (e.name.clone(), d.entity_map.get(&e.name).cloned().unwrap_or_else(|| e.name.clone()))).collect(),
+            notification_template: d.notification_template.clone(),
+            session_template: d.session_template.clone(),
         }),
         dial_url: config.panel.dial_url.clone(),
     }))

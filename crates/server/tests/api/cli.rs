@@ -8,7 +8,7 @@ fn cxbridge() -> Command {
 
 #[test]
 fn every_command_has_help() {
-    for args in [&["--help"][..], &["serve", "--help"], &["demo", "--help"], &["import", "--help"], &["config", "--help"], &["config", "default", "--help"]] {
+    for args in [&["--help"][..], &["serve", "--help"], &["demo", "--help"], &["import", "--help"], &["hash-password", "--help"], &["config", "--help"], &["config", "default", "--help"]] {
         let out = cxbridge().args(args).output().expect("run cxbridge");
         assert!(out.status.success(), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");

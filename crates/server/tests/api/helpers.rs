@@ -37,9 +37,10 @@ pub async fn spawn_with(extra: &str) -> TestApp {
 /// Like [`spawn_with`], with `server` lines added to the `[server]` table.
 pub async fn spawn_with_server(server: &str, extra: &str) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
+    // `server` may name its own data_dir (a restart on the same data).
+    let data_dir = if server.contains("data_dir") { String::new() } else { format!("data_dir = \"{}\"\n", dir.path().display()) };
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndurability = \"normal\"\n{server}\n[auth]\nadmin_tokens = [\"{ADMIN}\"]\ncti_token = \"{CTI}\"\n{extra}",
-        dir.path().display()
+        "[server]\nlisten = \"127.0.0.1:0\"\n{data_dir}durability = \"normal\"\n{server}\n[auth]\nadmin_tokens = [\"{ADMIN}\"]\ncti_token = \"{CTI}\"\n{extra}"
     );
     let config = Config::parse(&text, std::path::Path::new("test.toml")).expect("test config");
     let app = cxbridge_server::build(config).await.expect("build app");

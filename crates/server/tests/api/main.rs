@@ -8,6 +8,7 @@ mod dataverse;
 mod cli;
 mod crm;
 mod lifecycle;
+mod panel;
 mod salesforce;
 mod sipgate;
 mod tryton;
