@@ -71,7 +71,7 @@ async fn simulate(app: Arc<App>, every: Duration) {
     loop {
         for from in callers {
             n += 1;
-            let agent = if n % 5 == 0 { "bob" } else { "alice" };
+            let agent = if n.is_multiple_of(5) { "bob" } else { "alice" };
             tokio::spawn(one_call(app.clone(), format!("demo-{}-{n}", std::process::id()), from, agent));
             tokio::time::sleep(every).await;
         }

@@ -9,9 +9,12 @@ use tokio::sync::mpsc;
 /// A serialized agent message, shared by every stream of the agent.
 pub type Frame = Arc<str>;
 
+/// One open stream: its id and where its frames go.
+type Stream = (u64, mpsc::UnboundedSender<Frame>);
+
 #[derive(Default)]
 pub struct AgentHub {
-    streams: RwLock<HashMap<String, Vec<(u64, mpsc::UnboundedSender<Frame>)>>>,
+    streams: RwLock<HashMap<String, Vec<Stream>>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 

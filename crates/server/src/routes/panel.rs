@@ -257,7 +257,7 @@ pub async fn new_record(State(app): State<Arc<App>>, headers: HeaderMap, Path(id
         ApiError::unprocessable(format!("unknown entity `{}`; the CRM has {}", req.entity, known.join(", ")))
     })?;
     let fields: BTreeMap<String, String> = req.fields.into_iter().map(|(k, v)| (k, v.trim().to_string())).filter(|(_, v)| !v.is_empty()).collect();
-    if fields.get(&spec.title_field).is_none() {
+    if !fields.contains_key(&spec.title_field) {
         return Err(ApiError::unprocessable(format!("`{}` is required for a new {}", spec.title_field, spec.name)));
     }
     let created = app.crm.create(spec, &fields).await.map_err(crm_problem)?;
