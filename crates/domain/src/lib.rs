@@ -8,6 +8,7 @@
 pub mod conversation;
 pub mod crm;
 pub mod identify;
+pub mod ivr;
 pub mod mapping;
 pub mod outbox;
 pub mod phone;
