@@ -127,7 +127,8 @@ pub enum PopAction {
     OpenRelated { from: Candidate, relation: String },
     List(Vec<Candidate>),
     /// Open the CRM's search page for `query`.
-    Search { query: String },
+    /// A search page in `entity` for `query` (the caller's number).
+    Search { entity: String, query: String },
     /// A new-record form for `entity`, prefilled.
     Create { entity: String, prefill: BTreeMap<String, String> },
     /// Identification has not finished or was skipped (anonymous caller, own number…).
@@ -175,14 +176,17 @@ pub fn decide(rules: &[PopRule], c: &Conversation, render: impl Fn(&str) -> Stri
         Identification::Multiple(candidates) => match rule.multiple {
             OnMultiple::List => PopAction::List(candidates.clone()),
             OnMultiple::OpenFirst => candidates.first().cloned().map_or(PopAction::Nothing, PopAction::Open),
-            OnMultiple::Search => PopAction::Search { query: search_query() },
+            OnMultiple::Search => PopAction::Search {
+                entity: candidates.first().map_or_else(|| rule.create_entity.clone(), |c| c.record.entity.clone()),
+                query: search_query(),
+            },
         },
         Identification::None => match rule.none {
             OnNone::Create => PopAction::Create {
                 entity: rule.create_entity.clone(),
                 prefill: rule.prefill.iter().map(|(k, t)| (k.clone(), render(t))).filter(|(_, v)| !v.is_empty()).collect(),
             },
-            OnNone::Search => PopAction::Search { query: search_query() },
+            OnNone::Search => PopAction::Search { entity: rule.create_entity.clone(), query: search_query() },
             OnNone::Nothing => PopAction::Nothing,
         },
     }
@@ -336,7 +340,7 @@ mod tests {
             f(&mut r);
             r
         };
-        let search = PopAction::Search { query: "+49301234567".into() };
+        let search_in = |entity: &str| PopAction::Search { entity: entity.into(), query: "+49301234567".into() };
 
         // single
         check(PopRule::default(), &single, PopAction::Open(jana.clone()));
@@ -355,7 +359,7 @@ mod tests {
         // multiple
         check(PopRule::default(), &multiple, PopAction::List(vec![petr.clone(), jana.clone()]));
         check(with(&|r| r.multiple = OnMultiple::OpenFirst), &multiple, PopAction::Open(petr.clone()));
-        check(with(&|r| r.multiple = OnMultiple::Search), &multiple, search.clone());
+        check(with(&|r| r.multiple = OnMultiple::Search), &multiple, search_in(&petr.record.entity));
 
         // none
         check(
@@ -363,7 +367,8 @@ mod tests {
             &Identification::None,
             PopAction::Create { entity: "contact".into(), prefill: BTreeMap::from([("phone".into(), "+49301234567".into())]) },
         );
-        check(with(&|r| r.none = OnNone::Search), &Identification::None, search.clone());
+        check(with(&|r| r.none = OnNone::Search), &Identification::None, search_in("contact"));
+        check(with(&|r| { r.none = OnNone::Search; r.create_entity = "lead".into() }), &Identification::None, search_in("lead"));
         check(with(&|r| r.none = OnNone::Nothing), &Identification::None, PopAction::Nothing);
 
         // not identified (yet)
@@ -409,7 +414,7 @@ mod tests {
         let mut c = call(Identification::None);
         c.customer = Address { raw: "0800 SHOP".into(), e164: None };
         let rule = PopRule { none: OnNone::Search, ..PopRule::default() };
-        assert_eq!(decide_for(&[rule], &c), PopAction::Search { query: "0800 SHOP".into() });
+        assert_eq!(decide_for(&[rule], &c), PopAction::Search { entity: "contact".into(), query: "0800 SHOP".into() });
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub fn pop(action: &PopAction, related: Option<&Candidate>) -> proto::PopView {
             },
         },
         PopAction::List(cs) => proto::PopView { records: cs.iter().map(candidate).collect(), ..empty_pop("list") },
-        PopAction::Search { query } => proto::PopView { query: Some(query.clone()), ..empty_pop("search") },
+        PopAction::Search { entity, query } => proto::PopView { entity: Some(entity.clone()), query: Some(query.clone()), ..empty_pop("search") },
         PopAction::Create { entity, prefill } => {
             proto::PopView { entity: Some(entity.clone()), prefill: Some(prefill.clone()), ..empty_pop("create") }
         }
