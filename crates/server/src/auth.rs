@@ -50,15 +50,25 @@ impl Caller {
 const SIGN_IN: &str = "sign in to the panel at /agent, or send `Authorization: Bearer <admin token>` (see [auth] admin_tokens or CXBRIDGE_ADMIN_TOKEN)";
 
 impl App {
-    /// The signed-in agent's session from the cookie, if valid.
-    pub fn session(&self, headers: &HeaderMap) -> Option<Session> {
+    /// The signed-in agent's session from the cookie, if valid and issued after the agent
+    /// last signed out.
+    pub async fn session(&self, headers: &HeaderMap) -> Option<Session> {
         let value = session::cookie(headers)?;
-        self.sessions.decode(value, jiff::Timestamp::now().as_second(), |id| self.agent_config(id))
+        let s = self.sessions.decode(value, jiff::Timestamp::now().as_second(), |id| self.agent_config(id))?;
+        match self.store.signed_out_at(&s.agent).await {
+            Ok(Some(at)) if s.issued <= at.as_millisecond() => None,
+            Ok(_) => Some(s),
+            Err(e) => {
+                // Without the database nothing else works either; refuse rather than guess.
+                tracing::warn!(error = %e, "cannot check the agent's sign-outs");
+                None
+            }
+        }
     }
 
     /// Who is calling: a bearer token must be an admin token; otherwise the session cookie
     /// must be valid, and any request that changes something must echo its CSRF token.
-    pub fn caller(&self, headers: &HeaderMap, method: &Method) -> Result<Caller, ApiError> {
+    pub async fn caller(&self, headers: &HeaderMap, method: &Method) -> Result<Caller, ApiError> {
         if let Some(token) = bearer(headers) {
             return if self.tokens.is_admin(token) {
                 Ok(Caller::Admin)
@@ -66,7 +76,7 @@ impl App {
                 Err(ApiError::unauthorized(format!("the bearer token is not valid; {SIGN_IN}")))
             };
         }
-        let s = self.session(headers).ok_or_else(|| ApiError::unauthorized(format!("not signed in or the session expired; {SIGN_IN}")))?;
+        let s = self.session(headers).await.ok_or_else(|| ApiError::unauthorized(format!("not signed in or the session expired; {SIGN_IN}")))?;
         let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
         let vouched = self.sessions.csrf_ok(&s, headers) && session::same_origin(headers);
         if !(safe || vouched) {
@@ -78,8 +88,8 @@ impl App {
 
     /// Admin-only routes: a signed-in agent is told it is not allowed (403), anyone else
     /// how to authenticate (401).
-    pub fn require_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        if bearer(headers).is_none() && self.session(headers).is_some() {
+    pub async fn require_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if bearer(headers).is_none() && self.session(headers).await.is_some() {
             return Err(ApiError::forbidden("this needs an admin token; agents cannot do it from the panel"));
         }
         self.tokens.require_admin(headers)

@@ -31,6 +31,8 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub agent: String,
+    /// Unix milliseconds (a sign-out voids sessions issued before it, to the millisecond).
+    pub issued: i64,
     /// Unix seconds.
     pub expires: i64,
     nonce: String,
@@ -104,7 +106,7 @@ impl Sessions {
 
     /// Checks the agent's password (or token) and returns a new session. Argon2 is slow on
     /// purpose: call this off the async threads.
-    pub fn sign_in(&self, agent: Option<&AgentConfig>, agent_id: &str, password: &str, now: i64) -> Result<Session, SignInError> {
+    pub fn sign_in(&self, agent: Option<&AgentConfig>, agent_id: &str, password: &str, now_ms: i64) -> Result<Session, SignInError> {
         if let Some(wait) = self.locked_out(agent_id) {
             return Err(SignInError::TooManyAttempts(wait));
         }
@@ -121,7 +123,7 @@ impl Sessions {
             f.remove(agent_id);
         }
         let nonce = crate::auth::random_token();
-        Ok(Session { agent: agent_id.to_string(), expires: now + (self.hours * 3600) as i64, nonce })
+        Ok(Session { agent: agent_id.to_string(), issued: now_ms, expires: now_ms / 1000 + (self.hours * 3600) as i64, nonce })
     }
 
     fn locked_out(&self, agent: &str) -> Option<u64> {
@@ -145,28 +147,28 @@ impl Sessions {
         }
     }
 
-    /// The cookie value: `agent.expires.nonce.signature`, agent base64url-encoded.
+    /// The cookie value: `agent.issued.expires.nonce.signature`, agent base64url-encoded.
     pub fn encode(&self, s: &Session, agent: &AgentConfig) -> String {
         let agent_b64 = B64.encode(s.agent.as_bytes());
-        let expires = s.expires.to_string();
-        let sig = self.mac(&["session", &agent_b64, &expires, &s.nonce, &credential_fingerprint(agent)]).finalize().into_bytes();
-        format!("{agent_b64}.{expires}.{}.{}", s.nonce, B64.encode(sig))
+        let (issued, expires) = (s.issued.to_string(), s.expires.to_string());
+        let sig = self.mac(&["session", &agent_b64, &issued, &expires, &s.nonce, &credential_fingerprint(agent)]).finalize().into_bytes();
+        format!("{agent_b64}.{issued}.{expires}.{}.{}", s.nonce, B64.encode(sig))
     }
 
     /// The session in `value`, if it is ours, unexpired, and its agent's credentials are
     /// unchanged. `agent_of` looks the agent up in the configuration.
     pub fn decode<'a>(&self, value: &str, now: i64, agent_of: impl Fn(&str) -> Option<&'a AgentConfig>) -> Option<Session> {
         let mut parts = value.split('.');
-        let (agent_b64, expires, nonce, sig) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let (agent_b64, issued, expires, nonce, sig) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() {
             return None;
         }
         let agent_id = String::from_utf8(B64.decode(agent_b64).ok()?).ok()?;
         let agent = agent_of(&agent_id)?;
         let sig = B64.decode(sig).ok()?;
-        self.mac(&["session", agent_b64, expires, nonce, &credential_fingerprint(agent)]).verify_slice(&sig).ok()?;
-        let expires: i64 = expires.parse().ok()?;
-        (expires > now).then(|| Session { agent: agent_id, expires, nonce: nonce.to_string() })
+        self.mac(&["session", agent_b64, issued, expires, nonce, &credential_fingerprint(agent)]).verify_slice(&sig).ok()?;
+        let (issued, expires): (i64, i64) = (issued.parse().ok()?, expires.parse().ok()?);
+        (expires > now).then(|| Session { agent: agent_id, issued, expires, nonce: nonce.to_string() })
     }
 
     /// The token the panel sends in `X-CSRF-Token` with every non-GET request.
@@ -291,7 +293,7 @@ mod tests {
     fn cookies_verify_until_expiry_and_only_with_unchanged_credentials() {
         let s = sessions();
         let a = agent(None, Some("tok"));
-        let session = s.sign_in(Some(&a), "alice", "tok", 1_000).expect("signed in");
+        let session = s.sign_in(Some(&a), "alice", "tok", 1_000_000).expect("signed in");
         let value = s.encode(&session, &a);
         assert_eq!(s.decode(&value, 1_001, |_| Some(&a)), Some(session.clone()));
         assert_eq!(s.decode(&value, session.expires, |_| Some(&a)), None, "expired");

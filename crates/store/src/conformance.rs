@@ -167,4 +167,11 @@ pub async fn story<S: Store + CrmStore>(store: &S) {
     assert!(store.index_sync_states().await.expect("states").iter().any(|s| s.entity == "account" && !s.complete), "starting over means the index is not complete until the pass ends");
 
     store.ping().await.expect("ping");
+
+    // Signing out voids older sessions; a late, older sign-out never moves the time back.
+    assert_eq!(store.signed_out_at("alice").await.expect("never"), None);
+    store.record_sign_out("alice", at(500)).await.expect("sign out");
+    store.record_sign_out("alice", at(400)).await.expect("older sign out");
+    assert_eq!(store.signed_out_at("alice").await.expect("read").map(|t| t.as_millisecond()), Some(at(500).as_millisecond()));
+    assert_eq!(store.signed_out_at("bob").await.expect("other agent"), None);
 }

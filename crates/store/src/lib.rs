@@ -130,6 +130,11 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats>;
     /// Cheap liveness check of the database.
     async fn ping(&self) -> Result<()>;
+
+    /// The agent signed out: panel sessions issued before `at` are void.
+    async fn record_sign_out(&self, agent: &str, at: Timestamp) -> Result<()>;
+    /// When the agent last signed out, if ever.
+    async fn signed_out_at(&self, agent: &str) -> Result<Option<Timestamp>>;
 }
 
 /// A record of the built-in CRM.

@@ -564,6 +564,20 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
+
+    async fn record_sign_out(&self, agent: &str, at: Timestamp) -> Result<()> {
+        sqlx::query("INSERT INTO agent_sign_outs (agent, at) VALUES (?1, ?2) ON CONFLICT (agent) DO UPDATE SET at = max(at, excluded.at)")
+            .bind(agent)
+            .bind(ms(at))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn signed_out_at(&self, agent: &str) -> Result<Option<Timestamp>> {
+        let at: Option<i64> = sqlx::query_scalar("SELECT at FROM agent_sign_outs WHERE agent = ?1").bind(agent).fetch_optional(&self.reader).await?;
+        at.map(ts).transpose()
+    }
 }
 
 #[async_trait]

@@ -145,7 +145,7 @@ pub struct OutboxQuery {
 /// Outbox items, newest change first.
 #[utoipa::path(get, path = "/api/v1/outbox", params(OutboxQuery), responses((status = 200, body = proto::OutboxList)), security(("bearer" = [])))]
 pub async fn outbox_list(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<OutboxQuery>) -> ApiResult<Json<proto::OutboxList>> {
-    app.require_admin(&headers)?;
+    app.require_admin(&headers).await?;
     let state = match q.state.as_deref() {
         None => None,
         Some(s) => Some(OutboxState::parse(s).ok_or_else(|| ApiError::unprocessable(format!("`state` must be pending, delivered or dead, not `{s}`")))?),
@@ -158,7 +158,7 @@ pub async fn outbox_list(State(app): State<Arc<App>>, headers: HeaderMap, Query(
 #[utoipa::path(post, path = "/api/v1/outbox/{id}/replay", responses((status = 200, body = proto::OutboxItemView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
 pub async fn outbox_replay(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<i64>) -> ApiResult<Json<proto::OutboxItemView>> {
     // Supervisors retry failed memorializations from the panel.
-    match app.caller(&headers, &axum::http::Method::POST)? {
+    match app.caller(&headers, &axum::http::Method::POST).await? {
         crate::auth::Caller::Admin | crate::auth::Caller::Agent { supervisor: true, .. } => {}
         crate::auth::Caller::Agent { .. } => return Err(ApiError::forbidden("only supervisors (and admins) may retry a memorialization; ask your supervisor")),
     }

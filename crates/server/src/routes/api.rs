@@ -37,7 +37,7 @@ fn accepted(r: &Recorded) -> proto::Accepted {
     responses((status = 200, body = proto::Accepted), (status = 422, body = proto::Problem)), security(("bearer" = [])))]
 pub async fn events(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<proto::Accepted>> {
     let received = Instant::now();
-    app.require_admin(&headers)?;
+    app.require_admin(&headers).await?;
     let e: proto::NativeEvent =
         serde_json::from_slice(&body).map_err(|err| ApiError::unprocessable(format!("the event is not valid: {err}")))?;
     let event = app.native_event(&e, fnv1a(&body)).await?;
@@ -60,7 +60,7 @@ pub struct IdentifyQuery {
 #[utoipa::path(get, path = "/api/v1/identify", params(IdentifyQuery),
     responses((status = 200, body = proto::IdentifyResponse)), security(("bearer" = [])))]
 pub async fn identify(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<IdentifyQuery>) -> ApiResult<Json<proto::IdentifyResponse>> {
-    app.require_admin(&headers)?;
+    app.require_admin(&headers).await?;
     let normalized = app.normalizer.normalize(&q.address);
     let identification = app.identify(&normalized).await;
     // Evaluate the pop rules on a conversation that looks like the one asked about.
@@ -118,7 +118,7 @@ pub struct FindQuery {
 #[utoipa::path(get, path = "/api/v1/conversations", params(FindQuery),
     responses((status = 200, body = proto::ConversationList)), security(("bearer" = [])))]
 pub async fn find_conversations(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<FindQuery>) -> ApiResult<Json<proto::ConversationList>> {
-    app.require_admin(&headers)?;
+    app.require_admin(&headers).await?;
     let found = app.store.conversation_by_external(q.source.as_deref(), &q.external_id).await?;
     let mut conversations = vec![];
     if let Some(c) = found {
@@ -131,7 +131,7 @@ pub async fn find_conversations(State(app): State<Arc<App>>, headers: HeaderMap,
 #[utoipa::path(get, path = "/api/v1/conversations/{id}",
     responses((status = 200, body = proto::ConversationView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
 pub async fn conversation(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<proto::ConversationView>> {
-    let caller = app.caller(&headers, &axum::http::Method::GET)?;
+    let caller = app.caller(&headers, &axum::http::Method::GET).await?;
     let c = super::panel::visible_conversation(&app, &caller, &id).await?;
     Ok(Json(app.conversation_view(&c).await))
 }
@@ -142,7 +142,7 @@ pub async fn conversation(State(app): State<Arc<App>>, headers: HeaderMap, Path(
     security(("bearer" = [])))]
 pub async fn wrapup(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<proto::ConversationView>> {
     let received = Instant::now();
-    let caller = app.caller(&headers, &axum::http::Method::POST)?;
+    let caller = app.caller(&headers, &axum::http::Method::POST).await?;
     let mut w: proto::WrapupRequest =
         serde_json::from_slice(&body).map_err(|err| ApiError::unprocessable(format!("the wrap-up is not valid: {err}")))?;
     let c = super::panel::visible_conversation(&app, &caller, &id).await?;

@@ -32,7 +32,7 @@ pub async fn search(
     Path(entity): Path<String>,
     Query(mut params): Query<BTreeMap<String, String>>,
 ) -> ApiResult<Json<proto::RecordList>> {
-    app.require_admin(&headers)?;
+    app.require_admin(&headers).await?;
     let limit = match params.remove("limit") {
         Some(l) => l.parse::<u32>().map_err(|_| ApiError::unprocessable("`limit` must be a whole number"))?,
         None => 50,
@@ -45,7 +45,7 @@ pub async fn search(
 #[utoipa::path(post, path = "/api/v1/crm/{entity}", request_body = Object,
     responses((status = 201, body = proto::RecordView), (status = 422, body = proto::Problem)), security(("bearer" = [])))]
 pub async fn create(State(app): State<Arc<App>>, headers: HeaderMap, Path(entity): Path<String>, body: Bytes) -> ApiResult<Response> {
-    app.require_admin(&headers)?;
+    app.require_admin(&headers).await?;
     let fields = parse_fields(&body)?;
     let record = app.crm_store.create_record(&entity, fields).await?;
     Ok((StatusCode::CREATED, Json(views::record(&record))).into_response())
@@ -53,7 +53,7 @@ pub async fn create(State(app): State<Arc<App>>, headers: HeaderMap, Path(entity
 
 #[utoipa::path(get, path = "/api/v1/crm/{entity}/{id}", responses((status = 200, body = proto::RecordView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
 pub async fn read(State(app): State<Arc<App>>, headers: HeaderMap, Path((entity, id)): Path<(String, String)>) -> ApiResult<Json<proto::RecordView>> {
-    app.require_admin(&headers)?;
+    app.require_admin(&headers).await?;
     let r = app.crm_store.record(&entity, &id).await?.ok_or_else(|| ApiError::not_found(format!("no {entity} `{id}`")))?;
     Ok(Json(views::record(&r)))
 }
@@ -61,7 +61,7 @@ pub async fn read(State(app): State<Arc<App>>, headers: HeaderMap, Path((entity,
 #[utoipa::path(patch, path = "/api/v1/crm/{entity}/{id}", request_body = Object,
     responses((status = 200, body = proto::RecordView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
 pub async fn update(State(app): State<Arc<App>>, headers: HeaderMap, Path((entity, id)): Path<(String, String)>, body: Bytes) -> ApiResult<Json<proto::RecordView>> {
-    app.require_admin(&headers)?;
+    app.require_admin(&headers).await?;
     let fields = parse_fields(&body)?;
     let r = app.crm_store.update_record(&entity, &id, fields).await?.ok_or_else(|| ApiError::not_found(format!("no {entity} `{id}`")))?;
     Ok(Json(views::record(&r)))
@@ -69,14 +69,14 @@ pub async fn update(State(app): State<Arc<App>>, headers: HeaderMap, Path((entit
 
 #[utoipa::path(delete, path = "/api/v1/crm/{entity}/{id}", responses((status = 204), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
 pub async fn delete(State(app): State<Arc<App>>, headers: HeaderMap, Path((entity, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
-    app.require_admin(&headers)?;
+    app.require_admin(&headers).await?;
     if app.crm_store.delete_record(&entity, &id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::not_found(format!("no {entity} `{id}`"))) }
 }
 
 /// Activities of a record, newest first.
 #[utoipa::path(get, path = "/api/v1/crm/{entity}/{id}/activities", responses((status = 200, body = proto::ActivityList)), security(("bearer" = [])))]
 pub async fn activities(State(app): State<Arc<App>>, headers: HeaderMap, Path((entity, id)): Path<(String, String)>) -> ApiResult<Json<proto::ActivityList>> {
-    app.require_admin(&headers)?;
+    app.require_admin(&headers).await?;
     let list = app.crm_store.activities_for(&RecordRef::new(&entity, &id), 100).await?;
     Ok(Json(proto::ActivityList { activities: list.iter().map(views::activity).collect() }))
 }
@@ -88,7 +88,7 @@ pub async fn related(
     headers: HeaderMap,
     Path((entity, id, relation)): Path<(String, String, String)>,
 ) -> ApiResult<Json<proto::RecordView>> {
-    app.require_admin(&headers)?;
+    app.require_admin(&headers).await?;
     let spec = app.entities.iter().find(|e| e.name == entity).ok_or_else(|| ApiError::not_found(format!("unknown CRM entity `{entity}`")))?;
     let rel = spec.relation(&relation).ok_or_else(|| ApiError::not_found(format!("entity `{entity}` has no relation `{relation}`")))?;
     let source = app.crm_store.record(&entity, &id).await?.ok_or_else(|| ApiError::not_found(format!("no {entity} `{id}`")))?;
@@ -99,7 +99,7 @@ pub async fn related(
 
 #[utoipa::path(get, path = "/api/v1/activities/{id}", responses((status = 200, body = proto::ActivityView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
 pub async fn activity(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<proto::ActivityView>> {
-    app.require_admin(&headers)?;
+    app.require_admin(&headers).await?;
     let a = app.crm_store.activity(&id).await?.ok_or_else(|| ApiError::not_found(format!("no activity `{id}`")))?;
     Ok(Json(views::activity(&a)))
 }
@@ -109,7 +109,7 @@ pub async fn activity(State(app): State<Arc<App>>, headers: HeaderMap, Path(id):
 #[utoipa::path(post, path = "/api/v1/activities", request_body = proto::ActivityInput,
     responses((status = 201, body = proto::ActivityView), (status = 422, body = proto::Problem)), security(("bearer" = [])))]
 pub async fn create_activity(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
-    app.require_admin(&headers)?;
+    app.require_admin(&headers).await?;
     let input: proto::ActivityInput =
         serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable(format!("the activity is not valid: {e}")))?;
     if input.kind.trim().is_empty() {

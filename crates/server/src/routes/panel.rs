@@ -102,13 +102,14 @@ pub async fn sign_in(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
     }
     let req: proto::SignInRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable(format!("send {{\"agent\": \"…\", \"password\": \"…\"}}: {e}")))?;
-    let now = jiff::Timestamp::now().as_second();
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let now = now_ms / 1000;
     let checker = app.clone();
     let agent_id = req.agent.trim().to_string();
     // Argon2 takes tens of milliseconds on purpose: keep it off the async threads.
     let result = tokio::task::spawn_blocking(move || {
         let agent = checker.agent_config(&agent_id);
-        checker.sessions.sign_in(agent, &agent_id, &req.password, now)
+        checker.sessions.sign_in(agent, &agent_id, &req.password, now_ms)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("sign-in failed: {e}")))?;
@@ -137,15 +138,18 @@ pub async fn sign_in(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
 /// The signed-in agent.
 #[utoipa::path(get, path = "/api/v1/session", responses((status = 200, body = proto::SessionView), (status = 401, body = proto::Problem)))]
 pub async fn current_session(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Json<proto::SessionView>> {
-    let s = app.session(&headers).ok_or_else(|| ApiError::unauthorized("not signed in, or the session expired: sign in again"))?;
+    let s = app.session(&headers).await.ok_or_else(|| ApiError::unauthorized("not signed in, or the session expired: sign in again"))?;
     Ok(Json(session_view(&app, &s)))
 }
 
-/// Sign out: the cookie is cleared.
+/// Sign out: the cookie is cleared and every session of the agent issued until now is void
+/// (a copied cookie included), on every node.
 #[utoipa::path(delete, path = "/api/v1/session", responses((status = 204)))]
 pub async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {
-    if app.session(&headers).is_some() {
-        app.caller(&headers, &Method::DELETE)?;
+    if let Some(s) = app.session(&headers).await {
+        app.caller(&headers, &Method::DELETE).await?;
+        app.store.record_sign_out(&s.agent, cxbridge_domain::Timestamp::now()).await?;
+        tracing::info!(agent = s.agent, "agent signed out of the panel");
     }
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut().insert(header::SET_COOKIE, app.sessions.clear_cookie(&headers));
@@ -166,7 +170,7 @@ fn create_fields(spec: &cxbridge_domain::crm::EntitySpec) -> Vec<String> {
 /// Everything the panel needs after sign-in: wrap-up codes, workflows, entities, Dynamics.
 #[utoipa::path(get, path = "/api/v1/panel", responses((status = 200, body = proto::PanelView), (status = 401, body = proto::Problem)))]
 pub async fn bootstrap(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Json<proto::PanelView>> {
-    let s = app.session(&headers).ok_or_else(|| ApiError::unauthorized("not signed in, or the session expired: sign in again"))?;
+    let s = app.session(&headers).await.ok_or_else(|| ApiError::unauthorized("not signed in, or the session expired: sign in again"))?;
     let config = &app.config;
     Ok(Json(proto::PanelView {
         session: session_view(&app, &s),
@@ -223,7 +227,7 @@ async fn record_links(app: &App, c: &Conversation, links: Links, body: &[u8], re
     responses((status = 200, body = proto::ConversationView), (status = 404, body = proto::Problem), (status = 422, body = proto::Problem)))]
 pub async fn links(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<proto::ConversationView>> {
     let received = Instant::now();
-    let caller = app.caller(&headers, &Method::PUT)?;
+    let caller = app.caller(&headers, &Method::PUT).await?;
     let req: proto::LinksRequest = serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable(format!("the links are not valid: {e}")))?;
     let c = visible_conversation(&app, &caller, &id).await?;
     let mut refs: Vec<&proto::RecordRefView> = req.selected.iter().collect();
@@ -249,7 +253,7 @@ pub async fn links(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Pa
     responses((status = 200, body = proto::NewRecordResult), (status = 422, body = proto::Problem), (status = 502, body = proto::Problem)))]
 pub async fn new_record(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<proto::NewRecordResult>> {
     let received = Instant::now();
-    let caller = app.caller(&headers, &Method::POST)?;
+    let caller = app.caller(&headers, &Method::POST).await?;
     let req: proto::NewRecordRequest = serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable(format!("the new record is not valid: {e}")))?;
     let c = visible_conversation(&app, &caller, &id).await?;
     let spec = app.entities.iter().find(|e| e.name == req.entity).ok_or_else(|| {
@@ -302,7 +306,7 @@ async fn current_records(app: &App, c: &Conversation) -> Vec<proto::CandidateVie
 /// The customer card: the conversation's records and earlier interactions, newest first.
 #[utoipa::path(get, path = "/api/v1/conversations/{id}/related", responses((status = 200, body = proto::RelatedView), (status = 404, body = proto::Problem)))]
 pub async fn related(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<proto::RelatedView>> {
-    let caller = app.caller(&headers, &Method::GET)?;
+    let caller = app.caller(&headers, &Method::GET).await?;
     let c = visible_conversation(&app, &caller, &id).await?;
     let records = current_records(&app, &c).await;
     let own_key = cxbridge_domain::mapping::activity_key(&c.id);

@@ -19,7 +19,7 @@ use crate::views;
 /// The configured workflows.
 #[utoipa::path(get, path = "/api/v1/workflows", responses((status = 200, body = proto::WorkflowList)), security(("bearer" = [])))]
 pub async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Json<proto::WorkflowList>> {
-    app.caller(&headers, &Method::GET)?;
+    app.caller(&headers, &Method::GET).await?;
     Ok(Json(proto::WorkflowList { workflows: views(&app.config) }))
 }
 
@@ -36,7 +36,7 @@ pub fn views(config: &crate::config::Config) -> Vec<proto::WorkflowView> {
     responses((status = 200, body = proto::WorkflowResult), (status = 404, body = proto::Problem), (status = 422, body = proto::Problem), (status = 502, body = proto::Problem)),
     security(("bearer" = [])))]
 pub async fn run(State(app): State<Arc<App>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<proto::WorkflowResult>> {
-    let caller = app.caller(&headers, &Method::POST)?;
+    let caller = app.caller(&headers, &Method::POST).await?;
     let w = app.config.workflows.iter().find(|w| w.name == name).ok_or_else(|| {
         let known: Vec<&str> = app.config.workflows.iter().map(|w| w.name.as_str()).collect();
         ApiError::not_found(format!("no workflow `{name}`; configured: {}", if known.is_empty() { "none".into() } else { known.join(", ") }))

@@ -145,6 +145,10 @@ async fn the_session_is_an_http_only_cookie_and_changes_need_the_csrf_token() {
     let out = t.http.delete(t.url("/api/v1/session")).header(COOKIE, &alice.cookie).header("x-csrf-token", &alice.csrf).send().await.expect("sign out");
     assert_eq!(out.status(), 204);
     assert!(out.headers().get(SET_COOKIE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.contains("Max-Age=0")), "the cookie is cleared");
+    assert_eq!(alice.get("/api/v1/session").await.0, 401, "a copy of the cookie is void after sign-out");
+    assert!(matches!(alice.stream("alice").await, Err(401)), "and opens no stream");
+    let again = sign_in(&t, "alice", "alice-token").await.expect("signing in again works at once");
+    assert_eq!(again.get("/api/v1/session").await.0, 200);
 }
 
 #[tokio::test]
