@@ -6,6 +6,7 @@ use cxbridge_domain::conversation::{Direction, EndCause};
 
 pub mod crm;
 pub mod cti;
+pub mod ivr;
 pub mod sipgate;
 
 /// A call event as a PBX reports it, before the hub resolves agents and identifies the caller.

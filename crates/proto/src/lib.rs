@@ -547,3 +547,46 @@ pub struct RelatedView {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub warning: Option<String>,
 }
+
+/// The record's owner as the IVR sees them.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IvrOwnerView {
+    /// The owner as the CRM names them.
+    pub crm_user: String,
+    /// The agent it maps to (`[[agents]]` id, `crm_user_id` or name).
+    pub agent: Option<String>,
+    pub extension: Option<String>,
+    /// Signed in to the panel and not in a call.
+    pub available: bool,
+}
+
+/// Where the caller should go.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IvrRouteView {
+    /// `dial`, `queue`, `reject` or `continue` (no rule matched: the IVR's own default).
+    pub action: String,
+    /// What to dial: an extension, number or SIP URI (`dial`), or the queue (`queue`).
+    pub target: Option<String>,
+    /// The agent being dialed, when it is one.
+    pub agent: Option<String>,
+    /// Why (`reject`): `busy`, `rejected`, …
+    pub reason: Option<String>,
+    /// The rule that decided.
+    pub rule: Option<String>,
+}
+
+/// `GET /api/v1/ivr/lookup`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IvrLookupView {
+    /// The caller's number as asked.
+    pub ani: String,
+    pub e164: Option<String>,
+    pub blocked: bool,
+    pub identification: IdentificationView,
+    /// The caller's record, when exactly one matched.
+    pub record: Option<CandidateView>,
+    pub owner: Option<IvrOwnerView>,
+    /// The configured flag fields of the record (`[[ivr.flags]]`), empty ones left out.
+    pub flags: BTreeMap<String, String>,
+    pub route: IvrRouteView,
+}

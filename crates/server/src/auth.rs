@@ -56,7 +56,7 @@ impl App {
         let value = session::cookie(headers)?;
         let s = self.sessions.decode(value, jiff::Timestamp::now().as_second(), |id| self.agent_config(id))?;
         match self.store.signed_out_at(&s.agent).await {
-            Ok(Some(at)) if s.issued <= at.as_millisecond() => None,
+            Ok(Some(at)) if s.issued < at.as_millisecond() => None,
             Ok(_) => Some(s),
             Err(e) => {
                 // Without the database nothing else works either; refuse rather than guess.
@@ -104,6 +104,8 @@ impl App {
 pub struct Tokens {
     pub admin: Vec<String>,
     pub cti: String,
+    /// The IVR's token (`/api/v1/ivr/*`).
+    pub ivr: String,
     /// agent id → stream token
     pub agents: HashMap<String, String>,
 }
@@ -116,6 +118,10 @@ impl Tokens {
     pub fn is_admin(&self, token: &str) -> bool {
         // Check every token so the time taken does not tell which one nearly matched.
         self.admin.iter().fold(false, |ok, t| same(t, token) | ok)
+    }
+
+    pub fn is_ivr(&self, token: &str) -> bool {
+        same(&self.ivr, token)
     }
 
     pub fn is_cti(&self, token: &str) -> bool {

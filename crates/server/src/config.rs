@@ -26,6 +26,7 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub workflows: Vec<WorkflowConfig>,
     pub panel: PanelConfig,
+    pub ivr: IvrConfig,
     /// Dispositions the agent chooses from at wrap-up (`[[wrapup_codes]]`).
     pub wrapup_codes: Vec<WrapupCodeConfig>,
     /// Whether the file set `[[memorialization.fields]]` itself (else the CRM's defaults apply).
@@ -149,6 +150,29 @@ pub struct WorkflowConfig {
     /// The button's text in the panel (default: the name).
     #[serde(default)]
     pub label: Option<String>,
+}
+
+/// `[ivr]`: what an IVR may ask while the caller waits (`/api/v1/ivr/*`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct IvrConfig {
+    /// The IVR's own token (Bearer, or in the path `/api/v1/ivr/{token}/…`); also
+    /// `CXBRIDGE_IVR_TOKEN`; generated into DATA_DIR/ivr-token when unset. Admin tokens work too.
+    pub token: Option<String>,
+    /// The record field naming its owner (built-in `owner`, Dataverse `_ownerid_value`,
+    /// Salesforce `OwnerId`). When the caller's record lacks it, its related records are asked.
+    pub owner_field: Option<String>,
+    /// Fields of the caller's record returned as flags (VIP, language, open cases…).
+    pub flags: Vec<IvrFlagConfig>,
+    /// Routing rules, first match wins. None: reject blocked callers, ring an available owner.
+    pub rules: Vec<cxbridge_domain::ivr::IvrRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IvrFlagConfig {
+    pub name: String,
+    pub field: String,
 }
 
 /// `[panel]`: the agent panel at `/agent`.
@@ -404,6 +428,13 @@ impl Config {
             }
         }
         self.validate_panel()?;
+        let mut rule_names = std::collections::HashSet::new();
+        for r in &self.ivr.rules {
+            r.validate().map_err(|e| format!("[[ivr.rules]] {e}"))?;
+            if !rule_names.insert(&r.name) {
+                return Err(format!("[[ivr.rules]]: rule `{}` is declared twice", r.name));
+            }
+        }
         let mut codes = std::collections::HashSet::new();
         for c in &self.wrapup_codes {
             if c.code.trim().is_empty() {

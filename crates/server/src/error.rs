@@ -74,3 +74,31 @@ pub fn crm_problem(e: cxbridge_domain::crm::CrmError) -> ApiError {
         CrmError::Transient { message, .. } => ApiError::new(StatusCode::BAD_GATEWAY, format!("the CRM did not answer: {message}; try again")),
     }
 }
+
+/// `Query<T>` whose refusals are problem+json that name the bad parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| ApiQuery(v))
+            .map_err(|e| ApiError::bad_request(format!("{}; see /api/v1/openapi.json for the parameters", e.body_text())))
+    }
+}
+
+/// `Path<T>` whose refusals are problem+json.
+pub struct ApiPath<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| ApiPath(v))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}

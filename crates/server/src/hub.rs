@@ -52,6 +52,11 @@ impl AgentHub {
         streams.get(agent).map_or(0, |list| list.iter().filter(|(_, tx)| tx.send(frame.clone()).is_ok()).count())
     }
 
+    /// Whether `agent` has a stream open (on this node).
+    pub fn is_connected(&self, agent: &str) -> bool {
+        self.streams.read().is_ok_and(|s| s.get(agent).is_some_and(|l| !l.is_empty()))
+    }
+
     pub fn connected_agents(&self) -> usize {
         self.streams.read().map_or(0, |s| s.len())
     }

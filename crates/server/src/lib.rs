@@ -9,6 +9,7 @@ pub mod error;
 pub mod hub;
 pub mod demo;
 pub mod import;
+pub mod ivr;
 pub mod routes;
 pub mod service;
 pub mod session;
@@ -74,9 +75,17 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
             None => auth::stored_token(data, "cti-token").context("cannot store the generated CTI token")?,
         },
     };
+    let ivr = match std::env::var("CXBRIDGE_IVR_TOKEN") {
+        Ok(t) if !t.is_empty() => t,
+        _ => match &config.ivr.token {
+            Some(t) => t.clone(),
+            None => auth::stored_token(data, "ivr-token").context("cannot store the generated IVR token")?,
+        },
+    };
     let tokens = Tokens {
         admin,
         cti,
+        ivr,
         agents: config.agents.iter().filter_map(|a| a.token.clone().map(|t| (a.id.clone(), t))).collect(),
     };
     let session_secret = match std::env::var("CXBRIDGE_SESSION_SECRET") {

@@ -416,11 +416,13 @@ function connect() {
     try { msg = JSON.parse(ev.data); } catch { return; }
     handleMessage(msg);
   };
-  ws.onclose = () => {
+  ws.onclose = (ev) => {
     if (state.ws !== ws) return;
     state.ws = null;
     setConn("offline");
-    if (!opened) sessionLost(); // an upgrade refused with 401 shows only as a failed connection
+    // An upgrade refused with 401 shows only as a failed connection; 4401/4403 close a stream
+    // whose session ended.
+    if (!opened || ev.code === 4401 || ev.code === 4403) sessionLost();
     scheduleReconnect();
   };
 }
@@ -496,6 +498,8 @@ function accept(ac, kind) {
   let e = state.entries.get(id);
   if (!e) {
     if (kind !== "pop" && state.dismissed.has(id)) return;
+    // An update about a conversation another agent has: not ours (a transfer to us comes as a pop).
+    if (kind !== "pop" && kind !== "snapshot" && conv.agent && conv.agent !== state.agent) return;
     if (kind === "pop" && state.dismissed.delete(id)) local.set(key("dismissed"), [...state.dismissed]);
     e = addEntry(conv, pop);
     if ((kind === "pop" || kind === "snapshot") && !state.popped.has(id)) onNewPop(e);
@@ -536,6 +540,8 @@ function updateEntry(e, conv, pop) {
   // Offered to several agents and answered by another one: this card is not ours to keep.
   if (conv.agent && conv.agent !== state.agent && conv.agent !== prev.agent && !e.wasMine && !hasDraft(e)) {
     announce(`${callerText(conv)} was answered by ${conv.agent}.`);
+    state.dismissed.add(e.id);
+    local.set(key("dismissed"), [...state.dismissed].slice(-KEEP_IDS));
     removeEntry(e.id);
     return;
   }
@@ -587,8 +593,7 @@ function addEntry(conv, pop) {
       wfOpen: null,
       editing: false,
       sent: false,
-      error: null,
-      note: null,
+      retrying: false,
     },
     sig: {},
   };
@@ -627,8 +632,8 @@ function addEntry(conv, pop) {
 function placeEntry(e) {
   const list = $("#tablist");
   const cards = $("#cards");
-  const key = (x) => `${x.conv.offered_at || ""}\u0000${String(x.n).padStart(8, "0")}`;
-  const after = [...state.entries.values()].filter((x) => x !== e && x.tab.isConnected && key(x) > key(e)).sort((a, b) => (key(a) < key(b) ? -1 : 1))[0];
+  const order = (x) => `${x.conv.offered_at || ""}\u0000${String(x.n).padStart(8, "0")}`;
+  const after = [...state.entries.values()].filter((x) => x !== e && x.tab.isConnected && order(x) > order(e)).sort((a, b) => (order(a) < order(b) ? -1 : 1))[0];
   if (after) {
     list.insertBefore(e.tab, after.tab);
     cards.insertBefore(e.card, after.card);
@@ -837,13 +842,13 @@ function renderTab(e) {
     e.tab.dataset.memorialization = memo;
     // The state in words where it asks something of the agent; the channel otherwise.
     const hint = { offered: "Ringing", ended: "Wrap-up", completed: memo === "failed" ? "Save failed" : "Completed" }[c.state] || c.channel;
-    const sub = [hint, c.queue].filter(Boolean).join(" · ");
+    const sub = [hint, c.queue].filter(Boolean).map((x) => x[0].toUpperCase() + x.slice(1)).join(" · ");
     fill(e.tab, 
       h("span", { class: `dot dot-${c.state}${memo === "failed" ? " dot-failed" : ""}`, "aria-hidden": "true" }),
       h("span", { class: "tab-text" },
         h("span", { class: "tab-title" }, title),
         h("span", { class: "tab-sub" }, sub || c.direction)),
-      h("span", { class: "sr-only" }, `, ${STATE_WORDS[c.state] || c.state}${memo === "failed" ? ", saving failed" : ""}`),
+      c.state === "connected" ? h("span", { class: "sr-only" }, ", connected") : null,
     );
   });
 }

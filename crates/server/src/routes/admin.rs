@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cxbridge_domain::Timestamp;
@@ -12,7 +12,7 @@ use cxbridge_store::OutboxState;
 use serde::Deserialize;
 use utoipa::OpenApi;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
 use crate::service::App;
 use crate::views;
 
@@ -40,6 +40,7 @@ use crate::views;
         super::stream::stream,
         super::workflows::list,
         super::workflows::run,
+        super::ivr::lookup,
         super::panel::sign_in,
         super::panel::current_session,
         super::panel::sign_out,
@@ -144,7 +145,7 @@ pub struct OutboxQuery {
 
 /// Outbox items, newest change first.
 #[utoipa::path(get, path = "/api/v1/outbox", params(OutboxQuery), responses((status = 200, body = proto::OutboxList)), security(("bearer" = [])))]
-pub async fn outbox_list(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<OutboxQuery>) -> ApiResult<Json<proto::OutboxList>> {
+pub async fn outbox_list(State(app): State<Arc<App>>, headers: HeaderMap, ApiQuery(q): ApiQuery<OutboxQuery>) -> ApiResult<Json<proto::OutboxList>> {
     app.require_admin(&headers).await?;
     let state = match q.state.as_deref() {
         None => None,
@@ -156,7 +157,7 @@ pub async fn outbox_list(State(app): State<Arc<App>>, headers: HeaderMap, Query(
 
 /// Try a dead (or delivered) item again now.
 #[utoipa::path(post, path = "/api/v1/outbox/{id}/replay", responses((status = 200, body = proto::OutboxItemView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
-pub async fn outbox_replay(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<i64>) -> ApiResult<Json<proto::OutboxItemView>> {
+pub async fn outbox_replay(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<proto::OutboxItemView>> {
     // Supervisors retry failed memorializations from the panel.
     match app.caller(&headers, &axum::http::Method::POST).await? {
         crate::auth::Caller::Admin | crate::auth::Caller::Agent { supervisor: true, .. } => {}

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use cxbridge_domain::conversation::{Channel, Conversation, Direction, Disposition, Event, EventKind, WrapUp};
 use cxbridge_domain::crm::RecordRef;
@@ -13,7 +13,7 @@ use cxbridge_proto as proto;
 use cxbridge_store::Recorded;
 use serde::Deserialize;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
 use crate::service::{App, details, fnv1a};
 use crate::views;
 
@@ -59,7 +59,7 @@ pub struct IdentifyQuery {
 /// Identify a caller and show the pop the rules choose.
 #[utoipa::path(get, path = "/api/v1/identify", params(IdentifyQuery),
     responses((status = 200, body = proto::IdentifyResponse)), security(("bearer" = [])))]
-pub async fn identify(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<IdentifyQuery>) -> ApiResult<Json<proto::IdentifyResponse>> {
+pub async fn identify(State(app): State<Arc<App>>, headers: HeaderMap, ApiQuery(q): ApiQuery<IdentifyQuery>) -> ApiResult<Json<proto::IdentifyResponse>> {
     app.require_admin(&headers).await?;
     let normalized = app.normalizer.normalize(&q.address);
     let identification = app.identify(&normalized).await;
@@ -117,7 +117,7 @@ pub struct FindQuery {
 /// Find a conversation by an id its source knows it by.
 #[utoipa::path(get, path = "/api/v1/conversations", params(FindQuery),
     responses((status = 200, body = proto::ConversationList)), security(("bearer" = [])))]
-pub async fn find_conversations(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<FindQuery>) -> ApiResult<Json<proto::ConversationList>> {
+pub async fn find_conversations(State(app): State<Arc<App>>, headers: HeaderMap, ApiQuery(q): ApiQuery<FindQuery>) -> ApiResult<Json<proto::ConversationList>> {
     app.require_admin(&headers).await?;
     let found = app.store.conversation_by_external(q.source.as_deref(), &q.external_id).await?;
     let mut conversations = vec![];
@@ -130,7 +130,7 @@ pub async fn find_conversations(State(app): State<Arc<App>>, headers: HeaderMap,
 /// A conversation by its hub id.
 #[utoipa::path(get, path = "/api/v1/conversations/{id}",
     responses((status = 200, body = proto::ConversationView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
-pub async fn conversation(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<proto::ConversationView>> {
+pub async fn conversation(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(id): ApiPath<String>) -> ApiResult<Json<proto::ConversationView>> {
     let caller = app.caller(&headers, &axum::http::Method::GET).await?;
     let c = super::panel::visible_conversation(&app, &caller, &id).await?;
     Ok(Json(app.conversation_view(&c).await))
@@ -140,7 +140,7 @@ pub async fn conversation(State(app): State<Arc<App>>, headers: HeaderMap, Path(
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/wrapup", request_body = proto::WrapupRequest,
     responses((status = 200, body = proto::ConversationView), (status = 404, body = proto::Problem), (status = 422, body = proto::Problem)),
     security(("bearer" = [])))]
-pub async fn wrapup(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<proto::ConversationView>> {
+pub async fn wrapup(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(id): ApiPath<String>, body: Bytes) -> ApiResult<Json<proto::ConversationView>> {
     let received = Instant::now();
     let caller = app.caller(&headers, &axum::http::Method::POST).await?;
     let mut w: proto::WrapupRequest =

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cxbridge_domain::crm::RecordRef;
 use cxbridge_proto as proto;
 use cxbridge_store::RecordQuery;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
 use crate::service::{App, string_fields};
 use crate::views;
 
@@ -29,8 +29,8 @@ fn parse_fields(body: &[u8]) -> ApiResult<BTreeMap<String, String>> {
 pub async fn search(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Path(entity): Path<String>,
-    Query(mut params): Query<BTreeMap<String, String>>,
+    ApiPath(entity): ApiPath<String>,
+    ApiQuery(mut params): ApiQuery<BTreeMap<String, String>>,
 ) -> ApiResult<Json<proto::RecordList>> {
     app.require_admin(&headers).await?;
     let limit = match params.remove("limit") {
@@ -44,7 +44,7 @@ pub async fn search(
 
 #[utoipa::path(post, path = "/api/v1/crm/{entity}", request_body = Object,
     responses((status = 201, body = proto::RecordView), (status = 422, body = proto::Problem)), security(("bearer" = [])))]
-pub async fn create(State(app): State<Arc<App>>, headers: HeaderMap, Path(entity): Path<String>, body: Bytes) -> ApiResult<Response> {
+pub async fn create(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(entity): ApiPath<String>, body: Bytes) -> ApiResult<Response> {
     app.require_admin(&headers).await?;
     let fields = parse_fields(&body)?;
     let record = app.crm_store.create_record(&entity, fields).await?;
@@ -52,7 +52,7 @@ pub async fn create(State(app): State<Arc<App>>, headers: HeaderMap, Path(entity
 }
 
 #[utoipa::path(get, path = "/api/v1/crm/{entity}/{id}", responses((status = 200, body = proto::RecordView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
-pub async fn read(State(app): State<Arc<App>>, headers: HeaderMap, Path((entity, id)): Path<(String, String)>) -> ApiResult<Json<proto::RecordView>> {
+pub async fn read(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath((entity, id)): ApiPath<(String, String)>) -> ApiResult<Json<proto::RecordView>> {
     app.require_admin(&headers).await?;
     let r = app.crm_store.record(&entity, &id).await?.ok_or_else(|| ApiError::not_found(format!("no {entity} `{id}`")))?;
     Ok(Json(views::record(&r)))
@@ -60,7 +60,7 @@ pub async fn read(State(app): State<Arc<App>>, headers: HeaderMap, Path((entity,
 
 #[utoipa::path(patch, path = "/api/v1/crm/{entity}/{id}", request_body = Object,
     responses((status = 200, body = proto::RecordView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
-pub async fn update(State(app): State<Arc<App>>, headers: HeaderMap, Path((entity, id)): Path<(String, String)>, body: Bytes) -> ApiResult<Json<proto::RecordView>> {
+pub async fn update(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath((entity, id)): ApiPath<(String, String)>, body: Bytes) -> ApiResult<Json<proto::RecordView>> {
     app.require_admin(&headers).await?;
     let fields = parse_fields(&body)?;
     let r = app.crm_store.update_record(&entity, &id, fields).await?.ok_or_else(|| ApiError::not_found(format!("no {entity} `{id}`")))?;
@@ -68,14 +68,14 @@ pub async fn update(State(app): State<Arc<App>>, headers: HeaderMap, Path((entit
 }
 
 #[utoipa::path(delete, path = "/api/v1/crm/{entity}/{id}", responses((status = 204), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
-pub async fn delete(State(app): State<Arc<App>>, headers: HeaderMap, Path((entity, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn delete(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath((entity, id)): ApiPath<(String, String)>) -> ApiResult<StatusCode> {
     app.require_admin(&headers).await?;
     if app.crm_store.delete_record(&entity, &id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::not_found(format!("no {entity} `{id}`"))) }
 }
 
 /// Activities of a record, newest first.
 #[utoipa::path(get, path = "/api/v1/crm/{entity}/{id}/activities", responses((status = 200, body = proto::ActivityList)), security(("bearer" = [])))]
-pub async fn activities(State(app): State<Arc<App>>, headers: HeaderMap, Path((entity, id)): Path<(String, String)>) -> ApiResult<Json<proto::ActivityList>> {
+pub async fn activities(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath((entity, id)): ApiPath<(String, String)>) -> ApiResult<Json<proto::ActivityList>> {
     app.require_admin(&headers).await?;
     let list = app.crm_store.activities_for(&RecordRef::new(&entity, &id), 100).await?;
     Ok(Json(proto::ActivityList { activities: list.iter().map(views::activity).collect() }))
@@ -86,7 +86,7 @@ pub async fn activities(State(app): State<Arc<App>>, headers: HeaderMap, Path((e
 pub async fn related(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Path((entity, id, relation)): Path<(String, String, String)>,
+    ApiPath((entity, id, relation)): ApiPath<(String, String, String)>,
 ) -> ApiResult<Json<proto::RecordView>> {
     app.require_admin(&headers).await?;
     let spec = app.entities.iter().find(|e| e.name == entity).ok_or_else(|| ApiError::not_found(format!("unknown CRM entity `{entity}`")))?;
@@ -98,7 +98,7 @@ pub async fn related(
 }
 
 #[utoipa::path(get, path = "/api/v1/activities/{id}", responses((status = 200, body = proto::ActivityView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
-pub async fn activity(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<proto::ActivityView>> {
+pub async fn activity(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(id): ApiPath<String>) -> ApiResult<Json<proto::ActivityView>> {
     app.require_admin(&headers).await?;
     let a = app.crm_store.activity(&id).await?.ok_or_else(|| ApiError::not_found(format!("no activity `{id}`")))?;
     Ok(Json(views::activity(&a)))

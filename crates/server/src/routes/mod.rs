@@ -10,6 +10,7 @@ use crate::service::App;
 mod admin;
 mod api;
 mod crm;
+mod ivr;
 mod panel;
 mod pbx;
 mod stream;
@@ -33,6 +34,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/conversations/{id}/records", post(panel::new_record))
         .route("/api/v1/conversations/{id}/related", get(panel::related))
         .route("/api/v1/agents/{agent}/stream", get(stream::stream))
+        .route("/api/v1/ivr/lookup", get(ivr::lookup))
+        .route("/api/v1/ivr/{token}/lookup", get(ivr::lookup_with_token))
         .route("/api/v1/session", get(panel::current_session).post(panel::sign_in).delete(panel::sign_out))
         .route("/api/v1/panel", get(panel::bootstrap))
         .route("/agent", get(panel::index))

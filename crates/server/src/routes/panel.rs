@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cxbridge_domain::conversation::{Conversation, Event, EventKind, Links};
@@ -17,7 +17,7 @@ use cxbridge_proto as proto;
 use cxbridge_store::Recorded;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult, crm_problem};
+use crate::error::{ApiError, ApiPath, ApiResult, crm_problem};
 use crate::service::{App, fnv1a};
 use crate::session::{self, SignInError};
 use crate::views;
@@ -30,7 +30,7 @@ pub async fn index(State(app): State<Arc<App>>, headers: HeaderMap) -> Response 
 }
 
 /// A file of the agent panel.
-pub async fn asset(State(app): State<Arc<App>>, Path(file): Path<String>, headers: HeaderMap) -> Response {
+pub async fn asset(State(app): State<Arc<App>>, ApiPath(file): ApiPath<String>, headers: HeaderMap) -> Response {
     serve_asset(&app, &file, &headers)
 }
 
@@ -225,7 +225,7 @@ async fn record_links(app: &App, c: &Conversation, links: Links, body: &[u8], re
 /// Choose the record the conversation is about, or set the pinned records.
 #[utoipa::path(put, path = "/api/v1/conversations/{id}/links", request_body = proto::LinksRequest,
     responses((status = 200, body = proto::ConversationView), (status = 404, body = proto::Problem), (status = 422, body = proto::Problem)))]
-pub async fn links(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<proto::ConversationView>> {
+pub async fn links(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(id): ApiPath<String>, body: Bytes) -> ApiResult<Json<proto::ConversationView>> {
     let received = Instant::now();
     let caller = app.caller(&headers, &Method::PUT).await?;
     let req: proto::LinksRequest = serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable(format!("the links are not valid: {e}")))?;
@@ -251,7 +251,7 @@ pub async fn links(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Pa
 /// Create the caller's record in the CRM (nobody matched) and make it the conversation's.
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/records", request_body = proto::NewRecordRequest,
     responses((status = 200, body = proto::NewRecordResult), (status = 422, body = proto::Problem), (status = 502, body = proto::Problem)))]
-pub async fn new_record(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<proto::NewRecordResult>> {
+pub async fn new_record(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(id): ApiPath<String>, body: Bytes) -> ApiResult<Json<proto::NewRecordResult>> {
     let received = Instant::now();
     let caller = app.caller(&headers, &Method::POST).await?;
     let req: proto::NewRecordRequest = serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable(format!("the new record is not valid: {e}")))?;
@@ -305,7 +305,7 @@ async fn current_records(app: &App, c: &Conversation) -> Vec<proto::CandidateVie
 
 /// The customer card: the conversation's records and earlier interactions, newest first.
 #[utoipa::path(get, path = "/api/v1/conversations/{id}/related", responses((status = 200, body = proto::RelatedView), (status = 404, body = proto::Problem)))]
-pub async fn related(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<proto::RelatedView>> {
+pub async fn related(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(id): ApiPath<String>) -> ApiResult<Json<proto::RelatedView>> {
     let caller = app.caller(&headers, &Method::GET).await?;
     let c = visible_conversation(&app, &caller, &id).await?;
     let records = current_records(&app, &c).await;

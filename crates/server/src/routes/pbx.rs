@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cxbridge_connectors::{WireError, cti, sipgate};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiPath};
 use crate::service::App;
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -36,7 +36,7 @@ fn reject_token(app: &App, token: &str) -> Result<(), ApiError> {
 }
 
 /// `POST /api/v1/cti/{token}`: Zammad-compatible generic CTI, JSON or form.
-pub async fn cti(State(app): State<Arc<App>>, Path(token): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn cti(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let received = Instant::now();
     reject_token(&app, &token)?;
     let ev = if is_form(&headers) { cti::parse_form(&body) } else { cti::parse_json(&body) }.map_err(wire_error)?;
@@ -45,7 +45,7 @@ pub async fn cti(State(app): State<Arc<App>>, Path(token): Path<String>, headers
 }
 
 /// `POST /api/v1/sipgate/{token}`: sipgate.io push, form in, XML out.
-pub async fn sipgate(State(app): State<Arc<App>>, Path(token): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn sipgate(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let received = Instant::now();
     reject_token(&app, &token)?;
     let ev = sipgate::parse_form(&body).map_err(wire_error)?;

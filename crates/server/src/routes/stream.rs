@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use cxbridge_proto as proto;
 
 use crate::auth::bearer;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiPath, ApiQuery};
 use crate::service::{App, frame};
 
 /// Agent stream (WebSocket). The panel's session cookie signs it in; integrations send the
@@ -21,8 +21,8 @@ use crate::service::{App, frame};
     responses((status = 101, description = "WebSocket of AgentMessage JSON frames"), (status = 401, body = proto::Problem)))]
 pub async fn stream(
     State(app): State<Arc<App>>,
-    Path(agent): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    ApiPath(agent): ApiPath<String>,
+    ApiQuery(q): ApiQuery<HashMap<String, String>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use cxbridge_domain::crm::{RecordRef, SearchQuery};
 use cxbridge_proto as proto;
 
 use crate::config::WorkflowConfig;
-use crate::error::{ApiError, ApiResult, crm_problem};
+use crate::error::{ApiError, ApiPath, ApiResult, crm_problem};
 use crate::service::App;
 use crate::views;
 
@@ -35,7 +35,7 @@ pub fn views(config: &crate::config::Config) -> Vec<proto::WorkflowView> {
 #[utoipa::path(post, path = "/api/v1/workflows/{name}", request_body = proto::WorkflowInput,
     responses((status = 200, body = proto::WorkflowResult), (status = 404, body = proto::Problem), (status = 422, body = proto::Problem), (status = 502, body = proto::Problem)),
     security(("bearer" = [])))]
-pub async fn run(State(app): State<Arc<App>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<proto::WorkflowResult>> {
+pub async fn run(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(name): ApiPath<String>, body: Bytes) -> ApiResult<Json<proto::WorkflowResult>> {
     let caller = app.caller(&headers, &Method::POST).await?;
     let w = app.config.workflows.iter().find(|w| w.name == name).ok_or_else(|| {
         let known: Vec<&str> = app.config.workflows.iter().map(|w| w.name.as_str()).collect();

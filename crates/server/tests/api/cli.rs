@@ -78,10 +78,16 @@ async fn demo_prints_how_to_sign_in_and_the_agent_can() {
         .spawn()
         .expect("start demo");
     let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    let rest: Vec<String> = lines.take(5).filter_map(Result::ok).collect();
-    let text = rest.join("\n");
+    // Keep reading in the background: a closed pipe would make the demo's next print fail.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap_or_default();
+    let first = next();
+    let text = (0..7).map(|_| next()).collect::<Vec<_>>().join("\n");
     let base = first.trim_start_matches("cxbridge listening on ").to_string();
     let password = text.lines().find_map(|l| l.split_once("password ")).map(|(_, p)| p.trim().to_string()).unwrap_or_default();
     cxbridge_connectors::crm::ensure_tls();

@@ -7,6 +7,7 @@ mod calls;
 mod dataverse;
 mod cli;
 mod crm;
+mod ivr;
 mod lifecycle;
 mod panel;
 mod salesforce;

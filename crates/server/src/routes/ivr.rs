@@ -1,0 +1,144 @@
+//! `/api/v1/ivr/*`: the IVR asks who is calling and where the call should go, in our JSON,
+//! a flat string map, `key=value&…` text (Asterisk `CURL()` with `hashcompat`), or the PBX's
+//! own reply format (Zammad CTI, sipgate.io XML, Jambonz verbs).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use cxbridge_connectors::ivr as formats;
+use cxbridge_domain::ivr::Route;
+use cxbridge_proto as proto;
+use serde::Deserialize;
+
+use crate::auth::bearer;
+use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
+use crate::ivr::Lookup;
+use crate::service::App;
+use crate::views;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LookupQuery {
+    /// The caller's number, any notation (`+` may arrive as a space: it is restored).
+    pub ani: String,
+    /// The dialed number, for rules on it.
+    pub dnis: Option<String>,
+    /// `json` (default), `flat`, `text`, `zammad`, `sipgate` or `jambonz`.
+    pub format: Option<String>,
+}
+
+const FORMATS: &str = "json, flat, text, zammad, sipgate or jambonz";
+
+fn authorize(app: &App, headers: &HeaderMap, path_token: Option<&str>) -> ApiResult<()> {
+    let ok = |t: &str| app.tokens.is_ivr(t) || app.tokens.is_admin(t);
+    match (path_token, bearer(headers)) {
+        (Some(t), _) if ok(t) => Ok(()),
+        (None, Some(t)) if ok(t) => Ok(()),
+        _ => Err(ApiError::unauthorized("send the IVR token ([ivr] token, CXBRIDGE_IVR_TOKEN or DATA_DIR/ivr-token) as `Authorization: Bearer …` or in the path /api/v1/ivr/{token}/lookup")),
+    }
+}
+
+/// Who is calling and where the call should go.
+#[utoipa::path(get, path = "/api/v1/ivr/lookup", params(LookupQuery),
+    responses((status = 200, body = proto::IvrLookupView), (status = 401, body = proto::Problem), (status = 422, body = proto::Problem)),
+    security(("bearer" = [])))]
+pub async fn lookup(State(app): State<Arc<App>>, headers: HeaderMap, ApiQuery(q): ApiQuery<LookupQuery>) -> ApiResult<Response> {
+    authorize(&app, &headers, None)?;
+    answer(&app, q).await
+}
+
+/// The same, with the token in the path for IVRs that cannot send headers.
+pub async fn lookup_with_token(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, ApiQuery(q): ApiQuery<LookupQuery>) -> ApiResult<Response> {
+    authorize(&app, &headers, Some(&token))?;
+    answer(&app, q).await
+}
+
+async fn answer(app: &App, q: LookupQuery) -> ApiResult<Response> {
+    let format = q.format.as_deref().unwrap_or("json");
+    if !["json", "flat", "text", "zammad", "sipgate", "jambonz"].contains(&format) {
+        return Err(ApiError::unprocessable(format!("`format` must be {FORMATS}, not `{format}`")));
+    }
+    if q.ani.len() > 64 {
+        return Err(ApiError::unprocessable("`ani` is longer than any phone number"));
+    }
+    let found = app.ivr_lookup(&q.ani, q.dnis.as_deref()).await;
+    let caller = found.normalized.e164().map_or_else(|| found.ani.clone(), str::to_string);
+    Ok(match format {
+        "flat" => Json(flat(&found)).into_response(),
+        "text" => text(&flat(&found)),
+        "zammad" => Json(formats::zammad(&found.route, &caller)).into_response(),
+        "jambonz" => Json(formats::jambonz(&found.route, &caller)).into_response(),
+        "sipgate" => {
+            let mut r = formats::sipgate(&found.route).into_response();
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+            r
+        }
+        _ => Json(view(&found)).into_response(),
+    })
+}
+
+fn route_view(r: &Route) -> proto::IvrRouteView {
+    let (target, agent, reason) = match r {
+        Route::Reject { reason, .. } => (None, None, Some(reason.clone())),
+        Route::Dial { target, agent, .. } => (Some(target.clone()), agent.clone(), None),
+        Route::Queue { queue, .. } => (Some(queue.clone()), None, None),
+        Route::Continue => (None, None, None),
+    };
+    proto::IvrRouteView { action: r.action().into(), target, agent, reason, rule: r.rule().map(str::to_string) }
+}
+
+fn view(l: &Lookup) -> proto::IvrLookupView {
+    proto::IvrLookupView {
+        ani: l.ani.clone(),
+        e164: l.normalized.e164().map(str::to_string),
+        blocked: l.blocked,
+        identification: views::identification(&l.identification),
+        record: l.record.as_ref().map(views::candidate),
+        owner: l.owner.as_ref().map(|o| proto::IvrOwnerView { crm_user: o.crm_user.clone(), agent: o.agent.clone(), extension: o.extension.clone(), available: o.available }),
+        flags: l.flags.clone(),
+        route: route_view(&l.route),
+    }
+}
+
+/// One level of string keys and values, for IVRs that take nothing else. Absent values are
+/// empty strings, so every key is always there.
+fn flat(l: &Lookup) -> BTreeMap<String, String> {
+    let route = route_view(&l.route);
+    let o = l.owner.as_ref();
+    let mut m = BTreeMap::new();
+    let mut put = |k: &str, v: Option<String>| {
+        m.insert(k.to_string(), v.unwrap_or_default());
+    };
+    put("ani", Some(l.ani.clone()));
+    put("e164", l.normalized.e164().map(str::to_string));
+    put("blocked", Some(l.blocked.to_string()));
+    put("identified", Some(l.record.is_some().to_string()));
+    put("matches", Some(l.identification.candidates().len().to_string()));
+    put("name", l.record.as_ref().map(|r| r.title.clone()));
+    put("entity", l.record.as_ref().map(|r| r.record.entity.clone()));
+    put("record_id", l.record.as_ref().map(|r| r.record.id.clone()));
+    put("owner", o.map(|o| o.crm_user.clone()));
+    put("owner_agent", o.and_then(|o| o.agent.clone()));
+    put("owner_extension", o.and_then(|o| o.extension.clone()));
+    put("owner_available", Some(o.is_some_and(|o| o.available).to_string()));
+    put("route_action", Some(route.action));
+    put("route_target", route.target);
+    put("route_reason", route.reason);
+    put("route_rule", route.rule);
+    for (k, v) in &l.flags {
+        m.insert(format!("flag_{k}"), v.clone());
+    }
+    m
+}
+
+/// `key=value&…`, URL-encoded: Asterisk reads it with `CURLOPT(hashcompat)=yes` into `HASH()`.
+fn text(map: &BTreeMap<String, String>) -> Response {
+    let body = serde_html_form::to_string(map).unwrap_or_default();
+    let mut r = body.into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}

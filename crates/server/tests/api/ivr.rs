@@ -1,0 +1,176 @@
+//! The IVR lookup: identity, owner, flags and the routing decision, in every format an IVR
+//! or PBX takes.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const IVR: &str = "test-ivr-token";
+
+const CONFIG: &str = r#"
+[phone]
+default_region = "DE"
+[routing]
+block_list = ["+49 30 6660000"]
+[[agents]]
+id = "alice"
+name = "Alice Example"
+cti_users = ["alice"]
+numbers = ["201"]
+token = "alice-token"
+[ivr]
+token = "test-ivr-token"
+flags = [{ name = "vip", field = "vip" }, { name = "language", field = "language" }]
+[[ivr.rules]]
+name = "blocked"
+when = { blocked = true }
+action = "reject"
+[[ivr.rules]]
+name = "vip"
+when = { flag = "vip", equals = "yes" }
+action = "queue"
+target = "vip"
+[[ivr.rules]]
+name = "owner"
+action = "owner"
+[[ivr.rules]]
+name = "fallback"
+action = "dial"
+target = "sip:support@pbx.example.com"
+"#;
+
+async fn lookup(t: &TestApp, query: &str) -> (u16, String, String) {
+    let r = t.http.get(t.url(&format!("/api/v1/ivr/lookup?{query}"))).bearer_auth(IVR).send().await.expect("lookup");
+    let status = r.status().as_u16();
+    let ctype = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    (status, ctype, r.text().await.unwrap_or_default())
+}
+
+async fn json_of(t: &TestApp, query: &str) -> Value {
+    let (s, _, body) = lookup(t, query).await;
+    assert_eq!(s, 200, "{body}");
+    serde_json::from_str(&body).expect("json")
+}
+
+async fn seeded() -> TestApp {
+    let t = spawn_with(CONFIG).await;
+    let acme = t.create("account", json!({"name": "Acme", "phone": "+49 30 1110000", "owner": "alice"})).await;
+    t.create("contact", json!({"name": "Ada Lovelace", "phone": "030 1234567", "account_id": acme, "language": "en"})).await;
+    t.create("contact", json!({"name": "Vera VIP", "phone": "+49 30 5550000", "vip": "yes"})).await;
+    t
+}
+
+#[tokio::test]
+async fn a_known_caller_goes_to_the_available_owner_of_their_account() {
+    let t = seeded().await;
+    let mut alice = t.agent("alice").await;
+    next_of(&mut alice, "snapshot").await;
+    let v = json_of(&t, "ani=%2B49301234567&dnis=%2B4930999").await;
+    assert_eq!(v["identification"]["outcome"], "single");
+    assert_eq!(v["record"]["title"], "Ada Lovelace");
+    assert_eq!(v["owner"], json!({"crm_user": "alice", "agent": "alice", "extension": "201", "available": true}), "the account's owner");
+    assert_eq!(v["flags"], json!({"language": "en"}), "empty flags are left out");
+    assert_eq!(v["route"], json!({"action": "dial", "target": "201", "agent": "alice", "reason": null, "rule": "owner"}));
+
+    // Alice takes a call: she is busy, so the next caller goes to the fallback.
+    t.cti(new_call("busy-1", "+49 40 9999999", "alice")).await;
+    t.cti(answer("busy-1", "alice")).await;
+    let v = json_of(&t, "ani=%2B49301234567").await;
+    assert_eq!((v["owner"]["available"].as_bool(), v["route"]["rule"].as_str()), (Some(false), Some("fallback")));
+    assert_eq!(v["route"]["target"], "sip:support@pbx.example.com");
+    close(alice).await;
+}
+
+#[tokio::test]
+async fn an_owner_without_the_panel_open_is_not_available() {
+    let t = seeded().await;
+    let v = json_of(&t, "ani=030%201234567").await;
+    assert_eq!((v["owner"]["agent"].as_str(), v["owner"]["available"].as_bool()), (Some("alice"), Some(false)));
+    assert_eq!(v["route"]["rule"], "fallback");
+}
+
+#[tokio::test]
+async fn a_plus_that_arrived_as_a_space_is_restored() {
+    let t = seeded().await;
+    // Kamailio's `$fU` in a URL without encoding: `ani=+4930…` reaches us as ` 4930…`.
+    let v = json_of(&t, "ani=+49301234567").await;
+    assert_eq!((v["ani"].as_str(), v["e164"].as_str(), v["record"]["title"].as_str()), (Some("+49301234567"), Some("+49301234567"), Some("Ada Lovelace")));
+}
+
+#[tokio::test]
+async fn rules_decide_first_match_wins_in_every_pbx_format() {
+    let t = seeded().await;
+    let cases = [
+        // (caller, zammad, sipgate, jambonz)
+        (
+            "%2B49306660000",
+            json!({"action": "reject", "reason": "busy"}),
+            "<Response>\n  <Reject reason=\"busy\"/>\n</Response>\n",
+            json!([{"verb": "sip:decline", "status": 486, "reason": "Busy Here"}]),
+        ),
+        (
+            "%2B49305550000",
+            json!({"action": "dial", "caller_id": "+49305550000", "number": "vip"}),
+            "<Response>\n  <Dial>\n    <Number>vip</Number>\n  </Dial>\n</Response>\n",
+            json!([{"verb": "enqueue", "name": "vip"}]),
+        ),
+        (
+            "%2B49307770000",
+            json!({"action": "dial", "caller_id": "+49307770000", "number": "sip:support@pbx.example.com"}),
+            "<Response>\n  <Dial>\n    <Number>sip:support@pbx.example.com</Number>\n  </Dial>\n</Response>\n",
+            json!([{"verb": "dial", "callerId": "+49307770000", "answerOnBridge": true, "target": [{"type": "sip", "sipUri": "sip:support@pbx.example.com"}]}]),
+        ),
+    ];
+    for (ani, zammad, sipgate, jambonz) in cases {
+        assert_eq!(json_of(&t, &format!("ani={ani}&format=zammad")).await, zammad, "{ani}");
+        let (s, ctype, xml) = lookup(&t, &format!("ani={ani}&format=sipgate")).await;
+        assert_eq!((s, ctype.as_str()), (200, "application/xml"));
+        assert_eq!(xml, format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{sipgate}"), "{ani}");
+        assert_eq!(json_of(&t, &format!("ani={ani}&format=jambonz")).await, jambonz, "{ani}");
+    }
+}
+
+#[tokio::test]
+async fn flat_and_text_answers_for_simple_ivrs() {
+    let t = seeded().await;
+    let flat = json_of(&t, "ani=%2B49305550000&format=flat").await;
+    let obj = flat.as_object().expect("object");
+    assert!(obj.values().all(Value::is_string), "only strings: {flat}");
+    assert_eq!(flat["name"], "Vera VIP");
+    assert_eq!(flat["flag_vip"], "yes");
+    assert_eq!((flat["route_action"].as_str(), flat["route_target"].as_str(), flat["route_rule"].as_str()), (Some("queue"), Some("vip"), Some("vip")));
+    assert_eq!(flat["owner"], "", "absent values are empty strings");
+
+    let (s, ctype, text) = lookup(&t, "ani=%2B49305550000&format=text").await;
+    assert_eq!((s, ctype.as_str()), (200, "text/plain; charset=utf-8"));
+    assert!(text.contains("name=Vera+VIP") || text.contains("name=Vera%20VIP"), "{text}");
+    assert!(text.contains("route_action=queue&"), "{text}");
+    assert!(text.contains("ani=%2B49305550000"), "URL-encoded: {text}");
+}
+
+#[tokio::test]
+async fn the_ivr_needs_its_token_and_says_what_is_wrong() {
+    let t = seeded().await;
+    let none = t.http.get(t.url("/api/v1/ivr/lookup?ani=1")).send().await.expect("no token");
+    assert_eq!(none.status(), 401);
+    let wrong = t.http.get(t.url("/api/v1/ivr/lookup?ani=1")).bearer_auth("nope").send().await.expect("wrong token");
+    assert_eq!(wrong.status(), 401);
+    let in_path = t.http.get(t.url(&format!("/api/v1/ivr/{IVR}/lookup?ani=%2B49301234567&format=flat"))).send().await.expect("path token");
+    assert_eq!(in_path.status(), 200);
+    let admin = t.http.get(t.url("/api/v1/ivr/lookup?ani=1")).bearer_auth(ADMIN).send().await.expect("admin");
+    assert_eq!(admin.status(), 200, "admin tokens work too");
+    let (s, ctype, body) = lookup(&t, "ani=1&format=xml").await;
+    assert_eq!((s, ctype.as_str()), (422, "application/problem+json"));
+    assert!(body.contains("json, flat, text, zammad, sipgate or jambonz"), "{body}");
+    let (s, ctype, body) = lookup(&t, "dnis=1").await;
+    assert_eq!((s, ctype.as_str()), (400, "application/problem+json"));
+    assert!(body.contains("missing field `ani`"), "names what is missing: {body}");
+}
+
+#[tokio::test]
+async fn with_no_rules_blocked_callers_are_rejected_and_the_rest_continue() {
+    let t = spawn_with("[phone]\ndefault_region = \"DE\"\n[routing]\nblock_list = [\"+49 30 6660000\"]\n[ivr]\ntoken = \"test-ivr-token\"\n").await;
+    assert_eq!(json_of(&t, "ani=%2B49306660000").await["route"]["action"], "reject");
+    let v = json_of(&t, "ani=anonymous").await;
+    assert_eq!((v["route"]["action"].as_str(), v["identification"]["outcome"].as_str()), (Some("continue"), Some("skipped")));
+}
