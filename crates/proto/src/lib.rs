@@ -590,3 +590,39 @@ pub struct IvrLookupView {
     pub flags: BTreeMap<String, String>,
     pub route: IvrRouteView,
 }
+
+/// `POST /api/v1/ivr/verify`: the caller proves who they are.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The caller's number.
+    pub ani: String,
+    /// What they give: a key of `[ivr.verify] fields` (`pin`, `order`, …).
+    pub kind: String,
+    pub value: String,
+}
+
+/// The answer says only yes or no: never which part was wrong, nor whether a record exists.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VerifyResult {
+    pub verified: bool,
+    /// The verified caller's record.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub record: Option<CandidateView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VerificationView {
+    pub at: String,
+    pub number: String,
+    pub record: Option<RecordRefView>,
+    pub kind: String,
+    /// `verified`, `refused` or `locked`.
+    pub outcome: String,
+}
+
+/// `GET /api/v1/ivr/verifications`: the audit trail, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VerificationList {
+    pub verifications: Vec<VerificationView>,
+}

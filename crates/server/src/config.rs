@@ -166,6 +166,26 @@ pub struct IvrConfig {
     pub flags: Vec<IvrFlagConfig>,
     /// Routing rules, first match wins. None: reject blocked callers, ring an available owner.
     pub rules: Vec<cxbridge_domain::ivr::IvrRule>,
+    pub verify: VerifyConfig,
+}
+
+/// `[ivr.verify]`: what a caller may prove and how often they may try.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// What the caller can give → the CRM field it is checked against (`pin = "pin"`).
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// Failed attempts allowed from one number within `window_secs`...
+    pub max_attempts_per_number: u32,
+    /// ...and on one record, from any number.
+    pub max_attempts_per_record: u32,
+    pub window_secs: u64,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        Self { fields: Default::default(), max_attempts_per_number: 3, max_attempts_per_record: 5, window_secs: 900 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -428,6 +448,10 @@ impl Config {
             }
         }
         self.validate_panel()?;
+        let v = &self.ivr.verify;
+        if v.max_attempts_per_number == 0 || v.max_attempts_per_record == 0 || v.window_secs == 0 {
+            return Err("[ivr.verify] max_attempts_per_number, max_attempts_per_record and window_secs must be at least 1".into());
+        }
         let mut rule_names = std::collections::HashSet::new();
         for r in &self.ivr.rules {
             r.validate().map_err(|e| format!("[[ivr.rules]] {e}"))?;

@@ -8,8 +8,32 @@ use cxbridge_domain::crm::Candidate;
 use cxbridge_domain::identify::Identification;
 use cxbridge_domain::ivr::{self, Facts, Owner, Route};
 use cxbridge_domain::phone::Normalized;
+use cxbridge_store::Verification;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
+use crate::error::ApiError;
 use crate::service::App;
+
+/// What a verification attempt came to.
+pub enum Verified {
+    Yes(Candidate),
+    No,
+    /// Too many failed attempts from this number or on this record; retry after the window.
+    Locked { retry_after_secs: u64 },
+}
+
+/// PINs, order and serial numbers are compared without spaces, dashes or case, as callers
+/// key or say them differently.
+fn canonical(v: &str) -> String {
+    v.chars().filter(|c| !c.is_whitespace() && *c != '-').flat_map(char::to_lowercase).collect()
+}
+
+/// Equal in constant time, whatever the lengths: digests are compared, not the values.
+fn same_secret(expected: &str, given: &str) -> bool {
+    let (a, b) = (Sha256::digest(canonical(expected).as_bytes()), Sha256::digest(canonical(given).as_bytes()));
+    !expected.trim().is_empty() && bool::from(a.as_slice().ct_eq(b.as_slice()))
+}
 
 /// Everything a lookup found.
 pub struct Lookup {
@@ -115,6 +139,58 @@ impl App {
         })
     }
 
+    /// Checks what the caller gives against the identified record's field, within the
+    /// attempt limits, and audits the attempt.
+    pub async fn ivr_verify(&self, ani: &str, kind: &str, value: &str) -> Result<Verified, ApiError> {
+        let config = &self.config.ivr.verify;
+        let Some(field) = config.fields.get(kind) else {
+            let kinds: Vec<&str> = config.fields.keys().map(String::as_str).collect();
+            let known = if kinds.is_empty() { "none; configure [ivr.verify] fields".to_string() } else { kinds.join(", ") };
+            return Err(ApiError::unprocessable(format!("`kind` must be one of the configured verifications: {known}")));
+        };
+        if value.trim().is_empty() || value.len() > 128 {
+            return Err(ApiError::unprocessable("`value` must be 1 to 128 characters"));
+        }
+        let ani = repair_ani(ani);
+        let normalized = self.normalizer.normalize(&ani);
+        let number = normalized.e164().map_or_else(|| ani.clone(), str::to_string);
+        let candidates = match self.identify(&normalized).await {
+            Identification::Single(c) => vec![c],
+            Identification::Multiple(cs) => cs,
+            _ => vec![],
+        };
+        // The per-record limit applies when the caller is one record; with several matches
+        // the number's limit is the guard.
+        let record = (candidates.len() == 1).then(|| candidates[0].record.clone());
+        let now = cxbridge_domain::Timestamp::now();
+        let since = now - std::time::Duration::from_secs(config.window_secs);
+        let (by_number, by_record) = self.store.failed_verifications(&number, record.as_ref(), since).await?;
+        let audit = |outcome: &str, record: Option<cxbridge_domain::crm::RecordRef>| Verification { at: now, number: number.clone(), record, kind: kind.to_string(), outcome: outcome.to_string() };
+        if by_number >= config.max_attempts_per_number || by_record >= config.max_attempts_per_record {
+            self.store.record_verification(&audit("locked", record.clone())).await?;
+            metrics::counter!("cxbridge_ivr_verifications_total", "outcome" => "locked").increment(1);
+            return Ok(Verified::Locked { retry_after_secs: config.window_secs });
+        }
+        // Compare against every match (and a dummy when there is none), so the time taken
+        // does not tell whether the caller is known.
+        let mut found = None;
+        for c in &candidates {
+            let expected = c.fields.get(field).map(String::as_str).unwrap_or("");
+            if same_secret(expected, value) && found.is_none() {
+                found = Some(c.clone());
+            }
+        }
+        if candidates.is_empty() {
+            let _ = same_secret("unknown-caller", value);
+        }
+        let outcome = if found.is_some() { "verified" } else { "refused" };
+        let audited = found.as_ref().map(|c| c.record.clone()).or(record);
+        self.store.record_verification(&audit(outcome, audited)).await?;
+        metrics::counter!("cxbridge_ivr_verifications_total", "outcome" => outcome).increment(1);
+        tracing::info!(number, kind, outcome, "caller verification");
+        Ok(found.map_or(Verified::No, Verified::Yes))
+    }
+
     async fn in_a_call(&self, agent: &str) -> bool {
         match self.store.conversations_for_agent(agent).await {
             Ok(open) => open.iter().any(|c| c.state == State::Connected && c.agent.as_deref() == Some(agent)),
@@ -126,7 +202,22 @@ impl App {
 
 #[cfg(test)]
 mod tests {
-    use super::repair_ani;
+    use super::{repair_ani, same_secret};
+
+    #[test]
+    fn secrets_compare_as_callers_say_them() {
+        for (expected, given, same) in [
+            ("1234", "1234", true),
+            ("1234", " 1234 ", true),
+            ("AB-1234-X", "ab1234x", true),
+            ("AB-1234-X", "ab 1234 x", true),
+            ("1234", "1235", false),
+            ("1234", "12345", false),
+            ("", "", false),
+        ] {
+            assert_eq!(same_secret(expected, given), same, "{expected:?} vs {given:?}");
+        }
+    }
 
     #[test]
     fn a_plus_lost_in_the_query_string_comes_back() {

@@ -9,7 +9,7 @@ use cxbridge_domain::conversation::{Address, Channel, Details, Direction, EndCau
 use cxbridge_domain::crm::{Activity, RecordRef};
 use cxbridge_domain::identify::Identification;
 
-use crate::{CrmStore, IndexChanges, OutboxState, RecordQuery, Recorded, Store};
+use crate::{CrmStore, IndexChanges, OutboxState, RecordQuery, Recorded, Store, Verification};
 
 fn event(key: &str, call: &str, at: Timestamp, kind: EventKind) -> Event {
     Event { dedup_key: key.into(), source: "test".into(), conversation_key: call.into(), leg: None, at, kind }
@@ -174,4 +174,28 @@ pub async fn story<S: Store + CrmStore>(store: &S) {
     store.record_sign_out("alice", at(400)).await.expect("older sign out");
     assert_eq!(store.signed_out_at("alice").await.expect("read").map(|t| t.as_millisecond()), Some(at(500).as_millisecond()));
     assert_eq!(store.signed_out_at("bob").await.expect("other agent"), None);
+
+    // Verification attempts are audited; only refusals count against the limits.
+    let ada = RecordRef::new("contact", "ada");
+    let attempt = |secs, number: &str, record: Option<&RecordRef>, outcome: &str| Verification {
+        at: at(secs),
+        number: number.into(),
+        record: record.cloned(),
+        kind: "pin".into(),
+        outcome: outcome.into(),
+    };
+    for v in [
+        attempt(600, "+4930111", Some(&ada), "refused"),
+        attempt(610, "+4930111", Some(&ada), "refused"),
+        attempt(620, "+4930222", Some(&ada), "refused"),
+        attempt(630, "+4930111", Some(&ada), "verified"),
+        attempt(640, "+4930333", None, "refused"),
+    ] {
+        store.record_verification(&v).await.expect("audit");
+    }
+    assert_eq!(store.failed_verifications("+4930111", Some(&ada), at(0)).await.expect("count"), (2, 3));
+    assert_eq!(store.failed_verifications("+4930111", Some(&ada), at(615)).await.expect("window"), (0, 1), "older attempts fall out of the window");
+    assert_eq!(store.failed_verifications("+4930333", None, at(0)).await.expect("no record"), (1, 0));
+    let trail = store.verifications(10).await.expect("trail");
+    assert_eq!((trail.len(), trail[0].number.as_str(), trail[0].record.as_ref()), (5, "+4930333", None), "newest first");
 }

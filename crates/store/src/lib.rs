@@ -100,6 +100,17 @@ pub struct OutboxStats {
     pub oldest_pending_secs: u64,
 }
 
+/// One caller verification attempt (the audit trail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub at: Timestamp,
+    pub number: String,
+    pub record: Option<RecordRef>,
+    pub kind: String,
+    /// `verified`, `refused` or `locked`.
+    pub outcome: String,
+}
+
 /// Conversations, events and the outbox.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -135,6 +146,13 @@ pub trait Store: Send + Sync + 'static {
     async fn record_sign_out(&self, agent: &str, at: Timestamp) -> Result<()>;
     /// When the agent last signed out, if ever.
     async fn signed_out_at(&self, agent: &str) -> Result<Option<Timestamp>>;
+
+    /// Audits a verification attempt.
+    async fn record_verification(&self, v: &Verification) -> Result<()>;
+    /// Failed (refused) attempts since `since`: from `number`, and on `record`.
+    async fn failed_verifications(&self, number: &str, record: Option<&RecordRef>, since: Timestamp) -> Result<(u32, u32)>;
+    /// The audit trail, newest first.
+    async fn verifications(&self, limit: u32) -> Result<Vec<Verification>>;
 }
 
 /// A record of the built-in CRM.

@@ -20,7 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Row, SqliteConnection};
 
 use crate::{
-    CrmStore, IndexChanges, OutboxItem, OutboxState, OutboxStats, Record, RecordQuery, Recorded, Result, Store, StoreError, StoredActivity, SyncState,
+    CrmStore, IndexChanges, OutboxItem, OutboxState, OutboxStats, Record, RecordQuery, Recorded, Result, Store, StoreError, StoredActivity, SyncState, Verification,
 };
 
 /// What the built-in CRM needs to know to index and show records.
@@ -572,6 +572,53 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+
+    async fn record_verification(&self, v: &Verification) -> Result<()> {
+        sqlx::query("INSERT INTO ivr_verifications (at, number, entity, record_id, kind, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .bind(ms(v.at))
+            .bind(&v.number)
+            .bind(v.record.as_ref().map(|r| r.entity.as_str()))
+            .bind(v.record.as_ref().map(|r| r.id.as_str()))
+            .bind(&v.kind)
+            .bind(&v.outcome)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn failed_verifications(&self, number: &str, record: Option<&RecordRef>, since: Timestamp) -> Result<(u32, u32)> {
+        let by_number: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ivr_verifications WHERE number = ?1 AND at >= ?2 AND outcome = 'refused'")
+            .bind(number)
+            .bind(ms(since))
+            .fetch_one(&self.reader)
+            .await?;
+        let by_record: i64 = match record {
+            Some(r) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM ivr_verifications WHERE entity = ?1 AND record_id = ?2 AND at >= ?3 AND outcome = 'refused'")
+                    .bind(&r.entity)
+                    .bind(&r.id)
+                    .bind(ms(since))
+                    .fetch_one(&self.reader)
+                    .await?
+            }
+            None => 0,
+        };
+        Ok((by_number as u32, by_record as u32))
+    }
+
+    async fn verifications(&self, limit: u32) -> Result<Vec<Verification>> {
+        let rows: Vec<(i64, String, Option<String>, Option<String>, String, String)> =
+            sqlx::query_as("SELECT at, number, entity, record_id, kind, outcome FROM ivr_verifications ORDER BY id DESC LIMIT ?1")
+                .bind(limit)
+                .fetch_all(&self.reader)
+                .await?;
+        rows.into_iter()
+            .map(|(at, number, entity, id, kind, outcome)| {
+                let record = entity.zip(id).map(|(e, i)| RecordRef::new(e, i));
+                Ok(Verification { at: ts(at)?, number, record, kind, outcome })
+            })
+            .collect()
     }
 
     async fn signed_out_at(&self, agent: &str) -> Result<Option<Timestamp>> {

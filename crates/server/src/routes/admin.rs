@@ -41,6 +41,8 @@ use crate::views;
         super::workflows::list,
         super::workflows::run,
         super::ivr::lookup,
+        super::ivr::verify,
+        super::ivr::verifications,
         super::panel::sign_in,
         super::panel::current_session,
         super::panel::sign_out,

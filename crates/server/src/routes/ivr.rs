@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::auth::bearer;
 use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
-use crate::ivr::Lookup;
+use crate::ivr::{Lookup, Verified};
 use crate::service::App;
 use crate::views;
 
@@ -141,4 +141,51 @@ fn text(map: &BTreeMap<String, String>) -> Response {
     let mut r = body.into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
+}
+
+/// Check a PIN, order number or serial number the caller gives against their CRM record.
+#[utoipa::path(post, path = "/api/v1/ivr/verify", request_body = proto::VerifyRequest,
+    responses((status = 200, body = proto::VerifyResult), (status = 422, body = proto::Problem), (status = 429, body = proto::Problem)),
+    security(("bearer" = [])))]
+pub async fn verify(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Response> {
+    authorize(&app, &headers, None)?;
+    verify_body(&app, &body).await
+}
+
+pub async fn verify_with_token(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Response> {
+    authorize(&app, &headers, Some(&token))?;
+    verify_body(&app, &body).await
+}
+
+async fn verify_body(app: &App, body: &[u8]) -> ApiResult<Response> {
+    let req: proto::VerifyRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::unprocessable(format!("send {{\"ani\": \"…\", \"kind\": \"pin\", \"value\": \"…\"}}: {e}")))?;
+    match app.ivr_verify(&req.ani, &req.kind, &req.value).await? {
+        Verified::Yes(c) => Ok(Json(proto::VerifyResult { verified: true, record: Some(views::candidate(&c)) }).into_response()),
+        Verified::No => Ok(Json(proto::VerifyResult { verified: false, record: None }).into_response()),
+        Verified::Locked { retry_after_secs } => {
+            let mut r = ApiError::new(axum::http::StatusCode::TOO_MANY_REQUESTS, "too many failed attempts for this caller; transfer the call to an agent").into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            Ok(r)
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub limit: Option<u32>,
+}
+
+/// The verification audit trail (admins).
+#[utoipa::path(get, path = "/api/v1/ivr/verifications", params(AuditQuery), responses((status = 200, body = proto::VerificationList)), security(("bearer" = [])))]
+pub async fn verifications(State(app): State<Arc<App>>, headers: HeaderMap, ApiQuery(q): ApiQuery<AuditQuery>) -> ApiResult<Json<proto::VerificationList>> {
+    app.require_admin(&headers).await?;
+    let list = app.store.verifications(q.limit.unwrap_or(100).min(1000)).await?;
+    Ok(Json(proto::VerificationList {
+        verifications: list
+            .iter()
+            .map(|v| proto::VerificationView { at: v.at.to_string(), number: v.number.clone(), record: v.record.as_ref().map(views::record_ref), kind: v.kind.clone(), outcome: v.outcome.clone() })
+            .collect(),
+    }))
 }

@@ -174,3 +174,76 @@ async fn with_no_rules_blocked_callers_are_rejected_and_the_rest_continue() {
     let v = json_of(&t, "ani=anonymous").await;
     assert_eq!((v["route"]["action"].as_str(), v["identification"]["outcome"].as_str()), (Some("continue"), Some("skipped")));
 }
+
+const VERIFY: &str = r#"
+[phone]
+default_region = "DE"
+[ivr]
+token = "test-ivr-token"
+[ivr.verify]
+fields = { pin = "pin", order = "last_order" }
+max_attempts_per_number = 3
+max_attempts_per_record = 4
+window_secs = 600
+"#;
+
+async fn verify(t: &TestApp, ani: &str, kind: &str, value: &str) -> (u16, Value, Option<String>) {
+    let r = t.http.post(t.url("/api/v1/ivr/verify")).bearer_auth(IVR).json(&json!({"ani": ani, "kind": kind, "value": value})).send().await.expect("verify");
+    let status = r.status().as_u16();
+    let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+    (status, r.json().await.unwrap_or(Value::Null), retry)
+}
+
+#[tokio::test]
+async fn a_caller_proves_who_they_are_and_the_answer_tells_nothing_more() {
+    let t = spawn_with(VERIFY).await;
+    t.create("contact", json!({"name": "Ada", "phone": "+49 30 1234567", "pin": "4711", "last_order": "AB-1002-X"})).await;
+    let (s, v, _) = verify(&t, "+49 30 1234567", "pin", "4711").await;
+    assert_eq!((s, v["verified"].as_bool(), v["record"]["title"].as_str()), (200, Some(true), Some("Ada")));
+    let (_, v, _) = verify(&t, "030 1234567", "order", "ab 1002 x").await;
+    assert_eq!(v["verified"], true, "order numbers as a caller says them");
+
+    let (s, wrong_pin, _) = verify(&t, "+49 30 1234567", "pin", "0000").await;
+    let (_, unknown_caller, _) = verify(&t, "+49 30 7654321", "pin", "4711").await;
+    assert_eq!(s, 200);
+    assert_eq!(wrong_pin, json!({"verified": false}));
+    assert_eq!(unknown_caller, wrong_pin, "a wrong PIN and an unknown caller look the same");
+
+    let (s, v, _) = verify(&t, "+49 30 1234567", "birthday", "1815").await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["detail"].as_str().unwrap_or("").contains("order, pin"), "names the configured kinds: {v}");
+}
+
+#[tokio::test]
+async fn failed_attempts_are_limited_per_number_and_per_record_and_audited() {
+    let t = spawn_with(VERIFY).await;
+    t.create("contact", json!({"name": "Ada", "phone": "+49 30 1234567", "pin": "4711"})).await;
+    for _ in 0..3 {
+        assert_eq!(verify(&t, "+49 30 1234567", "pin", "1111").await.1["verified"], false);
+    }
+    let (s, v, retry) = verify(&t, "+49 30 1234567", "pin", "4711").await;
+    assert_eq!((s, retry.as_deref()), (429, Some("600")), "locked, even with the right PIN: {v}");
+    assert_eq!(v["detail"], "too many failed attempts for this caller; transfer the call to an agent");
+
+    t.create("contact", json!({"name": "Ada (mobile)", "mobile": "+49 171 5550000", "pin": "4711"})).await;
+    let (s, _, _) = verify(&t, "+49 171 5550000", "pin", "9999").await;
+    assert_eq!(s, 200, "a different record and number are not locked");
+
+    let (s, audit) = t.get("/api/v1/ivr/verifications?limit=10").await;
+    assert_eq!(s, 200);
+    let outcomes: Vec<&str> = audit["verifications"].as_array().expect("list").iter().filter_map(|v| v["outcome"].as_str()).collect();
+    assert_eq!(outcomes, vec!["refused", "locked", "refused", "refused", "refused"], "every attempt, newest first");
+    assert_eq!(audit["verifications"][1]["record"]["entity"], "contact");
+}
+
+#[tokio::test]
+async fn one_record_guessed_from_many_numbers_locks_the_record() {
+    let t = spawn_with(VERIFY).await;
+    // One record reachable from two numbers: the shared limit is per record.
+    t.create("contact", json!({"name": "Ada", "phone": "+49 30 1234567", "mobile": "+49 171 1234567", "pin": "4711"})).await;
+    for n in ["+49 30 1234567", "+49 30 1234567", "+49 171 1234567", "+49 171 1234567"] {
+        assert_eq!(verify(&t, n, "pin", "0000").await.0, 200);
+    }
+    let (s, _, _) = verify(&t, "+49 171 1234567", "pin", "4711").await;
+    assert_eq!(s, 429, "four failures on the record from two numbers lock it");
+}
