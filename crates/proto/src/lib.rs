@@ -626,3 +626,41 @@ pub struct VerificationView {
 pub struct VerificationList {
     pub verifications: Vec<VerificationView>,
 }
+
+/// `POST /api/v1/ivr/events`: what happened in the IVR before (or instead of) an agent,
+/// written to the CRM as an activity, exactly once per `event_id`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IvrEventInput {
+    /// Your id of this IVR call; a repeat with the same id changes nothing.
+    pub event_id: String,
+    /// `missed_call`, `callback_request` or `voicebot`.
+    pub kind: String,
+    /// The caller's number.
+    pub ani: String,
+    /// The dialed number.
+    pub dnis: Option<String>,
+    pub queue: Option<String>,
+    /// RFC 3339; defaults to the time of receipt.
+    pub occurred_at: Option<String>,
+    /// Where to call back (`callback_request`; default: the caller's number).
+    pub callback_number: Option<String>,
+    /// When the caller wants the call back (free text or RFC 3339).
+    pub callback_at: Option<String>,
+    /// The voicebot's questions and the caller's answers.
+    #[serde(default)]
+    pub answers: BTreeMap<String, String>,
+    pub summary: Option<String>,
+    pub transcript: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IvrEventResult {
+    pub conversation_id: String,
+    /// `completed`: the activity is in the outbox.
+    pub state: String,
+    /// The record the activity regards, when there is one.
+    pub record: Option<RecordRefView>,
+    /// Whether the record was created for this caller (`[ivr] create_unknown`).
+    pub created: bool,
+}

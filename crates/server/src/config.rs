@@ -167,6 +167,9 @@ pub struct IvrConfig {
     /// Routing rules, first match wins. None: reject blocked callers, ring an available owner.
     pub rules: Vec<cxbridge_domain::ivr::IvrRule>,
     pub verify: VerifyConfig,
+    /// When nobody matches an IVR event's caller, create a record in this entity (`lead`,
+    /// `contact`) so the activity has someone to be about. Unset: the activity stands alone.
+    pub create_unknown: Option<String>,
 }
 
 /// `[ivr.verify]`: what a caller may prove and how often they may try.
@@ -451,6 +454,11 @@ impl Config {
         let v = &self.ivr.verify;
         if v.max_attempts_per_number == 0 || v.max_attempts_per_record == 0 || v.window_secs == 0 {
             return Err("[ivr.verify] max_attempts_per_number, max_attempts_per_record and window_secs must be at least 1".into());
+        }
+        if let Some(e) = &self.ivr.create_unknown
+            && !entities.iter().any(|x| &x.name == e)
+        {
+            return Err(format!("[ivr] create_unknown: `{e}` is not a CRM entity"));
         }
         let mut rule_names = std::collections::HashSet::new();
         for r in &self.ivr.rules {

@@ -2,8 +2,10 @@
 //! where the call should go (`[ivr]` rules, domain `ivr::decide`).
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
-use cxbridge_domain::conversation::State;
+use cxbridge_domain::conversation::{Channel, Details, Direction, EndCause, Event, EventKind, Offer, State, WrapUp};
+use cxbridge_proto as proto;
 use cxbridge_domain::crm::Candidate;
 use cxbridge_domain::identify::Identification;
 use cxbridge_domain::ivr::{self, Facts, Owner, Route};
@@ -189,6 +191,87 @@ impl App {
         metrics::counter!("cxbridge_ivr_verifications_total", "outcome" => outcome).increment(1);
         tracing::info!(number, kind, outcome, "caller verification");
         Ok(found.map_or(Verified::No, Verified::Yes))
+    }
+
+    /// An IVR call that never reached an agent (missed, callback wanted, voicebot answers):
+    /// one conversation, completed at once, its activity in the outbox. Repeats of the same
+    /// `event_id` change nothing; a record created for an unknown caller is found again by
+    /// identification on a repeat, so it is created once.
+    pub async fn ivr_event(&self, e: &proto::IvrEventInput, received: Instant) -> Result<proto::IvrEventResult, ApiError> {
+        let (what, cause) = match e.kind.as_str() {
+            "missed_call" => ("missed call", EndCause::NoAnswer),
+            "callback_request" => ("callback request", EndCause::Cancel),
+            "voicebot" => ("voicebot", EndCause::NormalClearing),
+            other => return Err(ApiError::unprocessable(format!("`kind` must be missed_call, callback_request or voicebot, not `{other}`"))),
+        };
+        if e.event_id.trim().is_empty() || e.event_id.len() > 200 {
+            return Err(ApiError::unprocessable("`event_id` must be 1 to 200 characters: your id of this IVR call, so a retry is recognized"));
+        }
+        let at = match &e.occurred_at {
+            Some(t) => t.parse::<cxbridge_domain::Timestamp>().map_err(|err| ApiError::unprocessable(format!("`occurred_at` is not an RFC 3339 time: {err}")))?,
+            None => cxbridge_domain::Timestamp::now(),
+        };
+        let (customer, normalized) = self.address(&repair_ani(&e.ani));
+        let (dialed, _) = self.address(&repair_ani(e.dnis.as_deref().unwrap_or("")));
+        let mut identification = self.identify(&normalized).await;
+        let mut created = false;
+        if matches!(identification, Identification::None)
+            && let Some(entity) = &self.config.ivr.create_unknown
+            && let Some(spec) = self.entities.iter().find(|s| &s.name == entity)
+        {
+            let mut fields = BTreeMap::new();
+            let name = e.answers.get("name").filter(|n| !n.trim().is_empty()).cloned().unwrap_or_else(|| format!("Caller {}", customer.e164.as_deref().unwrap_or(&customer.raw)));
+            fields.insert(spec.title_field.clone(), name);
+            if let Some(phone) = spec.phone_fields.first() {
+                fields.insert(phone.clone(), customer.e164.clone().unwrap_or_else(|| customer.raw.clone()));
+            }
+            let record = self.crm.create(spec, &fields).await.map_err(crate::error::crm_problem)?;
+            tracing::info!(entity, id = record.record.id, "record created for an unknown IVR caller");
+            identification = Identification::Single(record);
+            created = true;
+        }
+        let mut attributes = BTreeMap::from([("ivr_event".to_string(), e.kind.clone())]);
+        if e.kind == "callback_request" {
+            attributes.insert("callback_number".into(), e.callback_number.clone().unwrap_or_else(|| customer.e164.clone().unwrap_or_else(|| customer.raw.clone())));
+            if let Some(when) = &e.callback_at {
+                attributes.insert("callback_at".into(), when.clone());
+            }
+        }
+        for (q, a) in &e.answers {
+            attributes.insert(format!("answer.{q}"), a.clone());
+        }
+        let details = Details { summary: e.summary.clone(), transcript: e.transcript.clone(), attributes, ..Details::default() };
+        let key = e.event_id.trim().to_string();
+        let event = |suffix: &str, kind: EventKind| Event { dedup_key: format!("ivr:{key}:{suffix}"), source: "ivr".into(), conversation_key: key.clone(), leg: None, at, kind };
+        let offer = Offer {
+            channel: Channel::Voice,
+            direction: Direction::Inbound,
+            customer,
+            dialed,
+            agents: vec![],
+            queue: e.queue.clone(),
+            diversion: None,
+            details,
+            identification,
+        };
+        self.record(event("offered", EventKind::Offered(offer)), "ivr", "offered", received).await?;
+        self.record(event("ended", EventKind::Ended { cause }), "ivr", "ended", received).await?;
+        // Nobody wraps an IVR call up: complete it now, whatever `memorialize_missed` says.
+        let notes = Some(format!("IVR {what}"));
+        let recorded = self.record(event("completed", EventKind::WrappedUp(WrapUp { notes, ..WrapUp::default() })), "ivr", "completed", received).await?;
+        let c = match recorded {
+            cxbridge_store::Recorded::Applied(t) => t.conversation,
+            cxbridge_store::Recorded::Duplicate(Some(c)) => c,
+            cxbridge_store::Recorded::Duplicate(None) => {
+                self.store.conversation_by_external(Some("ivr"), &key).await?.ok_or_else(|| ApiError::not_found("the IVR call was not recorded; send it again"))?
+            }
+        };
+        Ok(proto::IvrEventResult {
+            conversation_id: c.id.clone(),
+            state: c.state.as_str().into(),
+            record: c.regarding().map(crate::views::record_ref),
+            created,
+        })
     }
 
     async fn in_a_call(&self, agent: &str) -> bool {

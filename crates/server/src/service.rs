@@ -109,7 +109,7 @@ impl App {
         self.resolve_agents(users, user_ids, None).into_iter().next()
     }
 
-    fn address(&self, raw: &str) -> (Address, Normalized) {
+    pub fn address(&self, raw: &str) -> (Address, Normalized) {
         let n = self.normalizer.normalize(raw);
         (Address { raw: raw.to_string(), e164: n.e164().map(str::to_string) }, n)
     }

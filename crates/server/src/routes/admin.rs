@@ -43,6 +43,7 @@ use crate::views;
         super::ivr::lookup,
         super::ivr::verify,
         super::ivr::verifications,
+        super::ivr::event,
         super::panel::sign_in,
         super::panel::current_session,
         super::panel::sign_out,

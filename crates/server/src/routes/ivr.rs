@@ -189,3 +189,16 @@ pub async fn verifications(State(app): State<Arc<App>>, headers: HeaderMap, ApiQ
             .collect(),
     }))
 }
+
+/// Record what happened in the IVR (a missed call, a callback request, voicebot answers) as a
+/// CRM activity, exactly once per `event_id`.
+#[utoipa::path(post, path = "/api/v1/ivr/events", request_body = proto::IvrEventInput,
+    responses((status = 202, body = proto::IvrEventResult), (status = 422, body = proto::Problem), (status = 502, body = proto::Problem)),
+    security(("bearer" = [])))]
+pub async fn event(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Response> {
+    let received = std::time::Instant::now();
+    authorize(&app, &headers, None)?;
+    let e: proto::IvrEventInput = serde_json::from_slice(&body).map_err(|err| ApiError::unprocessable(format!("the IVR event is not valid: {err}")))?;
+    let result = app.ivr_event(&e, received).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(result)).into_response())
+}

@@ -39,6 +39,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/ivr/verify", post(ivr::verify))
         .route("/api/v1/ivr/{token}/verify", post(ivr::verify_with_token))
         .route("/api/v1/ivr/verifications", get(ivr::verifications))
+        .route("/api/v1/ivr/events", post(ivr::event))
         .route("/api/v1/session", get(panel::current_session).post(panel::sign_in).delete(panel::sign_out))
         .route("/api/v1/panel", get(panel::bootstrap))
         .route("/agent", get(panel::index))

@@ -247,3 +247,67 @@ async fn one_record_guessed_from_many_numbers_locks_the_record() {
     let (s, _, _) = verify(&t, "+49 171 1234567", "pin", "4711").await;
     assert_eq!(s, 429, "four failures on the record from two numbers lock it");
 }
+
+async fn ivr_event(t: &TestApp, body: Value) -> (u16, Value) {
+    let r = t.http.post(t.url("/api/v1/ivr/events")).bearer_auth(IVR).json(&body).send().await.expect("event");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_missed_call_from_a_known_caller_is_written_once_however_often_it_is_sent() {
+    let t = spawn_with(VERIFY).await;
+    let ada = t.create("contact", json!({"name": "Ada", "phone": "+49 30 1234567"})).await;
+    let missed = json!({"event_id": "ivr-1", "kind": "missed_call", "ani": "+49 30 1234567", "dnis": "+49 30 9999000", "queue": "support"});
+    let (s, first) = ivr_event(&t, missed.clone()).await;
+    assert_eq!(s, 202, "{first}");
+    assert_eq!((first["state"].as_str(), first["record"]["id"].as_str(), first["created"].as_bool()), (Some("completed"), Some(ada.as_str()), Some(false)));
+    let (s, again) = ivr_event(&t, missed).await;
+    assert_eq!((s, again["conversation_id"].clone()), (202, first["conversation_id"].clone()), "a retry is the same call");
+    t.written("ivr-1").await;
+    let activities = t.activities_of("contact", &ada).await;
+    assert_eq!(activities.len(), 1, "exactly one activity");
+    let a = &activities[0]["fields"];
+    assert_eq!((a["outcome"].as_str(), a["queue"].as_str(), a["attributes"]["ivr_event"].as_str()), (Some("missed"), Some("support"), Some("missed_call")));
+}
+
+#[tokio::test]
+async fn an_unknown_callers_callback_request_creates_one_lead_when_configured() {
+    let t = spawn_with(&VERIFY.replace("[ivr.verify]", "create_unknown = \"lead\"\n[ivr.verify]")).await;
+    let body = json!({
+        "event_id": "ivr-2", "kind": "callback_request", "ani": "+49 30 5551234",
+        "callback_at": "after 17:00", "answers": {"name": "Max Mustermann", "topic": "invoice"}, "summary": "Wants a call about invoice 42."
+    });
+    let (s, first) = ivr_event(&t, body.clone()).await;
+    assert_eq!(s, 202, "{first}");
+    assert_eq!((first["record"]["entity"].as_str(), first["created"].as_bool()), (Some("lead"), Some(true)));
+    let lead = first["record"]["id"].as_str().expect("lead id").to_string();
+    let (_, again) = ivr_event(&t, body).await;
+    assert_eq!((again["record"]["id"].as_str(), again["created"].as_bool()), (Some(lead.as_str()), Some(false)), "the retry finds the lead instead of making another");
+    let (_, leads) = t.get("/api/v1/crm/lead?phone=%2B49305551234").await;
+    assert_eq!(leads["records"].as_array().map(Vec::len), Some(1), "one lead: {leads}");
+    assert_eq!(leads["records"][0]["fields"]["name"], "Max Mustermann");
+    t.written("ivr-2").await;
+    let activities = t.activities_of("lead", &lead).await;
+    assert_eq!(activities.len(), 1);
+    let attrs = &activities[0]["fields"]["attributes"];
+    assert_eq!((attrs["callback_number"].as_str(), attrs["callback_at"].as_str(), attrs["answer.topic"].as_str()), (Some("+49305551234"), Some("after 17:00"), Some("invoice")));
+    assert_eq!(activities[0]["fields"]["summary"], "Wants a call about invoice 42.");
+}
+
+#[tokio::test]
+async fn bad_ivr_events_are_refused_and_change_nothing() {
+    let t = spawn_with(VERIFY).await;
+    for (body, want) in [
+        (json!({"event_id": "x", "kind": "hangup", "ani": "+4930"}), "missed_call, callback_request or voicebot"),
+        (json!({"event_id": " ", "kind": "missed_call", "ani": "+4930"}), "event_id"),
+        (json!({"event_id": "x", "kind": "missed_call", "ani": "+4930", "occurred_at": "yesterday"}), "RFC 3339"),
+        (json!({"event_id": "x", "kind": "missed_call"}), "missing field `ani`"),
+    ] {
+        let (s, v) = ivr_event(&t, body).await;
+        assert_eq!(s, 422, "{v}");
+        assert!(v["detail"].as_str().unwrap_or("").contains(want), "{v} should say {want}");
+    }
+    let (_, v) = t.get("/api/v1/conversations?external_id=x").await;
+    assert_eq!(v["conversations"], json!([]), "nothing recorded");
+}
