@@ -8,6 +8,7 @@ mod dataverse;
 mod cli;
 mod crm;
 mod ivr;
+mod kamailio;
 mod lifecycle;
 mod panel;
 mod salesforce;
