@@ -22,6 +22,11 @@ pub fn candidate(c: &Candidate) -> proto::CandidateView {
     }
 }
 
+/// A candidate with every field of the record (workflow results, the customer card).
+pub fn candidate_with_fields(c: &Candidate) -> proto::CandidateView {
+    proto::CandidateView { fields: Some(c.fields.clone()), ..candidate(c) }
+}
+
 pub fn identification(i: &Identification) -> proto::IdentificationView {
     proto::IdentificationView {
         outcome: i.outcome().into(),

@@ -268,12 +268,9 @@ pub async fn new_record(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath
     let links = Links { selected: Some(created.record.clone()), pinned: None };
     let c = record_links(&app, &c, links, &body, received).await?;
     tracing::info!(conversation = c.id, entity = spec.name, id = created.record.id, agent = caller.agent_id(), "record created from the panel");
-    Ok(Json(proto::NewRecordResult { record: with_fields(&created), conversation: app.conversation_view(&c).await }))
+    Ok(Json(proto::NewRecordResult { record: views::candidate_with_fields(&created), conversation: app.conversation_view(&c).await }))
 }
 
-fn with_fields(c: &Candidate) -> proto::CandidateView {
-    proto::CandidateView { fields: Some(c.fields.clone()), ..views::candidate(c) }
-}
 
 /// The current records of a conversation, as candidates where we can describe them.
 async fn current_records(app: &App, c: &Conversation) -> Vec<proto::CandidateView> {
@@ -295,7 +292,7 @@ async fn current_records(app: &App, c: &Conversation) -> Vec<proto::CandidateVie
             None => None,
         };
         out.push(match found {
-            Some(k) => with_fields(&k),
+            Some(k) => views::candidate_with_fields(&k),
             // An external CRM's record we only know by reference (created or searched in the panel).
             None => proto::CandidateView { entity: r.entity.clone(), id: r.id.clone(), title: r.id.clone(), display: vec![], fields: None },
         });

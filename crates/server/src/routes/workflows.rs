@@ -63,7 +63,7 @@ pub async fn run(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(name):
                 return Err(ApiError::unprocessable("a search needs `text` or at least one of `fields`"));
             }
             let found = app.crm.search(spec, &SearchQuery { text, filters, limit }).await.map_err(crm_problem)?;
-            result.records = found.iter().map(with_fields).collect();
+            result.records = found.iter().map(views::candidate_with_fields).collect();
         }
         "create" => {
             let mut fields = w.fields.clone();
@@ -73,7 +73,7 @@ pub async fn run(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(name):
                 return Err(ApiError::unprocessable(format!("missing required field(s): {}", missing.join(", "))));
             }
             let created = app.crm.create(spec, &fields).await.map_err(crm_problem)?;
-            result.records = vec![with_fields(&created)];
+            result.records = vec![views::candidate_with_fields(&created)];
         }
         "update" => {
             let id = required_id(&input)?;
@@ -83,7 +83,7 @@ pub async fn run(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(name):
             let mut fields = w.fields.clone();
             fields.extend(input.fields.clone());
             let updated = app.crm.update(spec, id, &fields).await.map_err(crm_problem)?;
-            result.records = vec![with_fields(&updated)];
+            result.records = vec![views::candidate_with_fields(&updated)];
         }
         _ => {
             let id = required_id(&input)?;
@@ -114,6 +114,3 @@ fn check_fields(w: &WorkflowConfig, fields: &BTreeMap<String, String>) -> ApiRes
     }
 }
 
-fn with_fields(c: &cxbridge_domain::crm::Candidate) -> proto::CandidateView {
-    proto::CandidateView { fields: Some(c.fields.clone()), ..views::candidate(c) }
-}
