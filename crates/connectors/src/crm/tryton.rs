@@ -443,7 +443,14 @@ impl Crm for Tryton {
             values.insert("contact_mechanisms".into(), json!([["create", mechanisms]]));
         }
         let method = format!("{}.create", collection(spec));
-        let created = self.rpc.model(collection(spec), "create", vec![json!([values])]).await?;
+        let mut attempt = 0;
+        let created = loop {
+            attempt += 1;
+            match self.rpc.model(collection(spec), "create", vec![json!([values.clone()])]).await {
+                Err(e) if attempt < 4 && is_code_race(&e) => tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await,
+                other => break other?,
+            }
+        };
         let id = created.as_array().and_then(|ids| ids.first()).and_then(Value::as_i64).ok_or_else(|| unreadable(&method, &created))?;
         self.read_back(spec, &id.to_string()).await
     }
@@ -773,6 +780,13 @@ fn transient(message: String) -> CrmError {
     CrmError::Transient { message, retry_after: None }
 }
 
+/// Two parties created at the same moment can draw the same code from Tryton's sequence
+/// (its SQLite backend has no real sequences); Tryton then refuses the second one and
+/// nothing was created, so the create is safe to send again.
+fn is_code_race(e: &CrmError) -> bool {
+    matches!(e, CrmError::Permanent { message } if message.contains("code") && message.contains("must be unique"))
+}
+
 fn unreadable(method: &str, got: &Value) -> CrmError {
     transient(format!("Tryton answered {method} with something unexpected: {}", truncate(&got.to_string())))
 }
@@ -1044,6 +1058,9 @@ mod tests {
 
     #[test]
     fn rpc_errors_are_sorted() {
+        let race = rpc_error("model.party.party.create", &json!(["UserError", ["The code on party must be unique.", "", null]]));
+        assert!(is_code_race(&race), "a party code drawn twice is retried");
+        assert!(!is_code_race(&rpc_error("model.party.party.create", &json!(["UserError", ["The name must be unique.", "", null]]))));
         let user = rpc_error("model.party.party.create", &json!(["UserError", ["The phone number \"x\" is not valid.", "", null]]));
         assert_eq!(user, CrmError::Permanent { message: "Tryton refused model.party.party.create: The phone number \"x\" is not valid.".into() });
         assert!(matches!(rpc_error("m", &json!(["ConcurrencyException", "Records were modified"])), CrmError::Transient { .. }));
