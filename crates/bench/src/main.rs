@@ -3,14 +3,18 @@
 //! it on a quiet machine and copy what it prints into `docs/BENCHMARKS.md`.
 //!
 //! Phases: generate and import contacts → start the server → loopback floor → identify
-//! latency → pop latency at a steady call rate (with the outbox writing activities) →
-//! outbox drain → sustained CTI events/s → memory; then the CRM phase (the hub against the
-//! Dataverse test server: identification through the local index vs direct queries,
-//! activities written with `$batch` vs one request each, see `crm.rs`) → table.
+//! latency → IVR lookup latency at a steady open-loop rate (`ivr.rs`) → pop latency at a
+//! steady call rate (with the outbox writing activities) → outbox drain → sustained CTI
+//! events/s → memory → SIP call setups through Kamailio, static route vs the hub's lookup
+//! (`sip.rs`); then the CRM phase (the hub against the Dataverse test server:
+//! identification through the local index vs direct queries, activities written with
+//! `$batch` vs one request each, see `crm.rs`) → table.
 
 mod crm;
+mod ivr;
 mod numbers;
 mod server;
+mod sip;
 mod stats;
 
 use std::collections::HashMap;
@@ -34,9 +38,11 @@ use crate::stats::{Samples, ms};
 
 /// Benchmark for cxbridge: starts a real `cxbridge serve` on 127.0.0.1 with a temporary
 /// data directory holding N imported contacts, then measures the HTTP floor, caller
-/// identification, screen-pop latency over agent WebSockets at a steady call rate,
-/// sustained CTI events per second, outbox delivery and the server's peak memory. Then the
-/// CRM phase: a Dataverse test server (in this process) with --crm-contacts contacts, and
+/// identification, IVR lookups at a steady open-loop rate, screen-pop latency over agent
+/// WebSockets at a steady call rate, sustained CTI events per second, outbox delivery, the
+/// server's peak memory, and SIP call setups per second through Kamailio (SIPp callers and
+/// agent phone; static route vs the hub's lookup vs lookup + CTI reporting). Then the CRM
+/// phase: a Dataverse test server (in this process) with --crm-contacts contacts, and
 /// cxbridge started against it three times — with the local phone index (identify latency,
 /// activities/s with batch_size = 100, i.e. `$batch` requests), without it (identify latency
 /// by direct `$filter` queries), and with the index and batch_size = 1 (activities/s, one
@@ -99,12 +105,44 @@ struct Args {
     keep_data: bool,
     /// Run only the CRM phase (no import, no built-in-CRM phases): cxbridge against the
     /// Dataverse test server, local index vs direct queries, `$batch` vs one request per
-    /// activity. Takes about 25 s with the defaults.
+    /// activity. Takes about 25 s with the defaults. Combines with --ivr and --sip.
     #[arg(long, conflicts_with = "skip_crm")]
     crm: bool,
     /// Leave the CRM phase out of the full run.
     #[arg(long)]
     skip_crm: bool,
+    /// Run only the IVR lookup phase (with the import, the server and the loopback floor it
+    /// needs; no identify, pop, events, SIP or CRM phase). Combines with --sip and --crm.
+    #[arg(long, conflicts_with = "skip_ivr")]
+    ivr: bool,
+    /// Leave the IVR lookup phase out of the full run.
+    #[arg(long)]
+    skip_ivr: bool,
+    /// IVR lookups (`GET /api/v1/ivr/lookup?ani=…`) started per second, each at its scheduled
+    /// time whether or not earlier ones have been answered (open loop).
+    #[arg(long, value_name = "PER_SEC", default_value_t = 1000)]
+    ivr_rate: u32,
+    /// IVR lookups measured (after 100 sequential unmeasured ones).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    ivr_lookups: u32,
+    /// Run only the SIP phase (with the import and the server it needs). Combines with
+    /// --ivr and --crm. Needs `kamailio` (with kamailio-utils-modules and
+    /// kamailio-json-modules) and `sipp`; without them the phase is skipped with the reason.
+    #[arg(long, conflicts_with = "skip_sip")]
+    sip: bool,
+    /// Leave the SIP phase out of the full run.
+    #[arg(long)]
+    skip_sip: bool,
+    /// Calls per second the SIPp caller places in each SIP mode (static route, hub lookup,
+    /// hub lookup + CTI), through Kamailio to one SIPp agent phone.
+    #[arg(long, value_name = "CALLS_PER_SEC", default_value_t = 500)]
+    sip_rate: u32,
+    /// Seconds of calls per SIP mode (the caller places sip-rate × sip-secs calls).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    sip_secs: u64,
+    /// Directory with the Kamailio example: kamailio.cfg and sipp/*.xml.
+    #[arg(long, value_name = "DIR", default_value = "examples/kamailio")]
+    kamailio_example: PathBuf,
     /// Contacts loaded into the Dataverse test server for the CRM phase (phones in the five
     /// notations the adapter's `$filter` searches; every 10th has a mobile; every 50th
     /// shares its neighbour's number). The test server scans every contact per query.
@@ -126,6 +164,32 @@ struct Args {
     /// delays every HTTP request alike, a `$batch` of 100 as much as a single PATCH.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     crm_latency_ms: u64,
+}
+
+/// Which phases this run does: the --crm / --ivr / --sip flags select only those, the
+/// --skip-* flags leave phases out of the full run.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// Identify, pop, outbox, events and memory against the built-in CRM.
+    main: bool,
+    ivr: bool,
+    sip: bool,
+    crm: bool,
+}
+
+impl Plan {
+    fn of(args: &Args) -> Plan {
+        if args.crm || args.ivr || args.sip {
+            Plan { main: false, ivr: args.ivr, sip: args.sip, crm: args.crm }
+        } else {
+            Plan { main: true, ivr: !args.skip_ivr, sip: !args.skip_sip, crm: !args.skip_crm }
+        }
+    }
+
+    /// Whether the contacts are imported and a server started for the built-in CRM.
+    fn server(self) -> bool {
+        self.main || self.ivr || self.sip
+    }
 }
 
 /// Targets from the issue; the table prints them next to the figures.
@@ -522,23 +586,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.crm_contacts == 0 || args.crm_identify_requests == 0 || args.crm_activities == 0 || args.crm_concurrency == 0 {
         bail!("--crm-contacts, --crm-identify-requests, --crm-activities and --crm-concurrency must be at least 1");
     }
+    if args.ivr_rate == 0 || args.ivr_lookups == 0 || args.sip_rate == 0 || args.sip_secs == 0 {
+        bail!("--ivr-rate, --ivr-lookups, --sip-rate and --sip-secs must be at least 1");
+    }
+    let plan = Plan::of(&args);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    if args.crm {
-        say(format!("cxbridge-bench: CRM phase only; {} CPU cores; binary {}", cores, args.cxbridge.display()));
-    } else {
-        say(format!(
-            "cxbridge-bench: {} contacts, {} agents, {} calls/s for {} s, {} CTI requests in flight for {} s{}; {} CPU cores; binary {}",
-            args.contacts,
-            args.agents,
-            args.rate,
-            args.duration,
-            args.concurrency,
-            args.blast_duration,
-            if args.skip_crm { "" } else { ", then the CRM phase" },
-            cores,
-            args.cxbridge.display()
+    let mut what = vec![];
+    if plan.server() {
+        what.push(format!("{} contacts", args.contacts));
+    }
+    if plan.main {
+        what.push(format!(
+            "{} agents, {} calls/s for {} s, {} CTI requests in flight for {} s",
+            args.agents, args.rate, args.duration, args.concurrency, args.blast_duration
         ));
     }
+    if plan.ivr {
+        what.push(format!("IVR: {} lookups at {}/s", args.ivr_lookups, args.ivr_rate));
+    }
+    if plan.sip {
+        what.push(format!("SIP: {} calls/s for {} s per mode", args.sip_rate, args.sip_secs));
+    }
+    if plan.crm {
+        what.push("then the CRM phase".into());
+    }
+    say(format!("cxbridge-bench: {}; {cores} CPU cores; binary {}", what.join(", "), args.cxbridge.display()));
 
     // rustls needs its crypto provider installed before a client is built.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -553,10 +625,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("cxbridge-bench-").tempdir().context("cannot create a temporary directory")?;
     let mut rows: Vec<Row> = vec![];
     let mut result = Ok(());
-    if !args.crm {
-        result = main_phases(&args, &http, dir.path(), &mut rows).await;
+    if plan.server() {
+        result = main_phases(&args, plan, &http, dir.path(), &mut rows).await;
     }
-    if result.is_ok() && !args.skip_crm {
+    if result.is_ok() && plan.crm {
         result = crm::phase(&args, &http, dir.path(), &mut rows).await;
     }
     if args.keep_data {
@@ -567,13 +639,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     say("");
     let mut parts = vec![];
-    if !args.crm {
-        parts.push(format!(
-            "{} contacts, {} agents, {} calls/s × {} s, {} in flight × {} s",
-            args.contacts, args.agents, args.rate, args.duration, args.concurrency, args.blast_duration
-        ));
+    if plan.server() {
+        parts.push(format!("{} contacts", args.contacts));
     }
-    if !args.skip_crm {
+    if plan.main {
+        parts.push(format!("{} agents, {} calls/s × {} s, {} in flight × {} s", args.agents, args.rate, args.duration, args.concurrency, args.blast_duration));
+    }
+    if plan.ivr {
+        parts.push(format!("IVR: {} lookups at {}/s", args.ivr_lookups, args.ivr_rate));
+    }
+    if plan.sip {
+        parts.push(format!("SIP: {} calls/s × {} s per mode", args.sip_rate, args.sip_secs));
+    }
+    if plan.crm {
         parts.push(format!(
             "CRM: {} contacts in the Dataverse test server, {} lookups, {} activities{}",
             args.crm_contacts,
@@ -587,8 +665,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Import, serve, and phases 1–6 against the built-in CRM.
-async fn main_phases(args: &Args, http: &reqwest::Client, dir: &std::path::Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+/// Import, serve, and the phases against the built-in CRM that `plan` selects.
+async fn main_phases(args: &Args, plan: Plan, http: &reqwest::Client, dir: &std::path::Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let data = dir.join("data");
     let csv = dir.join("contacts.csv");
     let log = dir.join("server.log");
@@ -611,14 +689,24 @@ async fn main_phases(args: &Args, http: &reqwest::Client, dir: &std::path::Path,
     let (_, rss_start) = srv.memory()?;
     say(format!("[setup] server pid {} on 127.0.0.1:{}; RSS after start {:.0} MB; log {}", srv.pid, srv.port, mb(rss_start), srv.log.display()));
 
-    let result = phases(args, http, &mut srv, import_took, rss_start, rows).await;
+    let result = phases(args, plan, http, &mut srv, dir, import_took, rss_start, rows).await;
     let stopped = srv.stop(Duration::from_secs(10)).await;
     result?;
     stopped.context("could not stop the server")?;
     Ok(())
 }
 
-async fn phases(args: &Args, http: &reqwest::Client, srv: &mut Server, import_took: Duration, rss_start: u64, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+#[allow(clippy::too_many_arguments)]
+async fn phases(
+    args: &Args,
+    plan: Plan,
+    http: &reqwest::Client,
+    srv: &mut Server,
+    dir: &std::path::Path,
+    import_took: Duration,
+    rss_start: u64,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
     rows.push(row(
         format!("import {} contacts", args.contacts),
         format!("{:.1} s ({:.0}/s)", import_took.as_secs_f64(), args.contacts as f64 / import_took.as_secs_f64().max(0.001)),
@@ -634,7 +722,23 @@ async fn phases(args: &Args, http: &reqwest::Client, srv: &mut Server, import_to
     rows.push(row("loopback floor GET /healthz p50 / p99", floor.p50_p99(), "", None));
     rows.push(row("HTTP floor GET 404 (no DB) p50 / p99", floor404.p50_p99(), "", None));
 
-    // Phase 2: identify.
+    if plan.main {
+        identify_phase(args, http, srv, rows).await?;
+    }
+    if plan.ivr {
+        ivr::phase(args, http, srv, &floor.p50_p99(), rows).await?;
+    }
+    if plan.main {
+        load_phases(args, http, srv, rss_start, rows).await?;
+    }
+    if plan.sip {
+        sip::phase(args, http, srv, dir, rows).await?;
+    }
+    Ok(())
+}
+
+/// Phase 2: sequential identifications, each answer checked.
+async fn identify_phase(args: &Args, http: &reqwest::Client, srv: &Server, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     say(format!("[identify] {} sequential GET /api/v1/identify, {}% unknown callers, rotating notations", args.identify_requests, args.unknown_percent));
     let mut rng = Rng::new(args.seed);
     for _ in 0..100 {
@@ -670,6 +774,16 @@ async fn phases(args: &Args, http: &reqwest::Client, srv: &mut Server, import_to
     let ident_p99 = ident.percentile_ms(99.0).unwrap_or(f64::MAX);
     rows.push(row("identify p50 / p99", ident.p50_p99(), "p99 < 1 ms", Some(ident_p99 < TARGET_IDENTIFY_P99_MS)));
     rows.push(row("identify answers not as expected", format!("{wrong} of {}", args.identify_requests), "0", Some(wrong == 0)));
+    Ok(())
+}
+
+/// Phases 3–6: pops at a steady call rate, outbox drain, sustained events/s, memory.
+async fn load_phases(args: &Args, http: &reqwest::Client, srv: &mut Server, rss_start: u64, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    // The pop phase's callers follow the identify phase's in the same sequence.
+    let mut rng = Rng::new(args.seed);
+    for _ in 0..100 + args.identify_requests {
+        numbers::pick_caller(&mut rng, args.contacts, args.unknown_percent);
+    }
 
     // Phase 3: pops at a steady rate.
     say(format!("[pop] connecting {} agent streams", args.agents));
