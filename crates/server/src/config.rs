@@ -388,6 +388,9 @@ impl Config {
         if config.pop_rules.is_empty() {
             config.pop_rules.push(PopRule::default());
         }
+        if config.ivr.rules.is_empty() {
+            config.ivr.rules = cxbridge_domain::ivr::default_rules();
+        }
         let entities = config.entities();
         for rule in &mut config.pop_rules {
             if let Some(phone) = entities.iter().find(|e| e.name == rule.create_entity).and_then(|e| e.phone_fields.first()) {

@@ -103,7 +103,7 @@ impl App {
             owner: owner.clone(),
             dialed: dialed.and_then(|d| self.normalizer.normalize(&repair_ani(d)).e164().map(str::to_string)),
         };
-        let route = if self.config.ivr.rules.is_empty() { ivr::decide(&ivr::default_rules(), &facts) } else { ivr::decide(&self.config.ivr.rules, &facts) };
+        let route = ivr::decide(&self.config.ivr.rules, &facts);
         metrics::counter!("cxbridge_ivr_lookups_total", "action" => route.action()).increment(1);
         Lookup { ani, normalized, blocked, identification, record, owner, flags, route }
     }
@@ -259,12 +259,9 @@ impl App {
         // Nobody wraps an IVR call up: complete it now, whatever `memorialize_missed` says.
         let notes = Some(format!("IVR {what}"));
         let recorded = self.record(event("completed", EventKind::WrappedUp(WrapUp { notes, ..WrapUp::default() })), "ivr", "completed", received).await?;
-        let c = match recorded {
-            cxbridge_store::Recorded::Applied(t) => t.conversation,
-            cxbridge_store::Recorded::Duplicate(Some(c)) => c,
-            cxbridge_store::Recorded::Duplicate(None) => {
-                self.store.conversation_by_external(Some("ivr"), &key).await?.ok_or_else(|| ApiError::not_found("the IVR call was not recorded; send it again"))?
-            }
+        let c = match recorded.into_conversation() {
+            Some(c) => c,
+            None => self.store.conversation_by_external(Some("ivr"), &key).await?.ok_or_else(|| ApiError::not_found("the IVR call was not recorded; send it again"))?,
         };
         Ok(proto::IvrEventResult {
             conversation_id: c.id.clone(),

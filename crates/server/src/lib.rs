@@ -49,6 +49,18 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
+/// A secret from the environment, else the configuration, else generated once into
+/// `data/file` (mode 0600).
+fn secret(env: &str, configured: Option<&String>, data: &std::path::Path, file: &str) -> anyhow::Result<String> {
+    match std::env::var(env) {
+        Ok(t) if !t.is_empty() => Ok(t),
+        _ => match configured {
+            Some(t) => Ok(t.clone()),
+            None => auth::stored_token(data, file).with_context(|| format!("cannot store the generated {file} in {}", data.display())),
+        },
+    }
+}
+
 /// Opens the store and builds the application state from `config`.
 pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
     let data = &config.server.data_dir;
@@ -68,33 +80,13 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         _ if !config.auth.admin_tokens.is_empty() => config.auth.admin_tokens.clone(),
         _ => vec![auth::stored_token(data, "admin-token").context("cannot store the generated admin token")?],
     };
-    let cti = match std::env::var("CXBRIDGE_CTI_TOKEN") {
-        Ok(t) if !t.is_empty() => t,
-        _ => match &config.auth.cti_token {
-            Some(t) => t.clone(),
-            None => auth::stored_token(data, "cti-token").context("cannot store the generated CTI token")?,
-        },
-    };
-    let ivr = match std::env::var("CXBRIDGE_IVR_TOKEN") {
-        Ok(t) if !t.is_empty() => t,
-        _ => match &config.ivr.token {
-            Some(t) => t.clone(),
-            None => auth::stored_token(data, "ivr-token").context("cannot store the generated IVR token")?,
-        },
-    };
     let tokens = Tokens {
         admin,
-        cti,
-        ivr,
+        cti: secret("CXBRIDGE_CTI_TOKEN", config.auth.cti_token.as_ref(), data, "cti-token")?,
+        ivr: secret("CXBRIDGE_IVR_TOKEN", config.ivr.token.as_ref(), data, "ivr-token")?,
         agents: config.agents.iter().filter_map(|a| a.token.clone().map(|t| (a.id.clone(), t))).collect(),
     };
-    let session_secret = match std::env::var("CXBRIDGE_SESSION_SECRET") {
-        Ok(t) if !t.is_empty() => t,
-        _ => match &config.panel.session_secret {
-            Some(t) => t.clone(),
-            None => auth::stored_token(data, "session-secret").context("cannot store the generated session secret")?,
-        },
-    };
+    let session_secret = secret("CXBRIDGE_SESSION_SECRET", config.panel.session_secret.as_ref(), data, "session-secret")?;
     let sessions = session::Sessions::new(&session_secret, &config.panel);
     let block_list: HashSet<String> = config.routing.block_list.iter().filter_map(|n| normalizer.index_key(n)).collect();
     let connected = crm_setup::connect(&config, &normalizer, store.clone()).await?;

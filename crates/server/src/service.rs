@@ -73,6 +73,30 @@ impl App {
         Ok(self.entities.iter().any(|e| e.name == r.entity))
     }
 
+    /// Refuses (422) the first of the agent's chosen and pinned records that cannot be linked.
+    pub async fn check_linkable(&self, c: &Conversation, selected: Option<&proto::RecordRefView>, pinned: Option<&Vec<proto::RecordRefView>>) -> Result<(), ApiError> {
+        for r in selected.into_iter().chain(pinned.into_iter().flatten()) {
+            if !self.linkable(c, &cxbridge_domain::crm::RecordRef::new(&r.entity, &r.id)).await? {
+                return Err(ApiError::unprocessable(format!("record {}/{} does not exist in the CRM; create it first", r.entity, r.id)));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the hub knows of one of `c`'s records: the match it came from, else the built-in
+    /// CRM's record. An external CRM's record the caller did not match is known by reference only.
+    pub async fn record_candidate(&self, c: &Conversation, r: &cxbridge_domain::crm::RecordRef) -> Option<cxbridge_domain::crm::Candidate> {
+        if let Some(found) = c.identification.candidates().iter().find(|x| &x.record == r) {
+            return Some(found.clone());
+        }
+        if !self.uses_builtin_crm() {
+            return None;
+        }
+        let spec = self.entities.iter().find(|e| e.name == r.entity)?;
+        let rec = self.crm_store.record(&r.entity, &r.id).await.ok()??;
+        Some(cxbridge_domain::crm::Candidate::from_fields(spec, &rec.id, rec.fields))
+    }
+
     /// Maps the PBX's user names / ids / answering number to agent ids.
     fn resolve_agents(&self, users: &[String], user_ids: &[String], queue: Option<&str>) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cxbridge_domain::Timestamp;
 use cxbridge_domain::conversation::{Conversation, EndCause, Event, EventKind};
-use cxbridge_domain::crm::{Candidate, CrmError};
+use cxbridge_domain::crm::CrmError;
 use cxbridge_domain::outbox::Next;
 use cxbridge_store::OutboxItem;
 use tokio::sync::watch;
@@ -41,16 +41,6 @@ pub async fn outbox(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn regarding_candidate(app: &App, c: &Conversation) -> Option<Candidate> {
-    let r = c.regarding()?;
-    if let Some(found) = c.identification.candidates().iter().find(|x| &x.record == r) {
-        return Some(found.clone());
-    }
-    let spec = app.entities.iter().find(|e| e.name == r.entity)?;
-    let rec = app.crm_store.record(&r.entity, &r.id).await.ok()??;
-    Some(Candidate::from_fields(spec, &rec.id, rec.fields))
-}
-
 /// Builds the activities of `items` and hands them to the CRM in one call.
 async fn deliver(app: &App, items: Vec<OutboxItem>) {
     let started = Instant::now();
@@ -66,7 +56,10 @@ async fn deliver(app: &App, items: Vec<OutboxItem>) {
     }
     let mut activities = Vec::with_capacity(ready.len());
     for (_, c) in &ready {
-        let regarding = regarding_candidate(app, c).await;
+        let regarding = match c.regarding() {
+            Some(r) => app.record_candidate(c, r).await,
+            None => None,
+        };
         let mut activity = app.mapping.build(c, regarding.as_ref());
         activity.on_behalf_of = c.agent.as_deref().and_then(|a| app.config.agents.iter().find(|x| x.id == a)).and_then(|a| a.crm_user_id.clone());
         activities.push(activity);

@@ -47,6 +47,16 @@ pub enum Recorded {
     Duplicate(Option<Conversation>),
 }
 
+impl Recorded {
+    /// The conversation as it stands after the event, if the store knows it.
+    pub fn into_conversation(self) -> Option<Conversation> {
+        match self {
+            Recorded::Applied(t) => Some(t.conversation),
+            Recorded::Duplicate(c) => c,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxState {
     Pending,

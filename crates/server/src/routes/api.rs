@@ -151,13 +151,7 @@ pub async fn wrapup(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(id)
         w.agent = Some(agent.to_string());
     }
     w.disposition = checked_disposition(&app, w.disposition.take())?;
-    let mut refs: Vec<&proto::RecordRefView> = w.selected.iter().collect();
-    refs.extend(w.pinned.iter().flatten());
-    for r in refs {
-        if !app.linkable(&c, &RecordRef::new(&r.entity, &r.id)).await? {
-            return Err(ApiError::unprocessable(format!("record {}/{} does not exist in the CRM; create it first", r.entity, r.id)));
-        }
-    }
+    app.check_linkable(&c, w.selected.as_ref(), w.pinned.as_ref()).await?;
     let wrap = WrapUp {
         agent: w.agent.clone(),
         disposition: w.disposition.as_ref().map(|d| Disposition { code: d.code.clone(), category: d.category.clone() }),
@@ -172,11 +166,7 @@ pub async fn wrapup(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(id)
     };
     let event = Event { dedup_key, source: c.source.clone(), conversation_key: c.external_id.clone(), leg: None, at: cxbridge_domain::Timestamp::now(), kind: EventKind::WrappedUp(wrap) };
     let recorded = app.record(event, "api", "wrapup", received).await?;
-    let c = match recorded {
-        Recorded::Applied(t) => t.conversation,
-        Recorded::Duplicate(Some(c)) => c,
-        Recorded::Duplicate(None) => c,
-    };
+    let c = recorded.into_conversation().unwrap_or(c);
     Ok(Json(app.conversation_view(&c).await))
 }
 

@@ -12,9 +12,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cxbridge_domain::conversation::{Conversation, Event, EventKind, Links};
-use cxbridge_domain::crm::{Candidate, RecordRef};
+use cxbridge_domain::crm::RecordRef;
 use cxbridge_proto as proto;
-use cxbridge_store::Recorded;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiPath, ApiResult, crm_problem};
@@ -146,10 +145,15 @@ pub async fn current_session(State(app): State<Arc<App>>, headers: HeaderMap) ->
 /// (a copied cookie included), on every node.
 #[utoipa::path(delete, path = "/api/v1/session", responses((status = 204)))]
 pub async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {
-    if let Some(s) = app.session(&headers).await {
-        app.caller(&headers, &Method::DELETE).await?;
-        app.store.record_sign_out(&s.agent, cxbridge_domain::Timestamp::now()).await?;
-        tracing::info!(agent = s.agent, "agent signed out of the panel");
+    match app.caller(&headers, &Method::DELETE).await {
+        Ok(Caller::Agent { id, .. }) => {
+            app.store.record_sign_out(&id, cxbridge_domain::Timestamp::now()).await?;
+            tracing::info!(agent = id, "agent signed out of the panel");
+        }
+        // Not signed in (or an admin token): there is only the cookie to clear.
+        Ok(Caller::Admin) => {}
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => {}
+        Err(e) => return Err(e),
     }
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut().insert(header::SET_COOKIE, app.sessions.clear_cookie(&headers));
@@ -215,11 +219,7 @@ pub async fn visible_conversation(app: &App, caller: &Caller, id: &str) -> ApiRe
 async fn record_links(app: &App, c: &Conversation, links: Links, body: &[u8], received: Instant) -> ApiResult<Conversation> {
     let dedup_key = format!("links:{}:{:016x}", c.id, fnv1a(body) ^ c.revision);
     let event = Event { dedup_key, source: c.source.clone(), conversation_key: c.external_id.clone(), leg: None, at: cxbridge_domain::Timestamp::now(), kind: EventKind::Linked(links) };
-    Ok(match app.record(event, "panel", "links", received).await? {
-        Recorded::Applied(t) => t.conversation,
-        Recorded::Duplicate(Some(c)) => c,
-        Recorded::Duplicate(None) => c.clone(),
-    })
+    Ok(app.record(event, "panel", "links", received).await?.into_conversation().unwrap_or_else(|| c.clone()))
 }
 
 /// Choose the record the conversation is about, or set the pinned records.
@@ -230,13 +230,7 @@ pub async fn links(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(id):
     let caller = app.caller(&headers, &Method::PUT).await?;
     let req: proto::LinksRequest = serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable(format!("the links are not valid: {e}")))?;
     let c = visible_conversation(&app, &caller, &id).await?;
-    let mut refs: Vec<&proto::RecordRefView> = req.selected.iter().collect();
-    refs.extend(req.pinned.iter().flatten());
-    for r in refs {
-        if !app.linkable(&c, &RecordRef::new(&r.entity, &r.id)).await? {
-            return Err(ApiError::unprocessable(format!("record {}/{} does not exist in the CRM; create it first", r.entity, r.id)));
-        }
-    }
+    app.check_linkable(&c, req.selected.as_ref(), req.pinned.as_ref()).await?;
     let links = Links {
         selected: req.selected.as_ref().map(|r| RecordRef::new(&r.entity, &r.id)),
         pinned: req.pinned.as_ref().map(|p| {
@@ -282,16 +276,7 @@ async fn current_records(app: &App, c: &Conversation) -> Vec<proto::CandidateVie
     }
     let mut out = vec![];
     for r in refs {
-        let known = c.identification.candidates().iter().find(|x| x.record == r).cloned();
-        let found = match known {
-            Some(k) => Some(k),
-            None if app.uses_builtin_crm() => match (app.entities.iter().find(|e| e.name == r.entity), app.crm_store.record(&r.entity, &r.id).await) {
-                (Some(spec), Ok(Some(rec))) => Some(Candidate::from_fields(spec, &rec.id, rec.fields)),
-                _ => None,
-            },
-            None => None,
-        };
-        out.push(match found {
+        out.push(match app.record_candidate(c, &r).await {
             Some(k) => views::candidate_with_fields(&k),
             // An external CRM's record we only know by reference (created or searched in the panel).
             None => proto::CandidateView { entity: r.entity.clone(), id: r.id.clone(), title: r.id.clone(), display: vec![], fields: None },

@@ -27,7 +27,8 @@ pub async fn stream(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers).map(str::to_string).or_else(|| q.get("access_token").cloned());
-    match (token, app.session(&headers).await) {
+    let session = if token.is_none() { app.session(&headers).await } else { None };
+    match (token, session) {
         (Some(t), _) if app.tokens.may_stream(&agent, &t) => {}
         (Some(_), _) => return Err(ApiError::unauthorized("the token is not this agent's token nor an admin token")),
         // A cookie rides along on any page's WebSocket: only our own page may use it.
