@@ -11,6 +11,7 @@ pub mod dataverse;
 pub mod faults;
 pub mod oauth;
 pub mod salesforce;
+pub mod scaleout;
 pub mod tryton;
 
 use std::net::SocketAddr;
