@@ -4,6 +4,7 @@
 
 use cxbridge_domain::conversation::{Direction, EndCause};
 
+pub mod bus;
 pub mod crm;
 pub mod cti;
 pub mod ivr;

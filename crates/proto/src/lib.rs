@@ -338,6 +338,35 @@ pub struct Health {
     pub outbox: OutboxStatsView,
     pub agents_connected: u64,
     pub uptime_secs: u64,
+    /// This node's name among several.
+    pub node: String,
+    /// `sqlite` or `postgres`.
+    pub store: String,
+    /// The NATS bus joining the nodes; absent for a single node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<BusHealth>,
+}
+
+/// The NATS bus as `/healthz` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BusHealth {
+    /// Whether this node is connected to NATS now.
+    pub connected: bool,
+    pub stream: String,
+    /// The other nodes heard from, with the agents online there.
+    pub nodes: Vec<BusNodeView>,
+    /// Agent messages handed to the other nodes / received from them since start.
+    pub published: u64,
+    pub received: u64,
+    pub publish_errors: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BusNodeView {
+    pub node: String,
+    pub agents: u64,
+    pub last_heard_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

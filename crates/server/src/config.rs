@@ -27,6 +27,7 @@ pub struct Config {
     pub workflows: Vec<WorkflowConfig>,
     pub panel: PanelConfig,
     pub ivr: IvrConfig,
+    pub bus: BusConfig,
     /// Dispositions the agent chooses from at wrap-up (`[[wrapup_codes]]`).
     pub wrapup_codes: Vec<WrapupCodeConfig>,
     /// Whether the file set `[[memorialization.fields]]` itself (else the CRM's defaults apply).
@@ -46,6 +47,71 @@ pub struct ServerConfig {
     pub durability: String,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// Where conversations, the outbox and the built-in CRM live (also `CXBRIDGE_DATABASE_URL`).
+    /// Unset: the SQLite file `DATA_DIR/cxbridge.sqlite`. `postgres://…` selects PostgreSQL,
+    /// which several nodes share.
+    pub database_url: Option<String>,
+    /// Connections each node keeps to PostgreSQL.
+    pub database_pool: u32,
+    /// This node's name among several (also `CXBRIDGE_NODE_ID`): letters, digits, `-`, `_`.
+    /// Unset: the host name and the listening port.
+    pub node_id: Option<String>,
+}
+
+impl ServerConfig {
+    /// The database backend the URL names.
+    pub fn database_kind(&self) -> DatabaseKind {
+        match self.database_url.as_deref() {
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => DatabaseKind::Postgres,
+            _ => DatabaseKind::Sqlite,
+        }
+    }
+
+    /// This node's id: the configured one, else `{host}-{port}`.
+    pub fn node_id(&self) -> String {
+        if let Some(id) = self.node_id.as_ref().filter(|s| !s.is_empty()) {
+            return id.clone();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "cxbridge".into());
+        let clean: String = host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+        format!("{clean}-{}", self.listen.port())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+/// The message bus that joins several nodes (`[bus]`). Without a URL the hub is one node and
+/// agent messages stay in the process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// NATS server(s) with JetStream enabled (also `CXBRIDGE_NATS_URL`), e.g.
+    /// `nats://10.0.0.5:4222`; several comma-separated.
+    pub url: Option<String>,
+    /// The JetStream stream agent messages travel on (one per hub cluster).
+    pub stream: String,
+    /// Prefix of the NATS subjects (one per hub cluster sharing a NATS server).
+    pub subject_prefix: String,
+    /// A node not heard from for this long is taken to have no agents online.
+    pub presence_ttl_secs: u64,
+    /// How long agent messages stay in the stream (a node cut off from NATS catches up
+    /// within this).
+    pub max_age_secs: u64,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self { url: None, stream: "CXBRIDGE_AGENTS".into(), subject_prefix: "cxbridge".into(), presence_ttl_secs: 15, max_age_secs: 300 }
+    }
 }
 
 impl Default for ServerConfig {
@@ -56,6 +122,9 @@ impl Default for ServerConfig {
             public_url: None,
             durability: "full".into(),
             log_format: "text".into(),
+            database_url: None,
+            database_pool: 16,
+            node_id: None,
         }
     }
 }
@@ -454,6 +523,7 @@ impl Config {
             }
         }
         self.validate_panel()?;
+        self.validate_scale_out()?;
         let v = &self.ivr.verify;
         if v.max_attempts_per_number == 0 || v.max_attempts_per_record == 0 || v.window_secs == 0 {
             return Err("[ivr.verify] max_attempts_per_number, max_attempts_per_record and window_secs must be at least 1".into());
@@ -484,6 +554,41 @@ impl Config {
                 if !entities.iter().any(|x| x.name == r.entity) {
                     return Err(format!("[[crm.entities]] `{}`: relation `{}` names unknown entity `{}`", e.name, r.name, r.entity));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL, node id and bus settings; run again after the command line and
+    /// environment have overridden the file.
+    pub fn validate_scale_out(&self) -> Result<(), String> {
+        if let Some(url) = &self.server.database_url
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err("[server] database_url must start with postgres://, postgresql:// or sqlite: (leave it unset for DATA_DIR/cxbridge.sqlite)".into());
+        }
+        if self.server.database_pool == 0 {
+            return Err("[server] database_pool must be at least 1".into());
+        }
+        if let Some(id) = &self.server.node_id
+            && (id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            return Err(format!("[server] node_id `{id}`: use 1 to 64 letters, digits, `-` or `_`"));
+        }
+        let b = &self.bus;
+        if b.url.as_ref().is_some_and(|u| !u.is_empty()) {
+            if self.server.database_kind() != DatabaseKind::Postgres {
+                return Err("[bus] joins nodes that share one PostgreSQL database: set [server] database_url = \"postgres://…\" (or CXBRIDGE_DATABASE_URL) on every node".into());
+            }
+            let name_ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !name_ok(&b.stream) {
+                return Err(format!("[bus] stream `{}`: use letters, digits, `-` or `_`", b.stream));
+            }
+            if !name_ok(&b.subject_prefix) {
+                return Err(format!("[bus] subject_prefix `{}`: use letters, digits, `-` or `_`", b.subject_prefix));
+            }
+            if b.presence_ttl_secs == 0 || b.max_age_secs == 0 {
+                return Err("[bus] presence_ttl_secs and max_age_secs must be at least 1".into());
             }
         }
         Ok(())

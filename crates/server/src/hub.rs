@@ -1,5 +1,6 @@
 //! The agent hub: which agent streams are connected, and fan-out of messages to them.
-//! In-process for a single node; a message bus can feed `publish` on several nodes.
+//! In-process for a single node; with several nodes the NATS bus carries each message to
+//! the others ([`deliver_from_bus`]) and tells which agents are online where.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -57,7 +58,32 @@ impl AgentHub {
         self.streams.read().is_ok_and(|s| s.get(agent).is_some_and(|l| !l.is_empty()))
     }
 
+    /// The agents with a stream open on this node.
+    pub fn agents(&self) -> Vec<String> {
+        self.streams.read().map_or_else(|_| vec![], |s| s.keys().cloned().collect())
+    }
+
     pub fn connected_agents(&self) -> usize {
         self.streams.read().map_or(0, |s| s.len())
+    }
+}
+
+/// Delivers the agent messages other nodes hand over the bus to this node's streams, until
+/// `stop` flips.
+pub async fn deliver_from_bus(
+    app: std::sync::Arc<crate::service::App>,
+    mut inbox: mpsc::Receiver<cxbridge_connectors::bus::Delivery>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            d = inbox.recv() => match d {
+                Some(d) => {
+                    app.hub.publish(&d.agent, &d.frame);
+                }
+                None => return,
+            },
+            _ = stop.changed() => return,
+        }
     }
 }

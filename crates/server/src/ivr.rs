@@ -130,7 +130,7 @@ impl App {
             a.id == crm_user || a.crm_user_id.as_deref() == Some(crm_user.as_str()) || a.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&crm_user))
         });
         let available = match agent {
-            Some(a) => self.hub.is_connected(&a.id) && !self.in_a_call(&a.id).await,
+            Some(a) => self.agent_online(&a.id) && !self.in_a_call(&a.id).await,
             None => false,
         };
         Some(Owner {

@@ -23,14 +23,15 @@ use std::time::Instant;
 use anyhow::Context as _;
 use cxbridge_domain::conversation::Policy;
 use cxbridge_domain::phone::PhoneNormalizer;
+use cxbridge_connectors::bus::{Delivery, NatsBus, NatsBusConfig};
 use cxbridge_store::sqlite::{CrmSchema, Durability};
-use cxbridge_store::SqliteStore;
+use cxbridge_store::{CrmStore, PgStore, SqliteStore, Store};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::Tokens;
-use crate::config::Config;
+use crate::config::{Config, DatabaseKind};
 use crate::service::App;
 
 /// The Prometheus recorder is process-wide; several apps in one test process share it.
@@ -50,15 +51,52 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
 }
 
 /// A secret from the environment, else the configuration, else generated once into
-/// `data/file` (mode 0600).
-fn secret(env: &str, configured: Option<&String>, data: &std::path::Path, file: &str) -> anyhow::Result<String> {
+/// `data/file` (mode 0600). Nodes of a cluster must agree on every secret, so there a
+/// generated one (which would differ per node) is refused with what to set instead.
+fn secret(env: &str, configured: Option<&String>, setting: &str, data: &std::path::Path, file: &str, clustered: bool) -> anyhow::Result<String> {
     match std::env::var(env) {
         Ok(t) if !t.is_empty() => Ok(t),
         _ => match configured {
             Some(t) => Ok(t.clone()),
+            None if clustered => anyhow::bail!("several nodes ([bus] url is set) must share their secrets: set {env} (or {setting}) to the same value on every node"),
             None => auth::stored_token(data, file).with_context(|| format!("cannot store the generated {file} in {}", data.display())),
         },
     }
+}
+
+/// The store the database URL names, with the built-in CRM's schema.
+async fn open_store(config: &Config, schema: CrmSchema) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn CrmStore>)> {
+    let durability = if config.server.durability == "normal" { Durability::Normal } else { Durability::Full };
+    match (config.server.database_kind(), config.server.database_url.as_deref()) {
+        (DatabaseKind::Postgres, Some(url)) => {
+            let store = Arc::new(PgStore::open(url, schema, config.server.database_pool).await.context("cannot open the PostgreSQL database")?);
+            Ok((store.clone(), store))
+        }
+        (_, url) => {
+            let path = match url {
+                Some(u) => std::path::PathBuf::from(u.strip_prefix("sqlite://").or_else(|| u.strip_prefix("sqlite:")).unwrap_or(u)),
+                None => config.server.data_dir.join("cxbridge.sqlite"),
+            };
+            let store = Arc::new(SqliteStore::open(&path, schema, durability).await.with_context(|| format!("cannot open the database {}", path.display()))?);
+            Ok((store.clone(), store))
+        }
+    }
+}
+
+/// Connects this node to the others over NATS when `[bus] url` is set.
+async fn connect_bus(config: &Config) -> anyhow::Result<Option<(Arc<NatsBus>, tokio::sync::mpsc::Receiver<Delivery>)>> {
+    let Some(url) = config.bus.url.clone().filter(|u| !u.is_empty()) else { return Ok(None) };
+    let b = &config.bus;
+    let cfg = NatsBusConfig {
+        url,
+        node_id: config.server.node_id(),
+        stream: b.stream.clone(),
+        subject_prefix: b.subject_prefix.clone(),
+        max_age: std::time::Duration::from_secs(b.max_age_secs),
+        presence_ttl: std::time::Duration::from_secs(b.presence_ttl_secs),
+    };
+    let (bus, inbox) = NatsBus::connect(cfg).await.context("cannot join the other nodes over NATS")?;
+    Ok(Some((Arc::new(bus), inbox)))
 }
 
 /// Opens the store and builds the application state from `config`.
@@ -68,32 +106,41 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
     let normalizer = PhoneNormalizer::new(Some(&config.phone.default_region), &config.phone.own_numbers)
         .map_err(|e| anyhow::anyhow!("[phone] default_region: {e}"))?;
     let entities = config.entities();
-    let durability = if config.server.durability == "normal" { Durability::Normal } else { Durability::Full };
-    let db_path = data.join("cxbridge.sqlite");
-    let store = Arc::new(
-        SqliteStore::open(&db_path, CrmSchema { entities: entities.clone(), normalizer: normalizer.clone() }, durability)
-            .await
-            .with_context(|| format!("cannot open the database {}", db_path.display()))?,
-    );
+    config.validate_scale_out().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let clustered = config.bus.url.as_ref().is_some_and(|u| !u.is_empty());
     let admin = match std::env::var("CXBRIDGE_ADMIN_TOKEN") {
         Ok(t) if !t.is_empty() => vec![t],
         _ if !config.auth.admin_tokens.is_empty() => config.auth.admin_tokens.clone(),
+        _ if clustered => anyhow::bail!("several nodes ([bus] url is set) must share their secrets: set CXBRIDGE_ADMIN_TOKEN (or [auth] admin_tokens) to the same value on every node"),
         _ => vec![auth::stored_token(data, "admin-token").context("cannot store the generated admin token")?],
     };
     let tokens = Tokens {
         admin,
-        cti: secret("CXBRIDGE_CTI_TOKEN", config.auth.cti_token.as_ref(), data, "cti-token")?,
-        ivr: secret("CXBRIDGE_IVR_TOKEN", config.ivr.token.as_ref(), data, "ivr-token")?,
+        cti: secret("CXBRIDGE_CTI_TOKEN", config.auth.cti_token.as_ref(), "[auth] cti_token", data, "cti-token", clustered)?,
+        ivr: secret("CXBRIDGE_IVR_TOKEN", config.ivr.token.as_ref(), "[ivr] token", data, "ivr-token", clustered)?,
         agents: config.agents.iter().filter_map(|a| a.token.clone().map(|t| (a.id.clone(), t))).collect(),
     };
-    let session_secret = secret("CXBRIDGE_SESSION_SECRET", config.panel.session_secret.as_ref(), data, "session-secret")?;
+    let session_secret = secret("CXBRIDGE_SESSION_SECRET", config.panel.session_secret.as_ref(), "[panel] session_secret", data, "session-secret", clustered)?;
+    let (store, crm_store) = open_store(&config, CrmSchema { entities: entities.clone(), normalizer: normalizer.clone() }).await?;
+    let outbox_wake = Arc::new(tokio::sync::Notify::new());
+    // Another node's enqueued activity wakes this node's worker too (PostgreSQL NOTIFY).
+    store.wake_on_outbox(outbox_wake.clone());
+    let bus = connect_bus(&config).await?;
     let sessions = session::Sessions::new(&session_secret, &config.panel);
     let block_list: HashSet<String> = config.routing.block_list.iter().filter_map(|n| normalizer.index_key(n)).collect();
-    let connected = crm_setup::connect(&config, &normalizer, store.clone()).await?;
+    let connected = crm_setup::connect(&config, &normalizer, crm_store.clone()).await?;
     let policy = Policy { memorialize_missed: config.conversations.memorialize_missed };
+    let node_id = config.server.node_id();
+    let (bus, bus_inbox) = match bus {
+        Some((b, inbox)) => (Some(b), Some(inbox)),
+        None => (None, None),
+    };
     Ok(Arc::new(App {
-        store: store.clone(),
-        crm_store: store,
+        store,
+        crm_store,
+        bus,
+        bus_inbox: std::sync::Mutex::new(bus_inbox),
+        node_id,
         crm: connected.crm,
         indexed: connected.indexed,
         mapping: config.mapping(),
@@ -103,7 +150,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         tokens,
         sessions,
         policy,
-        outbox_wake: Default::default(),
+        outbox_wake,
         started: Instant::now(),
         block_list,
         metrics: metrics_handle()?,
@@ -116,13 +163,27 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl std::futur
     let (stop_tx, stop_rx) = watch::channel(false);
     let outbox = tokio::spawn(workers::outbox(app.clone(), stop_rx.clone()));
     let sweeper = tokio::spawn(workers::sweeper(app.clone(), stop_rx.clone()));
+    let inbox = app.bus_inbox.lock().ok().and_then(|mut i| i.take());
+    let from_bus = inbox.map(|inbox| tokio::spawn(hub::deliver_from_bus(app.clone(), inbox, stop_rx.clone())));
     let index_sync = app.indexed.clone().map(|indexed| {
         let every = std::time::Duration::from_secs(app.config.crm.sync_interval_secs.max(1));
         tokio::spawn(crm_index::sync(indexed, every, stop_rx))
     });
     let router = routes::router(app.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    let bus = app.bus.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // The other nodes stop routing calls to this node's agents at once, not only when
+        // its presence times out (open streams may hold the shutdown for a while).
+        if let Some(bus) = bus {
+            bus.announce(vec![]);
+        }
+    };
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("the HTTP server failed")?;
     let _ = stop_tx.send(true);
+    if let Some(t) = from_bus {
+        let _ = t.await;
+    }
     let _ = outbox.await;
     let _ = sweeper.await;
     if let Some(t) = index_sync {

@@ -26,6 +26,16 @@ struct ServeArgs {
     /// Data directory (default ./cxbridge-data).
     #[arg(long, env = "CXBRIDGE_DATA")]
     data: Option<PathBuf>,
+    /// Database URL: postgres://user:password@host/db for PostgreSQL (several nodes share
+    /// it); default the SQLite file DATA/cxbridge.sqlite.
+    #[arg(long, env = "CXBRIDGE_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// NATS server with JetStream that joins several nodes, e.g. nats://127.0.0.1:4222.
+    #[arg(long, env = "CXBRIDGE_NATS_URL")]
+    nats_url: Option<String>,
+    /// This node's name among several (default: host name and port).
+    #[arg(long, env = "CXBRIDGE_NODE_ID")]
+    node_id: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -81,6 +91,16 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(d) = &args.data {
         config.server.data_dir = d.clone();
     }
+    if let Some(u) = args.database_url.clone().filter(|u| !u.is_empty()) {
+        config.server.database_url = Some(u);
+    }
+    if let Some(u) = args.nats_url.clone().filter(|u| !u.is_empty()) {
+        config.bus.url = Some(u);
+    }
+    if let Some(n) = args.node_id.clone().filter(|n| !n.is_empty()) {
+        config.server.node_id = Some(n);
+    }
+    config.validate_scale_out().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(config)
 }
 

@@ -36,10 +36,16 @@ pub struct App {
     pub entities: Vec<EntitySpec>,
     pub normalizer: PhoneNormalizer,
     pub hub: AgentHub,
+    /// The other nodes, when there are several (`[bus] url`).
+    pub bus: Option<Arc<cxbridge_connectors::bus::NatsBus>>,
+    /// Agent messages from the other nodes, until `run` takes them.
+    pub bus_inbox: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<cxbridge_connectors::bus::Delivery>>>,
+    /// This node's name among several.
+    pub node_id: String,
     pub tokens: Tokens,
     pub sessions: crate::session::Sessions,
     pub policy: Policy,
-    pub outbox_wake: Notify,
+    pub outbox_wake: Arc<Notify>,
     pub started: Instant,
     pub block_list: HashSet<String>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -280,13 +286,38 @@ impl App {
         proto::AgentConversation { conversation: self.conversation_view(c).await, pop: self.pop_view(c).await }
     }
 
+    /// Sends `frame` to `agent`'s streams on this node and hands it to the other nodes.
+    /// Returns how many streams of this node got it.
+    pub async fn send_to_agent(&self, agent: &str, frame: &Frame) -> usize {
+        let here = self.hub.publish(agent, frame);
+        if let Some(bus) = &self.bus
+            && let Err(e) = bus.publish(agent, frame).await
+        {
+            tracing::warn!(agent, error = %e, "could not hand the agent message to the other nodes");
+        }
+        here
+    }
+
+    /// Whether `agent` has the panel open on any node.
+    pub fn agent_online(&self, agent: &str) -> bool {
+        self.hub.is_connected(agent) || self.bus.as_ref().is_some_and(|b| b.present_elsewhere(agent))
+    }
+
+    /// Tells the other nodes which agents are online here (after a stream opened or closed).
+    pub fn announce_presence(&self) {
+        if let Some(bus) = &self.bus {
+            bus.announce(self.hub.agents());
+        }
+    }
+
     /// Pushes the transition's effects to the agents' streams and wakes the outbox.
     pub async fn notify(&self, c: &Conversation, effects: &[Effect], received: Option<Instant>) {
         if effects.contains(&Effect::Memorialize) {
             self.outbox_wake.notify_one();
         }
         let wants_message = effects.iter().any(|e| !matches!(e, Effect::Memorialize));
-        if !wants_message || self.hub.connected_agents() == 0 {
+        // With other nodes, the agent may be connected to one of them.
+        if !wants_message || (self.bus.is_none() && self.hub.connected_agents() == 0) {
             return;
         }
         let body = self.agent_conversation(c).await;
@@ -295,7 +326,7 @@ impl App {
             if let Effect::Pop(agents) = e {
                 let frame = frame(&proto::AgentMessage::Pop(body.clone()));
                 for a in agents {
-                    if self.hub.publish(a, &frame) > 0
+                    if self.send_to_agent(a, &frame).await > 0
                         && let Some(r) = received {
                             metrics::histogram!("cxbridge_pop_latency_seconds").record(r.elapsed().as_secs_f64());
                         }
@@ -314,7 +345,7 @@ impl App {
             let frame = frame(&m);
             for a in c.audience() {
                 if !popped.contains(&a.as_str()) {
-                    self.hub.publish(&a, &frame);
+                    self.send_to_agent(&a, &frame).await;
                 }
             }
         }

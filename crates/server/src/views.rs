@@ -180,3 +180,19 @@ pub fn outbox_item(i: &OutboxItem) -> proto::OutboxItemView {
 pub fn outbox_stats(s: &OutboxStats) -> proto::OutboxStatsView {
     proto::OutboxStatsView { pending: s.pending, due: s.due, delivered: s.delivered, dead: s.dead, oldest_pending_secs: s.oldest_pending_secs }
 }
+
+pub fn bus_health(s: &cxbridge_connectors::bus::BusStatus) -> proto::BusHealth {
+    proto::BusHealth {
+        connected: s.connected,
+        stream: s.stream.clone(),
+        nodes: s
+            .nodes
+            .iter()
+            .map(|n| proto::BusNodeView { node: n.node.clone(), agents: n.agents.len() as u64, last_heard_secs: n.last_heard_secs.round() as u64 })
+            .collect(),
+        published: s.published,
+        received: s.received,
+        publish_errors: s.publish_errors,
+        last_error: s.last_error.clone(),
+    }
+}

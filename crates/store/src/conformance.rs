@@ -127,6 +127,28 @@ pub async fn story<S: Store + CrmStore>(store: &S) {
         .expect("import");
     assert_eq!(n, 2);
     assert_eq!(store.count_records("lead").await.expect("count"), 2);
+    // Importing an existing id updates it, and its numbers move; of two rows with one id,
+    // the later one wins (as if imported row by row).
+    let n = store
+        .import_records(
+            "lead",
+            vec![fields(&[("id", "L1"), ("name", "Lead one"), ("phone", "030 1111111")]), fields(&[("id", "L1"), ("name", "Lead one, again"), ("phone", "030 2222222")])],
+        )
+        .await
+        .expect("import again");
+    assert_eq!(n, 2);
+    assert_eq!(store.count_records("lead").await.expect("count"), 2, "updated, not duplicated");
+    assert!(store.records_by_phone("+49307654321", &["lead".into()], 10).await.expect("old number").is_empty(), "an import moves numbers");
+    assert!(store.records_by_phone("+49301111111", &["lead".into()], 10).await.expect("overwritten number").is_empty(), "the later row wins");
+    let again = store.records_by_phone("+49302222222", &["lead".into()], 10).await.expect("new number");
+    assert_eq!(again.iter().map(|r| r.fields.get("name").map(String::as_str)).collect::<Vec<_>>(), [Some("Lead one, again")]);
+    let search = |fields: BTreeMap<String, String>, text: Option<&str>| RecordQuery { fields, text: text.map(str::to_string), limit: 10, ..RecordQuery::default() };
+    let by_field = store.search_records("lead", &search(fields(&[("name", "Lead two")]), None)).await.expect("search by field");
+    assert_eq!(by_field.len(), 1, "exact field match");
+    assert!(store.search_records("lead", &search(fields(&[("name", "Lead")]), None)).await.expect("partial field").is_empty(), "field matches are exact");
+    assert_eq!(store.search_records("lead", &search(BTreeMap::new(), Some("LEAD ONE"))).await.expect("text").len(), 1, "text search ignores case");
+    assert!(store.search_records("lead", &search(BTreeMap::new(), Some("Lead_one"))).await.expect("text").is_empty(), "`_` is no wildcard");
+    assert!(store.search_records("lead", &search(BTreeMap::new(), Some("100%"))).await.expect("text").is_empty(), "`%` is no wildcard");
 
     let regarding = RecordRef::new("contact", &ada.id);
     let mut activity = Activity { key: "cxbridge:x".into(), kind: "phonecall".into(), regarding: vec![regarding.clone()], fields: BTreeMap::new(), direction: cxbridge_domain::conversation::Direction::Inbound, on_behalf_of: None };

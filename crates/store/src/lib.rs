@@ -1,4 +1,4 @@
-//! The storage port of cxbridge and its SQLite implementation.
+//! The storage port of cxbridge and its SQLite and PostgreSQL implementations.
 //!
 //! Callers only see the [`Store`] and [`CrmStore`] traits; the backend is chosen by the
 //! database URL. Every state change that causes an external write enqueues that write in the
@@ -13,9 +13,11 @@ use cxbridge_domain::crm::{Activity, RecordRef};
 
 pub mod builtin_crm;
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 pub use builtin_crm::BuiltinCrm;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +153,12 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats>;
     /// Cheap liveness check of the database.
     async fn ping(&self) -> Result<()>;
+    /// Calls `wake.notify_one()` whenever any process sharing the database enqueues outbox
+    /// work, so an idle outbox worker starts at once instead of at its next poll. The default
+    /// does nothing: SQLite has one process, and its worker polls.
+    fn wake_on_outbox(&self, wake: std::sync::Arc<tokio::sync::Notify>) {
+        let _ = wake;
+    }
 
     /// The agent signed out: panel sessions issued before `at` are void.
     async fn record_sign_out(&self, agent: &str, at: Timestamp) -> Result<()>;

@@ -74,14 +74,17 @@ pub async fn openapi() -> Response {
     Json(doc).into_response()
 }
 
-/// Health at a glance: database, CRM, outbox, connected agents.
+/// Health at a glance: database, CRM, outbox, connected agents, and with several nodes the
+/// bus and the other nodes. `degraded` (still 200): dead outbox items, or the bus is down.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = proto::Health), (status = 503, body = proto::Health)))]
 pub async fn healthz(State(app): State<Arc<App>>) -> Response {
     let db = app.store.ping().await;
     let stats = app.store.outbox_stats(Timestamp::now()).await.unwrap_or_default();
     let ok = db.is_ok();
+    let bus = app.bus.as_ref().map(|b| views::bus_health(&b.status()));
+    let bus_ok = bus.as_ref().is_none_or(|b| b.connected);
     let health = proto::Health {
-        status: if ok && stats.dead == 0 { "ok" } else if ok { "degraded" } else { "down" }.into(),
+        status: if ok && stats.dead == 0 && bus_ok { "ok" } else if ok { "degraded" } else { "down" }.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         database: match db {
             Ok(()) => "ok".into(),
@@ -91,6 +94,13 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
         outbox: views::outbox_stats(&stats),
         agents_connected: app.hub.connected_agents() as u64,
         uptime_secs: app.started.elapsed().as_secs(),
+        node: app.node_id.clone(),
+        store: match app.config.server.database_kind() {
+            crate::config::DatabaseKind::Sqlite => "sqlite",
+            crate::config::DatabaseKind::Postgres => "postgres",
+        }
+        .into(),
+        bus,
     };
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(health)).into_response()

@@ -46,6 +46,7 @@ async fn run(app: Arc<App>, agent: String, mut socket: WebSocket) {
     // Subscribe before the snapshot so nothing that happens in between is lost; the panel
     // drops messages older than the revision it has.
     let mut sub = app.hub.subscribe(&agent);
+    app.announce_presence();
     let snapshot = match app.snapshot(&agent).await {
         Ok(conversations) => proto::AgentMessage::Snapshot { agent: agent.clone(), conversations },
         Err(e) => {
@@ -55,6 +56,7 @@ async fn run(app: Arc<App>, agent: String, mut socket: WebSocket) {
     };
     if socket.send(Message::Text(frame(&snapshot).to_string().into())).await.is_err() {
         app.hub.unsubscribe(&agent, sub.id);
+        app.announce_presence();
         return;
     }
     let mut ping = tokio::time::interval(Duration::from_secs(25));
@@ -74,4 +76,5 @@ async fn run(app: Arc<App>, agent: String, mut socket: WebSocket) {
         }
     }
     app.hub.unsubscribe(&agent, sub.id);
+    app.announce_presence();
 }

@@ -12,6 +12,7 @@ mod kamailio;
 mod lifecycle;
 mod panel;
 mod salesforce;
+mod scaleout;
 mod sipgate;
 mod tryton;
 mod workflows;

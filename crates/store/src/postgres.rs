@@ -1,0 +1,1062 @@
+//! The PostgreSQL backend: one database shared by several hub processes ("nodes").
+//!
+//! Same tables, same semantics as `sqlite.rs` (the functions keep their names so the two can
+//! be read side by side). What differs is that other processes write at the same time:
+//!
+//! - Events of one conversation are serialized across nodes with transaction-scoped advisory
+//!   locks on its keys, taken before the conversation is read (see [`apply_event`]).
+//! - Every "insert unless it exists" is one `INSERT … ON CONFLICT`, never check-then-insert,
+//!   so two nodes racing for the same key get the answer SQLite's single writer would give.
+//! - Outbox claims skip rows another node has locked (`FOR UPDATE SKIP LOCKED`), and enqueueing
+//!   work notifies every node (`pg_notify`, delivered at commit) so idle workers need not poll.
+//!
+//! There is no group commit as in SQLite: each event is its own transaction on a pooled
+//! connection, and PostgreSQL already flushes the WAL of concurrent commits together.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cxbridge_domain::Timestamp;
+use cxbridge_domain::conversation::{self, Conversation, Effect, Event, Policy};
+use cxbridge_domain::crm::{Activity, EntitySpec, RecordRef};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
+use tokio::sync::Notify;
+
+use crate::sqlite::CrmSchema;
+use crate::{
+    CrmStore, IndexChanges, OutboxItem, OutboxState, OutboxStats, Record, RecordQuery, Recorded, Result, Store, StoreError, StoredActivity, SyncState, Verification,
+};
+
+/// The channel `pg_notify` wakes outbox workers on.
+const OUTBOX_CHANNEL: &str = "cxbridge_outbox";
+
+/// Rows per statement of a bulk import: large enough that round trips stop mattering, small
+/// enough that one statement's arrays stay a few hundred kilobytes.
+const IMPORT_CHUNK: usize = 1_000;
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    /// For connections outside the pool (the LISTEN connection of `wake_on_outbox`).
+    options: PgConnectOptions,
+    schema: Arc<CrmSchema>,
+    /// Dropped with the last clone of the store; background listeners stop then.
+    alive: Arc<tokio::sync::watch::Sender<()>>,
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+fn ts(ms: i64) -> Result<Timestamp> {
+    Timestamp::from_millisecond(ms).map_err(|e| StoreError::Corrupt(format!("timestamp {ms}: {e}")))
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn is_field_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The advisory lock key of one of a conversation's ids. FNV-1a (64 bits) because every node
+/// must compute the same key for the same id, whatever build it runs: std's hasher makes no
+/// such promise. A collision only makes two unrelated conversations wait for each other.
+fn lock_key(source: &str, key: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    // 0xff never occurs in UTF-8, so ("ab", "c") and ("a", "bc") hash differently.
+    for b in source.bytes().chain([0xff]).chain(key.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// The locks an event needs, in ascending order: every node takes them in the same order, so
+/// two events sharing both keys can never each hold the lock the other waits for.
+fn lock_keys(event: &Event) -> Vec<i64> {
+    let mut keys: Vec<i64> = std::iter::once(&event.conversation_key).chain(event.leg.as_ref()).map(|k| lock_key(&event.source, k)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`) and
+    /// runs migrations. sqlx holds an advisory lock while migrating, so nodes starting together
+    /// apply each migration once.
+    pub async fn open(url: &str, schema: CrmSchema, max_connections: u32) -> Result<Self> {
+        // Neither message may contain the URL: it carries the password.
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Invalid(format!("the PostgreSQL URL is not valid: {e}")))?
+            .application_name("cxbridge");
+        let target = format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or(options.get_username()));
+        let unavailable = |e: sqlx::Error| StoreError::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}"));
+        // One plain connection first: a wrong host, password or database fails at once with
+        // that message (a pool would retry until its timeout). It also runs the migrations.
+        let mut first = PgConnection::connect_with(&options).await.map_err(unavailable)?;
+        sqlx::migrate!("./migrations/postgres").run(&mut first).await?;
+        let _ = first.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .map_err(unavailable)?;
+        let (alive, _) = tokio::sync::watch::channel(());
+        Ok(Self { pool, options, schema: Arc::new(schema), alive: Arc::new(alive) })
+    }
+
+    pub fn schema(&self) -> &CrmSchema {
+        &self.schema
+    }
+
+    async fn load(conn: &mut PgConnection, id: &str) -> Result<Option<Conversation>> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM conversations WHERE id = $1").bind(id).fetch_optional(conn).await?;
+        body.map(|b| decode(&b)).transpose()
+    }
+
+    /// Upserts `c`, and indexes the source ids and agents that `previous` did not have yet
+    /// (an answer or hangup adds none, so it costs one statement).
+    async fn save(conn: &mut PgConnection, c: &Conversation, previous: Option<&Conversation>) -> Result<()> {
+        let body = serde_json::to_string(c).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO conversations (id, source, external_id, state, last_event_at, ended_at, revision, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, last_event_at = excluded.last_event_at,
+               ended_at = excluded.ended_at, revision = excluded.revision, body = excluded.body",
+        )
+        .bind(&c.id)
+        .bind(&c.source)
+        .bind(&c.external_id)
+        .bind(c.state.as_str())
+        .bind(ms(c.last_event_at))
+        .bind(c.ended_at.map(ms))
+        .bind(c.revision as i64)
+        .bind(body)
+        .execute(&mut *conn)
+        .await?;
+        let keys_of = |c: &Conversation| -> Vec<String> {
+            std::iter::once(c.external_id.clone()).chain(c.legs.iter().map(|l| l.id.clone())).collect()
+        };
+        let known_keys = previous.map(keys_of).unwrap_or_default();
+        let new_keys: Vec<String> = keys_of(c).into_iter().filter(|k| !known_keys.contains(k)).collect();
+        if !new_keys.is_empty() {
+            sqlx::query(
+                "INSERT INTO conversation_keys (source, key, conversation_id) SELECT $1, k, $2 FROM unnest($3::text[]) AS k
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&c.source)
+            .bind(&c.id)
+            .bind(&new_keys)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let known_agents = previous.map(Conversation::audience).unwrap_or_default();
+        let new_agents: Vec<String> = c.audience().into_iter().filter(|a| !known_agents.contains(a)).collect();
+        if !new_agents.is_empty() {
+            sqlx::query(
+                "INSERT INTO conversation_agents (agent, conversation_id) SELECT a, $1 FROM unnest($2::text[]) AS a
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&c.id)
+            .bind(&new_agents)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Enqueues (or re-arms) the conversation's activity and wakes every node's outbox worker;
+    /// the notification is delivered at commit, so nobody looks before the row is visible.
+    async fn enqueue_activity(conn: &mut PgConnection, conversation_id: &str, now: Timestamp) -> Result<()> {
+        sqlx::query(
+            "WITH queued AS (
+               INSERT INTO outbox (key, kind, conversation_id, state, generation, attempts, next_attempt_at, created_at, updated_at)
+               VALUES ($1, 'activity', $2, 'pending', 1, 0, $3, $3, $3)
+               ON CONFLICT (key) DO UPDATE SET state = 'pending', generation = outbox.generation + 1, attempts = 0,
+                 next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at, last_error = NULL
+               RETURNING id)
+             SELECT pg_notify('cxbridge_outbox', '') FROM queued",
+        )
+        .bind(cxbridge_domain::mapping::activity_key(conversation_id))
+        .bind(conversation_id)
+        .bind(ms(now))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    fn record_from_row(row: &PgRow) -> Result<Record> {
+        let fields: sqlx::types::Json<BTreeMap<String, String>> =
+            row.try_get("fields").map_err(|e| StoreError::Corrupt(format!("record fields: {e}")))?;
+        Ok(Record {
+            entity: row.try_get("entity")?,
+            id: row.try_get("id")?,
+            fields: fields.0,
+            created_at: ts(row.try_get("created_at")?)?,
+            updated_at: ts(row.try_get("updated_at")?)?,
+        })
+    }
+
+    /// The phone index rows of one record: (e164, field) per phone field that normalizes.
+    fn phone_keys(&self, spec: &EntitySpec, fields: &BTreeMap<String, String>) -> Vec<(String, String)> {
+        spec.phone_fields
+            .iter()
+            .filter_map(|field| {
+                let raw = fields.get(field)?;
+                Some((self.schema.normalizer.index_key(raw)?, field.clone()))
+            })
+            .collect()
+    }
+
+    async fn write_phone_index(&self, conn: &mut PgConnection, spec: &EntitySpec, id: &str, fields: &BTreeMap<String, String>) -> Result<()> {
+        sqlx::query("DELETE FROM crm_phone_index WHERE entity = $1 AND record_id = $2")
+            .bind(&spec.name)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        let (e164s, names): (Vec<String>, Vec<String>) = self.phone_keys(spec, fields).into_iter().unzip();
+        if !e164s.is_empty() {
+            sqlx::query(
+                "INSERT INTO crm_phone_index (e164, entity, record_id, field) SELECT e, $1, $2, f FROM unnest($3::text[], $4::text[]) AS t(e, f)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&spec.name)
+            .bind(id)
+            .bind(&e164s)
+            .bind(&names)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn put_record(&self, conn: &mut PgConnection, spec: &EntitySpec, id: &str, fields: &BTreeMap<String, String>, now: Timestamp) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO crm_records (entity, id, fields, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (entity, id) DO UPDATE SET fields = excluded.fields, updated_at = excluded.updated_at",
+        )
+        .bind(&spec.name)
+        .bind(id)
+        .bind(sqlx::types::Json(fields))
+        .bind(ms(now))
+        .execute(&mut *conn)
+        .await?;
+        self.write_phone_index(conn, spec, id, fields).await
+    }
+
+    /// `put_record` for many records at once: three statements per chunk of rows, whatever its
+    /// size. `rows` is keyed by id, so a chunk never names a record twice (an upsert may not
+    /// touch one row twice) and its rows are locked in id order, as every other import's are.
+    async fn put_records(&self, conn: &mut PgConnection, spec: &EntitySpec, rows: BTreeMap<String, BTreeMap<String, String>>, now: Timestamp) -> Result<()> {
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut jsons = Vec::with_capacity(rows.len());
+        let (mut e164s, mut index_ids, mut index_fields) = (vec![], vec![], vec![]);
+        for (id, fields) in &rows {
+            for (e164, field) in self.phone_keys(spec, fields) {
+                e164s.push(e164);
+                index_ids.push(id.clone());
+                index_fields.push(field);
+            }
+            jsons.push(serde_json::to_string(fields).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            ids.push(id.clone());
+        }
+        // Which rows existed before: only their old phone numbers need removing, so a first
+        // import does not pay for a delete per row.
+        let updated: Vec<Option<String>> = sqlx::query_scalar(
+            "INSERT INTO crm_records (entity, id, fields, created_at, updated_at)
+             SELECT $1, id, f::jsonb, $4, $4 FROM unnest($2::text[], $3::text[]) AS t(id, f)
+             ON CONFLICT (entity, id) DO UPDATE SET fields = excluded.fields, updated_at = excluded.updated_at
+             RETURNING CASE WHEN xmax = 0 THEN NULL ELSE id END",
+        )
+        .bind(&spec.name)
+        .bind(&ids)
+        .bind(&jsons)
+        .bind(ms(now))
+        .fetch_all(&mut *conn)
+        .await?;
+        let updated: Vec<String> = updated.into_iter().flatten().collect();
+        if !updated.is_empty() {
+            sqlx::query("DELETE FROM crm_phone_index WHERE entity = $1 AND record_id = ANY($2)")
+                .bind(&spec.name)
+                .bind(&updated)
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !e164s.is_empty() {
+            sqlx::query(
+                "INSERT INTO crm_phone_index (e164, entity, record_id, field)
+                 SELECT e, $1, r, f FROM unnest($2::text[], $3::text[], $4::text[]) AS t(e, r, f)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&spec.name)
+            .bind(&e164s)
+            .bind(&index_ids)
+            .bind(&index_fields)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn activity_links(&self, id: &str) -> Result<Vec<RecordRef>> {
+        let rows = sqlx::query(
+            r#"SELECT entity, record_id FROM crm_activity_links WHERE activity_id = $1 ORDER BY is_primary DESC, entity COLLATE "C", record_id COLLATE "C""#,
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(RecordRef::new(r.try_get::<String, _>("entity")?, r.try_get::<String, _>("record_id")?))).collect()
+    }
+
+    async fn activity_from_row(&self, row: &PgRow) -> Result<StoredActivity> {
+        let id: String = row.try_get("id")?;
+        let fields: String = row.try_get("fields")?;
+        Ok(StoredActivity {
+            regarding: self.activity_links(&id).await?,
+            id,
+            key: row.try_get("key")?,
+            kind: row.try_get("kind")?,
+            fields: serde_json::from_str(&fields).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            created_at: ts(row.try_get("created_at")?)?,
+            updated_at: ts(row.try_get("updated_at")?)?,
+        })
+    }
+}
+
+/// Whether the event was seen, and the conversation its key or leg belongs to.
+async fn lookup(tx: &mut PgConnection, event: &Event) -> Result<(bool, Option<Conversation>)> {
+    let row = sqlx::query(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE dedup_key = $1) AS seen,
+           COALESCE(
+             (SELECT c.body FROM conversation_keys k JOIN conversations c ON c.id = k.conversation_id WHERE k.source = $2 AND k.key = $3),
+             (SELECT c.body FROM conversation_keys k JOIN conversations c ON c.id = k.conversation_id WHERE k.source = $2 AND k.key = $4)
+           ) AS body",
+    )
+    .bind(&event.dedup_key)
+    .bind(&event.source)
+    .bind(&event.conversation_key)
+    .bind(event.leg.as_deref())
+    .fetch_one(&mut *tx)
+    .await?;
+    let seen: bool = row.try_get("seen")?;
+    let current = row.try_get::<Option<String>, _>("body")?.map(|b| decode(&b)).transpose()?;
+    Ok((seen, current))
+}
+
+/// Dedup, transition, save and outbox for one event, inside the caller's transaction, which
+/// already holds the event's advisory locks ([`lock_keys`]). Returns whether anything was
+/// written (false: the caller rolls back).
+///
+/// The locks were taken by earlier statements: under READ COMMITTED each statement reads the
+/// data committed when it starts, so the read below sees the last event any node committed
+/// for this conversation, and nobody else can write it until we commit.
+async fn apply_event(tx: &mut PgConnection, event: Event, policy: Policy) -> Result<(Recorded, bool)> {
+    let now = Timestamp::now();
+    let (seen, current) = lookup(tx, &event).await?;
+    if seen {
+        return Ok((Recorded::Duplicate(current), false));
+    }
+    let new_id = current.as_ref().map_or_else(new_id, |c| c.id.clone());
+    let transition = conversation::apply(current.clone(), event.clone(), &new_id, policy)?;
+    let inserted = sqlx::query("INSERT INTO events (dedup_key, received_at, conversation_id) VALUES ($1, $2, $3) ON CONFLICT (dedup_key) DO NOTHING")
+        .bind(&event.dedup_key)
+        .bind(ms(now))
+        .bind(&transition.conversation.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if inserted == 0 {
+        // The same dedup key under other conversation ids (so other locks) committed first.
+        let (_, current) = lookup(tx, &event).await?;
+        return Ok((Recorded::Duplicate(current), false));
+    }
+    if !transition.absorbed {
+        PgStore::save(tx, &transition.conversation, current.as_ref()).await?;
+    }
+    if transition.effects.contains(&Effect::Memorialize) {
+        PgStore::enqueue_activity(tx, &transition.conversation.id, now).await?;
+    }
+    Ok((Recorded::Applied(transition), true))
+}
+
+fn decode(body: &str) -> Result<Conversation> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("conversation: {e}")))
+}
+
+fn outbox_from_row(row: &PgRow) -> Result<OutboxItem> {
+    let state: String = row.try_get("state")?;
+    Ok(OutboxItem {
+        id: row.try_get("id")?,
+        key: row.try_get("key")?,
+        kind: row.try_get("kind")?,
+        conversation_id: row.try_get("conversation_id")?,
+        state: OutboxState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("outbox state {state}")))?,
+        generation: row.try_get("generation")?,
+        attempts: row.try_get::<i32, _>("attempts")?.max(0) as u32,
+        next_attempt_at: ts(row.try_get("next_attempt_at")?)?,
+        last_error: row.try_get("last_error")?,
+        crm_ref: row.try_get("crm_ref")?,
+        created_at: ts(row.try_get("created_at")?)?,
+        updated_at: ts(row.try_get("updated_at")?)?,
+        delivered_at: row.try_get::<Option<i64>, _>("delivered_at")?.map(ts).transpose()?,
+    })
+}
+
+/// Keeps one LISTEN connection open and turns each notification into `wake.notify_one()`.
+/// After a lost connection it wakes once too: notifications sent meanwhile are gone.
+async fn listen_for_outbox(options: PgConnectOptions, wake: Arc<Notify>) {
+    const FIRST_RETRY: Duration = Duration::from_millis(250);
+    let mut retry = FIRST_RETRY;
+    let mut connected_before = false;
+    loop {
+        match connect_listener(&options).await {
+            Ok(mut listener) => {
+                tracing::debug!(channel = OUTBOX_CHANNEL, "listening for outbox notifications");
+                retry = FIRST_RETRY;
+                if connected_before {
+                    wake.notify_one();
+                }
+                connected_before = true;
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(_)) => wake.notify_one(),
+                        Ok(None) => {
+                            // PgListener has reconnected and listens again.
+                            tracing::warn!(channel = OUTBOX_CHANNEL, "lost the connection for outbox notifications; reconnected");
+                            wake.notify_one();
+                        }
+                        Err(e) => {
+                            tracing::warn!(channel = OUTBOX_CHANNEL, error = %e, "outbox notifications failed; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(channel = OUTBOX_CHANNEL, error = %e, retry_ms = retry.as_millis() as u64, "cannot listen for outbox notifications"),
+        }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// A listener on a connection of its own (a pool of one, which PgListener reconnects through),
+/// so it never takes a connection away from the store's pool.
+async fn connect_listener(options: &PgConnectOptions) -> Result<PgListener, sqlx::Error> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options.clone())
+        .await?;
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.listen(OUTBOX_CHANNEL).await?;
+    Ok(listener)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn record_event(&self, event: Event, policy: Policy) -> Result<Recorded> {
+        // The locks travel with BEGIN, one statement each, in ascending order: one round trip
+        // less per event (0.24 → 0.14 ms per event on loopback). Only integers are formatted
+        // into the SQL.
+        let locks: String = lock_keys(&event).iter().map(|k| format!(" SELECT pg_advisory_xact_lock({k});")).collect();
+        let mut tx = self.pool.begin_with(sqlx::AssertSqlSafe(format!("BEGIN;{locks}"))).await?;
+        let (recorded, wrote) = apply_event(&mut tx, event, policy).await?;
+        if wrote {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(recorded)
+    }
+
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
+        let mut conn = self.pool.acquire().await?;
+        Self::load(&mut conn, id).await
+    }
+
+    async fn conversation_by_external(&self, source: Option<&str>, external_id: &str) -> Result<Option<Conversation>> {
+        let id: Option<String> = match source {
+            Some(s) => {
+                sqlx::query_scalar("SELECT conversation_id FROM conversation_keys WHERE source = $1 AND key = $2")
+                    .bind(s)
+                    .bind(external_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query_scalar("SELECT conversation_id FROM conversation_keys WHERE key = $1 LIMIT 1")
+                    .bind(external_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+        };
+        match id {
+            Some(id) => self.conversation(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn conversations_for_agent(&self, agent: &str) -> Result<Vec<Conversation>> {
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT c.body FROM conversation_agents a JOIN conversations c ON c.id = a.conversation_id
+             WHERE a.agent = $1 AND c.state != 'completed' ORDER BY c.last_event_at",
+        )
+        .bind(agent)
+        .fetch_all(&self.pool)
+        .await?;
+        bodies.iter().map(|b| decode(b)).collect()
+    }
+
+    async fn stale_conversations(&self, before: Timestamp, limit: u32) -> Result<Vec<Conversation>> {
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM conversations WHERE state IN ('offered', 'connected') AND last_event_at < $1 ORDER BY last_event_at LIMIT $2",
+        )
+        .bind(ms(before))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        bodies.iter().map(|b| decode(b)).collect()
+    }
+
+    async fn wrapup_overdue(&self, before: Timestamp, limit: u32) -> Result<Vec<Conversation>> {
+        let bodies: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM conversations WHERE state = 'ended' AND ended_at < $1 ORDER BY ended_at LIMIT $2")
+                .bind(ms(before))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        bodies.iter().map(|b| decode(b)).collect()
+    }
+
+    /// Rows another node is claiming right now are skipped rather than waited for; a row it
+    /// claimed and committed meanwhile is re-checked against the lease by PostgreSQL before
+    /// it is locked, so no item is ever claimed by two nodes.
+    async fn outbox_claim(&self, now: Timestamp, limit: u32, lease: Duration) -> Result<Vec<OutboxItem>> {
+        let until = ms(now) + lease.as_millis() as i64;
+        let rows = sqlx::query(
+            "WITH claimed AS (
+               UPDATE outbox SET claimed_until = $1 WHERE id IN (
+                 SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2
+                   AND (claimed_until IS NULL OR claimed_until < $2)
+                 ORDER BY next_attempt_at LIMIT $3
+                 FOR UPDATE SKIP LOCKED)
+               RETURNING *)
+             SELECT * FROM claimed ORDER BY next_attempt_at, id",
+        )
+        .bind(until)
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn outbox_delivered(&self, id: i64, generation: i64, crm_ref: &str, now: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE outbox SET state = 'delivered', crm_ref = $1, delivered_at = $2, updated_at = $2, claimed_until = NULL,
+               last_error = NULL, attempts = attempts + 1
+             WHERE id = $3 AND generation = $4",
+        )
+        .bind(crm_ref)
+        .bind(ms(now))
+        .bind(id)
+        .bind(generation)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            // Newer data arrived while we delivered: deliver again, at once.
+            sqlx::query("UPDATE outbox SET crm_ref = $1, claimed_until = NULL, updated_at = $2 WHERE id = $3")
+                .bind(crm_ref)
+                .bind(ms(now))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn outbox_failed(&self, id: i64, error: &str, retry_at: Option<Timestamp>, now: Timestamp) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $1, claimed_until = NULL, updated_at = $2,
+               state = CASE WHEN $3::int8 IS NULL THEN 'dead' ELSE 'pending' END,
+               next_attempt_at = COALESCE($3::int8, next_attempt_at)
+             WHERE id = $4",
+        )
+        .bind(error)
+        .bind(ms(now))
+        .bind(retry_at.map(ms))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_list(&self, state: Option<OutboxState>, limit: u32) -> Result<Vec<OutboxItem>> {
+        let rows = match state {
+            Some(s) => {
+                sqlx::query("SELECT * FROM outbox WHERE state = $1 ORDER BY updated_at DESC LIMIT $2")
+                    .bind(s.as_str())
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => sqlx::query("SELECT * FROM outbox ORDER BY updated_at DESC LIMIT $1").bind(i64::from(limit)).fetch_all(&self.pool).await?,
+        };
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>> {
+        let row = sqlx::query("SELECT * FROM outbox WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(outbox_from_row).transpose()
+    }
+
+    async fn outbox_for_conversation(&self, conversation_id: &str) -> Result<Option<OutboxItem>> {
+        let row = sqlx::query("SELECT * FROM outbox WHERE conversation_id = $1 ORDER BY id DESC LIMIT 1")
+            .bind(conversation_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(outbox_from_row).transpose()
+    }
+
+    async fn outbox_replay(&self, id: i64, now: Timestamp) -> Result<bool> {
+        // One statement, so the notification goes out with the commit of the replay itself.
+        let replayed = sqlx::query(
+            "WITH replayed AS (
+               UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $1, claimed_until = NULL,
+                 generation = generation + 1
+               WHERE id = $2
+               RETURNING id)
+             SELECT pg_notify('cxbridge_outbox', '') FROM replayed",
+        )
+        .bind(ms(now))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .len();
+        Ok(replayed > 0)
+    }
+
+    async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats> {
+        let mut stats = OutboxStats::default();
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state").fetch_all(&self.pool).await?;
+        for row in rows {
+            let n = row.try_get::<i64, _>("n")? as u64;
+            match OutboxState::parse(&row.try_get::<String, _>("state")?) {
+                Some(OutboxState::Pending) => stats.pending = n,
+                Some(OutboxState::Delivered) => stats.delivered = n,
+                Some(OutboxState::Dead) => stats.dead = n,
+                None => {}
+            }
+        }
+        let row = sqlx::query(
+            "SELECT COUNT(*) FILTER (WHERE next_attempt_at <= $1) AS due, MIN(updated_at) AS oldest FROM outbox WHERE state = 'pending'",
+        )
+        .bind(ms(now))
+        .fetch_one(&self.pool)
+        .await?;
+        stats.due = row.try_get::<i64, _>("due")? as u64;
+        let oldest: Option<i64> = row.try_get("oldest")?;
+        stats.oldest_pending_secs = oldest.map_or(0, |o| ((ms(now) - o).max(0) / 1000) as u64);
+        Ok(stats)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn wake_on_outbox(&self, wake: Arc<Notify>) {
+        let options = self.options.clone();
+        let mut alive = self.alive.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                // Never changes; ends when the last clone of the store is dropped.
+                _ = async { while alive.changed().await.is_ok() {} } => {}
+                () = listen_for_outbox(options, wake) => {}
+            }
+        });
+    }
+
+    async fn record_sign_out(&self, agent: &str, at: Timestamp) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO agent_sign_outs (agent, at) VALUES ($1, $2)
+             ON CONFLICT (agent) DO UPDATE SET at = GREATEST(agent_sign_outs.at, excluded.at)",
+        )
+        .bind(agent)
+        .bind(ms(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_verification(&self, v: &Verification) -> Result<()> {
+        sqlx::query("INSERT INTO ivr_verifications (at, number, entity, record_id, kind, outcome) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(ms(v.at))
+            .bind(&v.number)
+            .bind(v.record.as_ref().map(|r| r.entity.as_str()))
+            .bind(v.record.as_ref().map(|r| r.id.as_str()))
+            .bind(&v.kind)
+            .bind(&v.outcome)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn failed_verifications(&self, number: &str, record: Option<&RecordRef>, since: Timestamp) -> Result<(u32, u32)> {
+        let by_number: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ivr_verifications WHERE number = $1 AND at >= $2 AND outcome = 'refused'")
+            .bind(number)
+            .bind(ms(since))
+            .fetch_one(&self.pool)
+            .await?;
+        let by_record: i64 = match record {
+            Some(r) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM ivr_verifications WHERE entity = $1 AND record_id = $2 AND at >= $3 AND outcome = 'refused'")
+                    .bind(&r.entity)
+                    .bind(&r.id)
+                    .bind(ms(since))
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+            None => 0,
+        };
+        Ok((by_number as u32, by_record as u32))
+    }
+
+    async fn verifications(&self, limit: u32) -> Result<Vec<Verification>> {
+        let rows: Vec<(i64, String, Option<String>, Option<String>, String, String)> =
+            sqlx::query_as("SELECT at, number, entity, record_id, kind, outcome FROM ivr_verifications ORDER BY id DESC LIMIT $1")
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(at, number, entity, id, kind, outcome)| {
+                let record = entity.zip(id).map(|(e, i)| RecordRef::new(e, i));
+                Ok(Verification { at: ts(at)?, number, record, kind, outcome })
+            })
+            .collect()
+    }
+
+    async fn signed_out_at(&self, agent: &str) -> Result<Option<Timestamp>> {
+        let at: Option<i64> = sqlx::query_scalar("SELECT at FROM agent_sign_outs WHERE agent = $1").bind(agent).fetch_optional(&self.pool).await?;
+        at.map(ts).transpose()
+    }
+}
+
+#[async_trait]
+impl CrmStore for PgStore {
+    async fn create_record(&self, entity: &str, mut fields: BTreeMap<String, String>) -> Result<Record> {
+        let spec = self.schema.entity(entity)?.clone();
+        if let Some(bad) = fields.keys().find(|k| !is_field_name(k)) {
+            return Err(StoreError::Invalid(format!("field name `{bad}`: use letters, digits, `_` or `-` (at most 64)")));
+        }
+        let id = fields.remove("id").filter(|s| !s.is_empty()).unwrap_or_else(new_id);
+        let now = Timestamp::now();
+        let mut tx = self.pool.begin().await?;
+        // Not check-then-insert: of two nodes creating the same id, exactly one inserts.
+        let inserted = sqlx::query(
+            "INSERT INTO crm_records (entity, id, fields, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (entity, id) DO NOTHING",
+        )
+        .bind(entity)
+        .bind(&id)
+        .bind(sqlx::types::Json(&fields))
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(StoreError::Invalid(format!("{entity} `{id}` exists already; update it with PATCH")));
+        }
+        self.write_phone_index(&mut tx, &spec, &id, &fields).await?;
+        tx.commit().await?;
+        Ok(Record { entity: entity.into(), id, fields, created_at: now, updated_at: now })
+    }
+
+    async fn record(&self, entity: &str, id: &str) -> Result<Option<Record>> {
+        self.schema.entity(entity)?;
+        let row = sqlx::query("SELECT * FROM crm_records WHERE entity = $1 AND id = $2").bind(entity).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(Self::record_from_row).transpose()
+    }
+
+    async fn update_record(&self, entity: &str, id: &str, patch: BTreeMap<String, String>) -> Result<Option<Record>> {
+        let spec = self.schema.entity(entity)?.clone();
+        if let Some(bad) = patch.keys().find(|k| !is_field_name(k) || *k == "id") {
+            return Err(StoreError::Invalid(format!("field `{bad}` cannot be set")));
+        }
+        let mut tx = self.pool.begin().await?;
+        // FOR UPDATE: two nodes patching the same record merge one after the other.
+        let row = sqlx::query("SELECT * FROM crm_records WHERE entity = $1 AND id = $2 FOR UPDATE")
+            .bind(entity)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut record = Self::record_from_row(&row)?;
+        for (k, v) in patch {
+            if v.is_empty() {
+                record.fields.remove(&k);
+            } else {
+                record.fields.insert(k, v);
+            }
+        }
+        record.updated_at = Timestamp::now();
+        self.put_record(&mut tx, &spec, id, &record.fields, record.updated_at).await?;
+        tx.commit().await?;
+        Ok(Some(record))
+    }
+
+    async fn delete_record(&self, entity: &str, id: &str) -> Result<bool> {
+        self.schema.entity(entity)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM crm_phone_index WHERE entity = $1 AND record_id = $2").bind(entity).bind(id).execute(&mut *tx).await?;
+        let n = sqlx::query("DELETE FROM crm_records WHERE entity = $1 AND id = $2").bind(entity).bind(id).execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn search_records(&self, entity: &str, query: &RecordQuery) -> Result<Vec<Record>> {
+        self.schema.entity(entity)?;
+        let limit = query.limit.clamp(1, 500);
+        if let Some(phone) = &query.phone {
+            let Some(e164) = self.schema.normalizer.index_key(phone) else { return Ok(vec![]) };
+            let mut found = self.records_by_phone(&e164, &[entity.to_string()], limit).await?;
+            found.retain(|r| query.fields.iter().all(|(k, v)| r.fields.get(k) == Some(v)));
+            return Ok(found);
+        }
+        let mut sql = String::from("SELECT * FROM crm_records WHERE entity = $1");
+        let mut binds: Vec<String> = vec![entity.to_string()];
+        for (k, v) in &query.fields {
+            if !is_field_name(k) {
+                return Err(StoreError::Invalid(format!("field name `{k}`")));
+            }
+            sql.push_str(&format!(" AND fields ->> ${} = ${}", binds.len() + 1, binds.len() + 2));
+            binds.push(k.clone());
+            binds.push(v.clone());
+        }
+        if let Some(text) = &query.text {
+            // ILIKE: case-insensitive like SQLite's LIKE (which folds ASCII only).
+            sql.push_str(&format!(" AND fields::text ILIKE ${} ESCAPE '\\'", binds.len() + 1));
+            let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            binds.push(format!("%{escaped}%"));
+        }
+        sql.push_str(&format!(" ORDER BY updated_at DESC LIMIT ${}", binds.len() + 1));
+        // Only placeholders are concatenated; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for b in binds {
+            q = q.bind(b);
+        }
+        let rows = q.bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        rows.iter().map(Self::record_from_row).collect()
+    }
+
+    async fn import_records(&self, entity: &str, rows: Vec<BTreeMap<String, String>>) -> Result<u64> {
+        let spec = self.schema.entity(entity)?.clone();
+        let now = Timestamp::now();
+        let n = rows.len() as u64;
+        let mut tx = self.pool.begin().await?;
+        let mut chunk = BTreeMap::new();
+        for mut fields in rows {
+            let id = fields.remove("id").filter(|s| !s.is_empty()).unwrap_or_else(new_id);
+            // A later row with the same id wins, as it would row by row.
+            chunk.insert(id, fields);
+            if chunk.len() >= IMPORT_CHUNK {
+                self.put_records(&mut tx, &spec, std::mem::take(&mut chunk), now).await?;
+            }
+        }
+        if !chunk.is_empty() {
+            self.put_records(&mut tx, &spec, chunk, now).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn count_records(&self, entity: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM crm_records WHERE entity = $1").bind(entity).fetch_one(&self.pool).await?;
+        Ok(n as u64)
+    }
+
+    async fn apply_index_changes(&self, entity: &str, changes: IndexChanges, now: Timestamp) -> Result<()> {
+        let spec = self.schema.entity(entity)?.clone();
+        let mut tx = self.pool.begin().await?;
+        if changes.reset {
+            sqlx::query("DELETE FROM crm_phone_index WHERE entity = $1").bind(entity).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM crm_records WHERE entity = $1").bind(entity).execute(&mut *tx).await?;
+        }
+        let mut chunk = BTreeMap::new();
+        for (id, fields) in changes.upserts {
+            chunk.insert(id, fields);
+            if chunk.len() >= IMPORT_CHUNK {
+                self.put_records(&mut tx, &spec, std::mem::take(&mut chunk), now).await?;
+            }
+        }
+        if !chunk.is_empty() {
+            self.put_records(&mut tx, &spec, chunk, now).await?;
+        }
+        if !changes.deletes.is_empty() {
+            sqlx::query("DELETE FROM crm_phone_index WHERE entity = $1 AND record_id = ANY($2)").bind(entity).bind(&changes.deletes).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM crm_records WHERE entity = $1 AND id = ANY($2)").bind(entity).bind(&changes.deletes).execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "INSERT INTO crm_sync_state (entity, cursor, complete, synced_at, last_error) VALUES ($1, $2, $3, $4, NULL)
+             ON CONFLICT (entity) DO UPDATE SET cursor = excluded.cursor,
+               complete = CASE WHEN $5 THEN excluded.complete ELSE crm_sync_state.complete OR excluded.complete END,
+               synced_at = excluded.synced_at, last_error = NULL",
+        )
+        .bind(entity)
+        .bind(&changes.cursor)
+        .bind(changes.pass_done)
+        .bind(ms(now))
+        .bind(changes.reset)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn index_sync_failed(&self, entity: &str, error: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO crm_sync_state (entity, last_error) VALUES ($1, $2)
+             ON CONFLICT (entity) DO UPDATE SET last_error = excluded.last_error",
+        )
+        .bind(entity)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn index_sync_states(&self) -> Result<Vec<SyncState>> {
+        let rows = sqlx::query(r#"SELECT entity, cursor, complete, synced_at, last_error FROM crm_sync_state ORDER BY entity COLLATE "C""#)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SyncState {
+                    entity: r.try_get("entity")?,
+                    cursor: r.try_get("cursor")?,
+                    complete: r.try_get("complete")?,
+                    synced_at: r.try_get::<Option<i64>, _>("synced_at")?.map(ts).transpose()?,
+                    last_error: r.try_get("last_error")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The identification path: one statement on the phone index's primary key, already in
+    /// SQLite's order (entity priority, then the most recently updated; `COLLATE "C"` orders
+    /// ids by bytes, as Rust and SQLite do).
+    async fn records_by_phone(&self, e164: &str, entities: &[String], limit: u32) -> Result<Vec<Record>> {
+        let rows = sqlx::query(
+            r#"SELECT r.* FROM crm_records r
+               WHERE (r.entity, r.id) IN (SELECT entity, record_id FROM crm_phone_index WHERE e164 = $1 AND entity = ANY($2))
+               ORDER BY array_position($2, r.entity), r.updated_at DESC, r.id COLLATE "C"
+               LIMIT $3"#,
+        )
+        .bind(e164)
+        .bind(entities)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::record_from_row).collect()
+    }
+
+    async fn upsert_activity(&self, activity: &Activity) -> Result<StoredActivity> {
+        let now = Timestamp::now();
+        let fields = serde_json::to_string(&activity.fields).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        // Two nodes upserting one key: the second waits for the first's row and updates it.
+        let id: String = sqlx::query_scalar(
+            "INSERT INTO crm_activities (id, key, kind, fields, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)
+             ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, fields = excluded.fields, updated_at = excluded.updated_at
+             RETURNING id",
+        )
+        .bind(new_id())
+        .bind(&activity.key)
+        .bind(&activity.kind)
+        .bind(&fields)
+        .bind(ms(now))
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM crm_activity_links WHERE activity_id = $1").bind(&id).execute(&mut *tx).await?;
+        if !activity.regarding.is_empty() {
+            let entities: Vec<&str> = activity.regarding.iter().map(|r| r.entity.as_str()).collect();
+            let ids: Vec<&str> = activity.regarding.iter().map(|r| r.id.as_str()).collect();
+            // The first link is the primary one; a repeated link keeps its first place.
+            sqlx::query(
+                "INSERT INTO crm_activity_links (activity_id, entity, record_id, is_primary)
+                 SELECT $1, e, r, n = 1 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(e, r, n)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&id)
+            .bind(&entities)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.activity(&id).await?.ok_or_else(|| StoreError::Corrupt(format!("activity {id} vanished")))
+    }
+
+    async fn activity(&self, id: &str) -> Result<Option<StoredActivity>> {
+        let row = sqlx::query("SELECT * FROM crm_activities WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        match row {
+            Some(r) => Ok(Some(self.activity_from_row(&r).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn activity_by_key(&self, key: &str) -> Result<Option<StoredActivity>> {
+        let row = sqlx::query("SELECT * FROM crm_activities WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
+        match row {
+            Some(r) => Ok(Some(self.activity_from_row(&r).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn activities_for(&self, record: &RecordRef, limit: u32) -> Result<Vec<StoredActivity>> {
+        let rows = sqlx::query(
+            r#"SELECT a.* FROM crm_activity_links l JOIN crm_activities a ON a.id = l.activity_id
+               WHERE l.entity = $1 AND l.record_id = $2 ORDER BY a.created_at DESC, a.id COLLATE "C" DESC LIMIT $3"#,
+        )
+        .bind(&record.entity)
+        .bind(&record.id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(self.activity_from_row(r).await?);
+        }
+        Ok(out)
+    }
+
+    async fn count_activities(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM crm_activities").fetch_one(&self.pool).await?;
+        Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_key;
+
+    #[test]
+    fn lock_keys_are_stable_and_separate_source_from_key() {
+        // Fixed values: every node, whatever its build, must lock the same key.
+        assert_eq!(lock_key("", ""), 0xaf64_724c_8602_eb6e_u64 as i64);
+        assert_ne!(lock_key("ab", "c"), lock_key("a", "bc"));
+        assert_eq!(lock_key("cti", "call-1"), lock_key("cti", "call-1"));
+    }
+}
