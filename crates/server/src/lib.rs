@@ -189,5 +189,9 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl std::futur
     if let Some(t) = index_sync {
         let _ = t.await;
     }
+    if let Some(bus) = &app.bus {
+        // Frames still queued reach the other nodes before the process ends.
+        bus.close().await;
+    }
     Ok(())
 }

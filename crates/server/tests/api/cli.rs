@@ -104,3 +104,38 @@ async fn demo_prints_how_to_sign_in_and_the_agent_can() {
     assert_eq!(panel.status(), 200);
     assert!(panel.text().await.unwrap_or_default().contains("<html"), "the panel page is embedded in the binary");
 }
+
+/// Nodes that would not behave as one hub refuse to start, saying what to set.
+#[test]
+fn a_misconfigured_cluster_node_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = || {
+        let mut c = cxbridge();
+        c.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path())
+            .env_remove("CXBRIDGE_CONFIG")
+            .env_remove("CXBRIDGE_DATABASE_URL")
+            .env_remove("CXBRIDGE_ADMIN_TOKEN")
+            .env_remove("CXBRIDGE_CTI_TOKEN")
+            .env_remove("CXBRIDGE_IVR_TOKEN")
+            .env_remove("CXBRIDGE_SESSION_SECRET")
+            .env("CXBRIDGE_NATS_URL", "nats://127.0.0.1:1");
+        c
+    };
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[], "set [server] database_url = \"postgres://…\""),
+        (&[("CXBRIDGE_DATABASE_URL", "mysql://db/cxbridge")], "must start with postgres://"),
+        (&[("CXBRIDGE_DATABASE_URL", "postgres://u:p@127.0.0.1:1/db")], "set CXBRIDGE_ADMIN_TOKEN"),
+    ];
+    for (env, says) in cases {
+        let mut c = serve();
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{env:?} must not start");
+        assert!(err.contains(says), "{env:?}: {err}");
+    }
+    assert!(!dir.path().join("admin-token").exists(), "no secret was generated for a cluster node");
+}

@@ -358,6 +358,7 @@ async fn three_nodes_behave_as_one_hub_and_survive_losing_one() {
         let nodes: Vec<&str> = h["bus"]["nodes"].as_array().map_or(vec![], |n| n.iter().filter_map(|x| x["node"].as_str()).collect());
         if !nodes.contains(&"node-c") {
             assert!(nodes.contains(&"node-b"), "{h}");
+            assert_eq!(h["bus"]["publish_errors"], 0, "every frame reached JetStream: {h}");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "node c is still listed after it died: {h}");
