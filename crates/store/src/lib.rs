@@ -9,11 +9,13 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use cxbridge_domain::Timestamp;
 use cxbridge_domain::conversation::{Conversation, Event, Policy, TransitionError};
-use cxbridge_domain::crm::{Activity, RecordRef};
+use cxbridge_domain::crm::{Activity, EntitySpec, RecordRef};
+use cxbridge_domain::phone::PhoneNormalizer;
 
 pub mod builtin_crm;
 pub mod conformance;
 pub mod postgres;
+mod shared;
 pub mod sqlite;
 
 pub use builtin_crm::BuiltinCrm;
@@ -39,6 +41,19 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What the built-in CRM needs to know to index and show records (both backends).
+#[derive(Debug, Clone)]
+pub struct CrmSchema {
+    pub entities: Vec<EntitySpec>,
+    pub normalizer: PhoneNormalizer,
+}
+
+impl CrmSchema {
+    pub fn entity(&self, name: &str) -> Result<&EntitySpec> {
+        self.entities.iter().find(|e| e.name == name).ok_or_else(|| StoreError::UnknownEntity(name.to_string()))
+    }
+}
 
 /// What recording an event did.
 #[derive(Debug, Clone, PartialEq)]

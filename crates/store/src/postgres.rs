@@ -1,7 +1,8 @@
 //! The PostgreSQL backend: one database shared by several hub processes ("nodes").
 //!
 //! Same tables, same semantics as `sqlite.rs` (the functions keep their names so the two can
-//! be read side by side). What differs is that other processes write at the same time:
+//! be read side by side; what both do without SQL is in `shared.rs`). What differs is that
+//! other processes write at the same time:
 //!
 //! - Events of one conversation are serialized across nodes with transaction-scoped advisory
 //!   locks on its keys, taken before the conversation is read (see [`apply_event`]).
@@ -20,16 +21,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cxbridge_domain::Timestamp;
-use cxbridge_domain::conversation::{self, Conversation, Effect, Event, Policy};
+use cxbridge_domain::conversation::{Conversation, Effect, Event, Policy};
 use cxbridge_domain::crm::{Activity, EntitySpec, RecordRef};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 use tokio::sync::Notify;
 
-use crate::sqlite::CrmSchema;
-use crate::{
-    CrmStore, IndexChanges, OutboxItem, OutboxState, OutboxStats, Record, RecordQuery, Recorded, Result, Store, StoreError, StoredActivity, SyncState, Verification,
-};
+use crate::shared::{self, corrupt, decode, decode_all, ms, new_id, outbox_from_row};
+use crate::{CrmSchema, CrmStore, IndexChanges, OutboxItem, OutboxState, OutboxStats, Record, RecordQuery, Recorded, Result, Store, StoreError, StoredActivity, SyncState, Verification};
 
 /// The channel `pg_notify` wakes outbox workers on.
 const OUTBOX_CHANNEL: &str = "cxbridge_outbox";
@@ -46,22 +45,6 @@ pub struct PgStore {
     schema: Arc<CrmSchema>,
     /// Dropped with the last clone of the store; background listeners stop then.
     alive: Arc<tokio::sync::watch::Sender<()>>,
-}
-
-fn ms(t: Timestamp) -> i64 {
-    t.as_millisecond()
-}
-
-fn ts(ms: i64) -> Result<Timestamp> {
-    Timestamp::from_millisecond(ms).map_err(|e| StoreError::Corrupt(format!("timestamp {ms}: {e}")))
-}
-
-fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
-fn is_field_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// The advisory lock key of one of a conversation's ids. FNV-1a (64 bits) because every node
@@ -124,7 +107,7 @@ impl PgStore {
     /// Upserts `c`, and indexes the source ids and agents that `previous` did not have yet
     /// (an answer or hangup adds none, so it costs one statement).
     async fn save(conn: &mut PgConnection, c: &Conversation, previous: Option<&Conversation>) -> Result<()> {
-        let body = serde_json::to_string(c).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let body = shared::encode(c)?;
         sqlx::query(
             "INSERT INTO conversations (id, source, external_id, state, last_event_at, ended_at, revision, body)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -141,11 +124,7 @@ impl PgStore {
         .bind(body)
         .execute(&mut *conn)
         .await?;
-        let keys_of = |c: &Conversation| -> Vec<String> {
-            std::iter::once(c.external_id.clone()).chain(c.legs.iter().map(|l| l.id.clone())).collect()
-        };
-        let known_keys = previous.map(keys_of).unwrap_or_default();
-        let new_keys: Vec<String> = keys_of(c).into_iter().filter(|k| !known_keys.contains(k)).collect();
+        let new_keys = shared::new_keys(c, previous);
         if !new_keys.is_empty() {
             sqlx::query(
                 "INSERT INTO conversation_keys (source, key, conversation_id) SELECT $1, k, $2 FROM unnest($3::text[]) AS k
@@ -157,8 +136,7 @@ impl PgStore {
             .execute(&mut *conn)
             .await?;
         }
-        let known_agents = previous.map(Conversation::audience).unwrap_or_default();
-        let new_agents: Vec<String> = c.audience().into_iter().filter(|a| !known_agents.contains(a)).collect();
+        let new_agents = shared::new_agents(c, previous);
         if !new_agents.is_empty() {
             sqlx::query(
                 "INSERT INTO conversation_agents (agent, conversation_id) SELECT a, $1 FROM unnest($2::text[]) AS a
@@ -195,13 +173,7 @@ impl PgStore {
     fn record_from_row(row: &PgRow) -> Result<Record> {
         let fields: sqlx::types::Json<BTreeMap<String, String>> =
             row.try_get("fields").map_err(|e| StoreError::Corrupt(format!("record fields: {e}")))?;
-        Ok(Record {
-            entity: row.try_get("entity")?,
-            id: row.try_get("id")?,
-            fields: fields.0,
-            created_at: ts(row.try_get("created_at")?)?,
-            updated_at: ts(row.try_get("updated_at")?)?,
-        })
+        shared::record_from_row(row, fields.0)
     }
 
     /// The phone index rows of one record: (e164, field) per phone field that normalizes.
@@ -264,7 +236,7 @@ impl PgStore {
                 index_ids.push(id.clone());
                 index_fields.push(field);
             }
-            jsons.push(serde_json::to_string(fields).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            jsons.push(serde_json::to_string(fields).map_err(corrupt)?);
             ids.push(id.clone());
         }
         // Which rows existed before: only their old phone numbers need removing, so a first
@@ -312,21 +284,12 @@ impl PgStore {
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok(RecordRef::new(r.try_get::<String, _>("entity")?, r.try_get::<String, _>("record_id")?))).collect()
+        rows.iter().map(shared::link_from_row).collect()
     }
 
     async fn activity_from_row(&self, row: &PgRow) -> Result<StoredActivity> {
         let id: String = row.try_get("id")?;
-        let fields: String = row.try_get("fields")?;
-        Ok(StoredActivity {
-            regarding: self.activity_links(&id).await?,
-            id,
-            key: row.try_get("key")?,
-            kind: row.try_get("kind")?,
-            fields: serde_json::from_str(&fields).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            created_at: ts(row.try_get("created_at")?)?,
-            updated_at: ts(row.try_get("updated_at")?)?,
-        })
+        shared::activity_from_row(row, self.activity_links(&id).await?)
     }
 }
 
@@ -345,9 +308,7 @@ async fn lookup(tx: &mut PgConnection, event: &Event) -> Result<(bool, Option<Co
     .bind(event.leg.as_deref())
     .fetch_one(&mut *tx)
     .await?;
-    let seen: bool = row.try_get("seen")?;
-    let current = row.try_get::<Option<String>, _>("body")?.map(|b| decode(&b)).transpose()?;
-    Ok((seen, current))
+    shared::seen_and_current(&row)
 }
 
 /// Dedup, transition, save and outbox for one event, inside the caller's transaction, which
@@ -363,8 +324,7 @@ async fn apply_event(tx: &mut PgConnection, event: Event, policy: Policy) -> Res
     if seen {
         return Ok((Recorded::Duplicate(current), false));
     }
-    let new_id = current.as_ref().map_or_else(new_id, |c| c.id.clone());
-    let transition = conversation::apply(current.clone(), event.clone(), &new_id, policy)?;
+    let transition = shared::transition(current.as_ref(), &event, policy)?;
     let inserted = sqlx::query("INSERT INTO events (dedup_key, received_at, conversation_id) VALUES ($1, $2, $3) ON CONFLICT (dedup_key) DO NOTHING")
         .bind(&event.dedup_key)
         .bind(ms(now))
@@ -384,29 +344,6 @@ async fn apply_event(tx: &mut PgConnection, event: Event, policy: Policy) -> Res
         PgStore::enqueue_activity(tx, &transition.conversation.id, now).await?;
     }
     Ok((Recorded::Applied(transition), true))
-}
-
-fn decode(body: &str) -> Result<Conversation> {
-    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("conversation: {e}")))
-}
-
-fn outbox_from_row(row: &PgRow) -> Result<OutboxItem> {
-    let state: String = row.try_get("state")?;
-    Ok(OutboxItem {
-        id: row.try_get("id")?,
-        key: row.try_get("key")?,
-        kind: row.try_get("kind")?,
-        conversation_id: row.try_get("conversation_id")?,
-        state: OutboxState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("outbox state {state}")))?,
-        generation: row.try_get("generation")?,
-        attempts: row.try_get::<i32, _>("attempts")?.max(0) as u32,
-        next_attempt_at: ts(row.try_get("next_attempt_at")?)?,
-        last_error: row.try_get("last_error")?,
-        crm_ref: row.try_get("crm_ref")?,
-        created_at: ts(row.try_get("created_at")?)?,
-        updated_at: ts(row.try_get("updated_at")?)?,
-        delivered_at: row.try_get::<Option<i64>, _>("delivered_at")?.map(ts).transpose()?,
-    })
 }
 
 /// Keeps one LISTEN connection open and turns each notification into `wake.notify_one()`.
@@ -513,7 +450,7 @@ impl Store for PgStore {
         .bind(agent)
         .fetch_all(&self.pool)
         .await?;
-        bodies.iter().map(|b| decode(b)).collect()
+        decode_all(&bodies)
     }
 
     async fn stale_conversations(&self, before: Timestamp, limit: u32) -> Result<Vec<Conversation>> {
@@ -524,7 +461,7 @@ impl Store for PgStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        bodies.iter().map(|b| decode(b)).collect()
+        decode_all(&bodies)
     }
 
     async fn wrapup_overdue(&self, before: Timestamp, limit: u32) -> Result<Vec<Conversation>> {
@@ -534,7 +471,7 @@ impl Store for PgStore {
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
-        bodies.iter().map(|b| decode(b)).collect()
+        decode_all(&bodies)
     }
 
     /// Rows another node is claiming right now are skipped rather than waited for; a row it
@@ -649,27 +586,14 @@ impl Store for PgStore {
     }
 
     async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats> {
-        let mut stats = OutboxStats::default();
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state").fetch_all(&self.pool).await?;
-        for row in rows {
-            let n = row.try_get::<i64, _>("n")? as u64;
-            match OutboxState::parse(&row.try_get::<String, _>("state")?) {
-                Some(OutboxState::Pending) => stats.pending = n,
-                Some(OutboxState::Delivered) => stats.delivered = n,
-                Some(OutboxState::Dead) => stats.dead = n,
-                None => {}
-            }
-        }
-        let row = sqlx::query(
+        let counts = sqlx::query_as("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state").fetch_all(&self.pool).await?;
+        let (due, oldest) = sqlx::query_as(
             "SELECT COUNT(*) FILTER (WHERE next_attempt_at <= $1) AS due, MIN(updated_at) AS oldest FROM outbox WHERE state = 'pending'",
         )
         .bind(ms(now))
         .fetch_one(&self.pool)
         .await?;
-        stats.due = row.try_get::<i64, _>("due")? as u64;
-        let oldest: Option<i64> = row.try_get("oldest")?;
-        stats.oldest_pending_secs = oldest.map_or(0, |o| ((ms(now) - o).max(0) / 1000) as u64);
-        Ok(stats)
+        Ok(shared::outbox_stats(counts, due, oldest, now))
     }
 
     async fn ping(&self) -> Result<()> {
@@ -735,22 +659,17 @@ impl Store for PgStore {
     }
 
     async fn verifications(&self, limit: u32) -> Result<Vec<Verification>> {
-        let rows: Vec<(i64, String, Option<String>, Option<String>, String, String)> =
+        let rows: Vec<shared::VerificationRow> =
             sqlx::query_as("SELECT at, number, entity, record_id, kind, outcome FROM ivr_verifications ORDER BY id DESC LIMIT $1")
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
-        rows.into_iter()
-            .map(|(at, number, entity, id, kind, outcome)| {
-                let record = entity.zip(id).map(|(e, i)| RecordRef::new(e, i));
-                Ok(Verification { at: ts(at)?, number, record, kind, outcome })
-            })
-            .collect()
+        rows.into_iter().map(shared::verification_from_row).collect()
     }
 
     async fn signed_out_at(&self, agent: &str) -> Result<Option<Timestamp>> {
         let at: Option<i64> = sqlx::query_scalar("SELECT at FROM agent_sign_outs WHERE agent = $1").bind(agent).fetch_optional(&self.pool).await?;
-        at.map(ts).transpose()
+        at.map(shared::ts).transpose()
     }
 }
 
@@ -758,10 +677,8 @@ impl Store for PgStore {
 impl CrmStore for PgStore {
     async fn create_record(&self, entity: &str, mut fields: BTreeMap<String, String>) -> Result<Record> {
         let spec = self.schema.entity(entity)?.clone();
-        if let Some(bad) = fields.keys().find(|k| !is_field_name(k)) {
-            return Err(StoreError::Invalid(format!("field name `{bad}`: use letters, digits, `_` or `-` (at most 64)")));
-        }
-        let id = fields.remove("id").filter(|s| !s.is_empty()).unwrap_or_else(new_id);
+        shared::check_new_fields(&fields)?;
+        let id = shared::take_id(&mut fields);
         let now = Timestamp::now();
         let mut tx = self.pool.begin().await?;
         // Not check-then-insert: of two nodes creating the same id, exactly one inserts.
@@ -792,9 +709,7 @@ impl CrmStore for PgStore {
 
     async fn update_record(&self, entity: &str, id: &str, patch: BTreeMap<String, String>) -> Result<Option<Record>> {
         let spec = self.schema.entity(entity)?.clone();
-        if let Some(bad) = patch.keys().find(|k| !is_field_name(k) || *k == "id") {
-            return Err(StoreError::Invalid(format!("field `{bad}` cannot be set")));
-        }
+        shared::check_patch(&patch)?;
         let mut tx = self.pool.begin().await?;
         // FOR UPDATE: two nodes patching the same record merge one after the other.
         let row = sqlx::query("SELECT * FROM crm_records WHERE entity = $1 AND id = $2 FOR UPDATE")
@@ -804,14 +719,7 @@ impl CrmStore for PgStore {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let mut record = Self::record_from_row(&row)?;
-        for (k, v) in patch {
-            if v.is_empty() {
-                record.fields.remove(&k);
-            } else {
-                record.fields.insert(k, v);
-            }
-        }
-        record.updated_at = Timestamp::now();
+        shared::apply_patch(&mut record, patch);
         self.put_record(&mut tx, &spec, id, &record.fields, record.updated_at).await?;
         tx.commit().await?;
         Ok(Some(record))
@@ -828,19 +736,13 @@ impl CrmStore for PgStore {
 
     async fn search_records(&self, entity: &str, query: &RecordQuery) -> Result<Vec<Record>> {
         self.schema.entity(entity)?;
-        let limit = query.limit.clamp(1, 500);
         if let Some(phone) = &query.phone {
-            let Some(e164) = self.schema.normalizer.index_key(phone) else { return Ok(vec![]) };
-            let mut found = self.records_by_phone(&e164, &[entity.to_string()], limit).await?;
-            found.retain(|r| query.fields.iter().all(|(k, v)| r.fields.get(k) == Some(v)));
-            return Ok(found);
+            return shared::search_by_phone(self, &self.schema, entity, phone, query).await;
         }
+        shared::check_query_fields(&query.fields)?;
         let mut sql = String::from("SELECT * FROM crm_records WHERE entity = $1");
         let mut binds: Vec<String> = vec![entity.to_string()];
         for (k, v) in &query.fields {
-            if !is_field_name(k) {
-                return Err(StoreError::Invalid(format!("field name `{k}`")));
-            }
             sql.push_str(&format!(" AND fields ->> ${} = ${}", binds.len() + 1, binds.len() + 2));
             binds.push(k.clone());
             binds.push(v.clone());
@@ -848,8 +750,7 @@ impl CrmStore for PgStore {
         if let Some(text) = &query.text {
             // ILIKE: case-insensitive like SQLite's LIKE (which folds ASCII only).
             sql.push_str(&format!(" AND fields::text ILIKE ${} ESCAPE '\\'", binds.len() + 1));
-            let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-            binds.push(format!("%{escaped}%"));
+            binds.push(shared::contains_pattern(text));
         }
         sql.push_str(&format!(" ORDER BY updated_at DESC LIMIT ${}", binds.len() + 1));
         // Only placeholders are concatenated; every value is bound.
@@ -857,7 +758,7 @@ impl CrmStore for PgStore {
         for b in binds {
             q = q.bind(b);
         }
-        let rows = q.bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        let rows = q.bind(i64::from(shared::search_limit(query))).fetch_all(&self.pool).await?;
         rows.iter().map(Self::record_from_row).collect()
     }
 
@@ -868,7 +769,7 @@ impl CrmStore for PgStore {
         let mut tx = self.pool.begin().await?;
         let mut chunk = BTreeMap::new();
         for mut fields in rows {
-            let id = fields.remove("id").filter(|s| !s.is_empty()).unwrap_or_else(new_id);
+            let id = shared::take_id(&mut fields);
             // A later row with the same id wins, as it would row by row.
             chunk.insert(id, fields);
             if chunk.len() >= IMPORT_CHUNK {
@@ -941,17 +842,7 @@ impl CrmStore for PgStore {
         let rows = sqlx::query(r#"SELECT entity, cursor, complete, synced_at, last_error FROM crm_sync_state ORDER BY entity COLLATE "C""#)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SyncState {
-                    entity: r.try_get("entity")?,
-                    cursor: r.try_get("cursor")?,
-                    complete: r.try_get("complete")?,
-                    synced_at: r.try_get::<Option<i64>, _>("synced_at")?.map(ts).transpose()?,
-                    last_error: r.try_get("last_error")?,
-                })
-            })
-            .collect()
+        rows.iter().map(shared::sync_state_from_row).collect()
     }
 
     /// The identification path: one statement on the phone index's primary key, already in
@@ -974,7 +865,7 @@ impl CrmStore for PgStore {
 
     async fn upsert_activity(&self, activity: &Activity) -> Result<StoredActivity> {
         let now = Timestamp::now();
-        let fields = serde_json::to_string(&activity.fields).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let fields = serde_json::to_string(&activity.fields).map_err(corrupt)?;
         let mut tx = self.pool.begin().await?;
         // Two nodes upserting one key: the second waits for the first's row and updates it.
         let id: String = sqlx::query_scalar(

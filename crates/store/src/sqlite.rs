@@ -13,28 +13,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cxbridge_domain::Timestamp;
-use cxbridge_domain::conversation::{self, Conversation, Effect, Event, Policy};
+use cxbridge_domain::conversation::{Conversation, Effect, Event, Policy};
 use cxbridge_domain::crm::{Activity, EntitySpec, RecordRef};
-use cxbridge_domain::phone::PhoneNormalizer;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection};
 
-use crate::{
-    CrmStore, IndexChanges, OutboxItem, OutboxState, OutboxStats, Record, RecordQuery, Recorded, Result, Store, StoreError, StoredActivity, SyncState, Verification,
-};
+use crate::shared::{self, corrupt, decode, decode_all, ms, new_id, outbox_from_row};
+use crate::{CrmStore, IndexChanges, OutboxItem, OutboxState, OutboxStats, Record, RecordQuery, Recorded, Result, Store, StoreError, StoredActivity, SyncState, Verification};
 
-/// What the built-in CRM needs to know to index and show records.
-#[derive(Debug, Clone)]
-pub struct CrmSchema {
-    pub entities: Vec<EntitySpec>,
-    pub normalizer: PhoneNormalizer,
-}
-
-impl CrmSchema {
-    pub fn entity(&self, name: &str) -> Result<&EntitySpec> {
-        self.entities.iter().find(|e| e.name == name).ok_or_else(|| StoreError::UnknownEntity(name.to_string()))
-    }
-}
+/// Both backends use it, so it lives beside the traits; re-exported here because the server
+/// and the tests name it by this path.
+pub use crate::CrmSchema;
 
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,22 +52,6 @@ struct EventJob {
 
 /// Most events committed by one transaction (one fsync).
 const GROUP_COMMIT_MAX: usize = 256;
-
-fn ms(t: Timestamp) -> i64 {
-    t.as_millisecond()
-}
-
-fn ts(ms: i64) -> Result<Timestamp> {
-    Timestamp::from_millisecond(ms).map_err(|e| StoreError::Corrupt(format!("timestamp {ms}: {e}")))
-}
-
-fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
-fn is_field_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and runs migrations.
@@ -124,7 +97,7 @@ impl SqliteStore {
     /// Upserts `c`, and indexes the source ids and agents that `previous` did not have yet
     /// (an answer or hangup adds none, so it costs one statement).
     async fn save(conn: &mut SqliteConnection, c: &Conversation, previous: Option<&Conversation>) -> Result<()> {
-        let body = serde_json::to_string(c).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let body = shared::encode(c)?;
         sqlx::query(
             "INSERT INTO conversations (id, source, external_id, state, last_event_at, ended_at, revision, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -141,11 +114,7 @@ impl SqliteStore {
         .bind(body)
         .execute(&mut *conn)
         .await?;
-        let keys_of = |c: &Conversation| -> Vec<String> {
-            std::iter::once(c.external_id.clone()).chain(c.legs.iter().map(|l| l.id.clone())).collect()
-        };
-        let known_keys = previous.map(keys_of).unwrap_or_default();
-        for key in keys_of(c).iter().filter(|k| !known_keys.contains(k)) {
+        for key in shared::new_keys(c, previous) {
             sqlx::query("INSERT OR IGNORE INTO conversation_keys (source, key, conversation_id) VALUES (?1, ?2, ?3)")
                 .bind(&c.source)
                 .bind(key)
@@ -153,8 +122,7 @@ impl SqliteStore {
                 .execute(&mut *conn)
                 .await?;
         }
-        let known_agents = previous.map(Conversation::audience).unwrap_or_default();
-        for agent in c.audience().iter().filter(|a| !known_agents.contains(a)) {
+        for agent in shared::new_agents(c, previous) {
             sqlx::query("INSERT OR IGNORE INTO conversation_agents (agent, conversation_id) VALUES (?1, ?2)")
                 .bind(agent)
                 .bind(&c.id)
@@ -181,13 +149,7 @@ impl SqliteStore {
 
     fn record_from_row(row: &SqliteRow) -> Result<Record> {
         let fields: String = row.try_get("fields")?;
-        Ok(Record {
-            entity: row.try_get("entity")?,
-            id: row.try_get("id")?,
-            fields: serde_json::from_str(&fields).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            created_at: ts(row.try_get("created_at")?)?,
-            updated_at: ts(row.try_get("updated_at")?)?,
-        })
+        shared::record_from_row(row, serde_json::from_str(&fields).map_err(corrupt)?)
     }
 
     async fn write_phone_index(&self, conn: &mut SqliteConnection, spec: &EntitySpec, id: &str, fields: &BTreeMap<String, String>) -> Result<()> {
@@ -211,7 +173,7 @@ impl SqliteStore {
     }
 
     async fn put_record(&self, conn: &mut SqliteConnection, spec: &EntitySpec, id: &str, fields: &BTreeMap<String, String>, now: Timestamp) -> Result<()> {
-        let json = serde_json::to_string(fields).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_string(fields).map_err(corrupt)?;
         sqlx::query(
             "INSERT INTO crm_records (entity, id, fields, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
              ON CONFLICT (entity, id) DO UPDATE SET fields = excluded.fields, updated_at = excluded.updated_at",
@@ -230,21 +192,12 @@ impl SqliteStore {
             .bind(id)
             .fetch_all(&self.reader)
             .await?;
-        rows.iter().map(|r| Ok(RecordRef::new(r.try_get::<String, _>("entity")?, r.try_get::<String, _>("record_id")?))).collect()
+        rows.iter().map(shared::link_from_row).collect()
     }
 
     async fn activity_from_row(&self, row: &SqliteRow) -> Result<StoredActivity> {
         let id: String = row.try_get("id")?;
-        let fields: String = row.try_get("fields")?;
-        Ok(StoredActivity {
-            regarding: self.activity_links(&id).await?,
-            id,
-            key: row.try_get("key")?,
-            kind: row.try_get("kind")?,
-            fields: serde_json::from_str(&fields).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            created_at: ts(row.try_get("created_at")?)?,
-            updated_at: ts(row.try_get("updated_at")?)?,
-        })
+        shared::activity_from_row(row, self.activity_links(&id).await?)
     }
 }
 
@@ -323,13 +276,11 @@ async fn apply_event(tx: &mut SqliteConnection, event: Event, policy: Policy) ->
     .bind(event.leg.as_deref())
     .fetch_one(&mut *tx)
     .await?;
-    let seen: bool = row.try_get("seen")?;
-    let current = row.try_get::<Option<String>, _>("body")?.map(|b| decode(&b)).transpose()?;
+    let (seen, current) = shared::seen_and_current(&row)?;
     if seen {
         return Ok(Recorded::Duplicate(current));
     }
-    let new_id = current.as_ref().map_or_else(new_id, |c| c.id.clone());
-    let transition = conversation::apply(current.clone(), event.clone(), &new_id, policy)?;
+    let transition = shared::transition(current.as_ref(), &event, policy)?;
     sqlx::query("INSERT INTO events (dedup_key, received_at, conversation_id) VALUES (?1, ?2, ?3)")
         .bind(&event.dedup_key)
         .bind(ms(now))
@@ -343,29 +294,6 @@ async fn apply_event(tx: &mut SqliteConnection, event: Event, policy: Policy) ->
         SqliteStore::enqueue_activity(tx, &transition.conversation.id, now).await?;
     }
     Ok(Recorded::Applied(transition))
-}
-
-fn decode(body: &str) -> Result<Conversation> {
-    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("conversation: {e}")))
-}
-
-fn outbox_from_row(row: &SqliteRow) -> Result<OutboxItem> {
-    let state: String = row.try_get("state")?;
-    Ok(OutboxItem {
-        id: row.try_get("id")?,
-        key: row.try_get("key")?,
-        kind: row.try_get("kind")?,
-        conversation_id: row.try_get("conversation_id")?,
-        state: OutboxState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("outbox state {state}")))?,
-        generation: row.try_get("generation")?,
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        next_attempt_at: ts(row.try_get("next_attempt_at")?)?,
-        last_error: row.try_get("last_error")?,
-        crm_ref: row.try_get("crm_ref")?,
-        created_at: ts(row.try_get("created_at")?)?,
-        updated_at: ts(row.try_get("updated_at")?)?,
-        delivered_at: row.try_get::<Option<i64>, _>("delivered_at")?.map(ts).transpose()?,
-    })
 }
 
 #[async_trait]
@@ -411,7 +339,7 @@ impl Store for SqliteStore {
         .bind(agent)
         .fetch_all(&self.reader)
         .await?;
-        bodies.iter().map(|b| decode(b)).collect()
+        decode_all(&bodies)
     }
 
     async fn stale_conversations(&self, before: Timestamp, limit: u32) -> Result<Vec<Conversation>> {
@@ -422,7 +350,7 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.reader)
         .await?;
-        bodies.iter().map(|b| decode(b)).collect()
+        decode_all(&bodies)
     }
 
     async fn wrapup_overdue(&self, before: Timestamp, limit: u32) -> Result<Vec<Conversation>> {
@@ -432,7 +360,7 @@ impl Store for SqliteStore {
                 .bind(limit)
                 .fetch_all(&self.reader)
                 .await?;
-        bodies.iter().map(|b| decode(b)).collect()
+        decode_all(&bodies)
     }
 
     async fn outbox_claim(&self, now: Timestamp, limit: u32, lease: Duration) -> Result<Vec<OutboxItem>> {
@@ -537,27 +465,14 @@ impl Store for SqliteStore {
     }
 
     async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats> {
-        let mut stats = OutboxStats::default();
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state").fetch_all(&self.reader).await?;
-        for row in rows {
-            let n = row.try_get::<i64, _>("n")? as u64;
-            match OutboxState::parse(&row.try_get::<String, _>("state")?) {
-                Some(OutboxState::Pending) => stats.pending = n,
-                Some(OutboxState::Delivered) => stats.delivered = n,
-                Some(OutboxState::Dead) => stats.dead = n,
-                None => {}
-            }
-        }
-        let row = sqlx::query(
+        let counts = sqlx::query_as("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state").fetch_all(&self.reader).await?;
+        let (due, oldest) = sqlx::query_as(
             "SELECT COALESCE(SUM(next_attempt_at <= ?1), 0) AS due, MIN(updated_at) AS oldest FROM outbox WHERE state = 'pending'",
         )
         .bind(ms(now))
         .fetch_one(&self.reader)
         .await?;
-        stats.due = row.try_get::<i64, _>("due")? as u64;
-        let oldest: Option<i64> = row.try_get("oldest")?;
-        stats.oldest_pending_secs = oldest.map_or(0, |o| ((ms(now) - o).max(0) / 1000) as u64);
-        Ok(stats)
+        Ok(shared::outbox_stats(counts, due, oldest, now))
     }
 
     async fn ping(&self) -> Result<()> {
@@ -608,22 +523,17 @@ impl Store for SqliteStore {
     }
 
     async fn verifications(&self, limit: u32) -> Result<Vec<Verification>> {
-        let rows: Vec<(i64, String, Option<String>, Option<String>, String, String)> =
+        let rows: Vec<shared::VerificationRow> =
             sqlx::query_as("SELECT at, number, entity, record_id, kind, outcome FROM ivr_verifications ORDER BY id DESC LIMIT ?1")
                 .bind(limit)
                 .fetch_all(&self.reader)
                 .await?;
-        rows.into_iter()
-            .map(|(at, number, entity, id, kind, outcome)| {
-                let record = entity.zip(id).map(|(e, i)| RecordRef::new(e, i));
-                Ok(Verification { at: ts(at)?, number, record, kind, outcome })
-            })
-            .collect()
+        rows.into_iter().map(shared::verification_from_row).collect()
     }
 
     async fn signed_out_at(&self, agent: &str) -> Result<Option<Timestamp>> {
         let at: Option<i64> = sqlx::query_scalar("SELECT at FROM agent_sign_outs WHERE agent = ?1").bind(agent).fetch_optional(&self.reader).await?;
-        at.map(ts).transpose()
+        at.map(shared::ts).transpose()
     }
 }
 
@@ -631,10 +541,8 @@ impl Store for SqliteStore {
 impl CrmStore for SqliteStore {
     async fn create_record(&self, entity: &str, mut fields: BTreeMap<String, String>) -> Result<Record> {
         let spec = self.schema.entity(entity)?.clone();
-        if let Some(bad) = fields.keys().find(|k| !is_field_name(k)) {
-            return Err(StoreError::Invalid(format!("field name `{bad}`: use letters, digits, `_` or `-` (at most 64)")));
-        }
-        let id = fields.remove("id").filter(|s| !s.is_empty()).unwrap_or_else(new_id);
+        shared::check_new_fields(&fields)?;
+        let id = shared::take_id(&mut fields);
         let now = Timestamp::now();
         let mut tx = self.writer.begin().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM crm_records WHERE entity = ?1 AND id = ?2")
@@ -662,9 +570,7 @@ impl CrmStore for SqliteStore {
 
     async fn update_record(&self, entity: &str, id: &str, patch: BTreeMap<String, String>) -> Result<Option<Record>> {
         let spec = self.schema.entity(entity)?.clone();
-        if let Some(bad) = patch.keys().find(|k| !is_field_name(k) || *k == "id") {
-            return Err(StoreError::Invalid(format!("field `{bad}` cannot be set")));
-        }
+        shared::check_patch(&patch)?;
         let mut tx = self.writer.begin().await?;
         let row = sqlx::query("SELECT * FROM crm_records WHERE entity = ?1 AND id = ?2")
             .bind(entity)
@@ -673,14 +579,7 @@ impl CrmStore for SqliteStore {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let mut record = Self::record_from_row(&row)?;
-        for (k, v) in patch {
-            if v.is_empty() {
-                record.fields.remove(&k);
-            } else {
-                record.fields.insert(k, v);
-            }
-        }
-        record.updated_at = Timestamp::now();
+        shared::apply_patch(&mut record, patch);
         self.put_record(&mut tx, &spec, id, &record.fields, record.updated_at).await?;
         tx.commit().await?;
         Ok(Some(record))
@@ -702,27 +601,20 @@ impl CrmStore for SqliteStore {
 
     async fn search_records(&self, entity: &str, query: &RecordQuery) -> Result<Vec<Record>> {
         self.schema.entity(entity)?;
-        let limit = query.limit.clamp(1, 500);
         if let Some(phone) = &query.phone {
-            let Some(e164) = self.schema.normalizer.index_key(phone) else { return Ok(vec![]) };
-            let mut found = self.records_by_phone(&e164, &[entity.to_string()], limit).await?;
-            found.retain(|r| query.fields.iter().all(|(k, v)| r.fields.get(k) == Some(v)));
-            return Ok(found);
+            return shared::search_by_phone(self, &self.schema, entity, phone, query).await;
         }
+        shared::check_query_fields(&query.fields)?;
         let mut sql = String::from("SELECT * FROM crm_records WHERE entity = ?");
         let mut binds: Vec<String> = vec![entity.to_string()];
         for (k, v) in &query.fields {
-            if !is_field_name(k) {
-                return Err(StoreError::Invalid(format!("field name `{k}`")));
-            }
             sql.push_str(" AND json_extract(fields, ?) = ?");
             binds.push(format!("$.\"{k}\""));
             binds.push(v.clone());
         }
         if let Some(text) = &query.text {
             sql.push_str(" AND fields LIKE ? ESCAPE '\\'");
-            let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-            binds.push(format!("%{escaped}%"));
+            binds.push(shared::contains_pattern(text));
         }
         sql.push_str(" ORDER BY updated_at DESC LIMIT ?");
         // Only placeholders are concatenated; every value is bound.
@@ -730,7 +622,7 @@ impl CrmStore for SqliteStore {
         for b in binds {
             q = q.bind(b);
         }
-        let rows = q.bind(limit).fetch_all(&self.reader).await?;
+        let rows = q.bind(shared::search_limit(query)).fetch_all(&self.reader).await?;
         rows.iter().map(Self::record_from_row).collect()
     }
 
@@ -740,7 +632,7 @@ impl CrmStore for SqliteStore {
         let mut tx = self.writer.begin().await?;
         let mut n = 0;
         for mut fields in rows {
-            let id = fields.remove("id").filter(|s| !s.is_empty()).unwrap_or_else(new_id);
+            let id = shared::take_id(&mut fields);
             self.put_record(&mut tx, &spec, &id, &fields, now).await?;
             n += 1;
         }
@@ -798,17 +690,7 @@ impl CrmStore for SqliteStore {
 
     async fn index_sync_states(&self) -> Result<Vec<SyncState>> {
         let rows = sqlx::query("SELECT entity, cursor, complete, synced_at, last_error FROM crm_sync_state ORDER BY entity").fetch_all(&self.reader).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SyncState {
-                    entity: r.try_get("entity")?,
-                    cursor: r.try_get("cursor")?,
-                    complete: r.try_get::<i64, _>("complete")? != 0,
-                    synced_at: r.try_get::<Option<i64>, _>("synced_at")?.map(ts).transpose()?,
-                    last_error: r.try_get("last_error")?,
-                })
-            })
-            .collect()
+        rows.iter().map(shared::sync_state_from_row).collect()
     }
 
     async fn records_by_phone(&self, e164: &str, entities: &[String], limit: u32) -> Result<Vec<Record>> {
@@ -833,7 +715,7 @@ impl CrmStore for SqliteStore {
 
     async fn upsert_activity(&self, activity: &Activity) -> Result<StoredActivity> {
         let now = Timestamp::now();
-        let fields = serde_json::to_string(&activity.fields).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let fields = serde_json::to_string(&activity.fields).map_err(corrupt)?;
         let mut tx = self.writer.begin().await?;
         let existing: Option<String> =
             sqlx::query_scalar("SELECT id FROM crm_activities WHERE key = ?1").bind(&activity.key).fetch_optional(&mut *tx).await?;
