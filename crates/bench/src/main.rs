@@ -10,6 +10,7 @@
 //! identification through the local index vs direct queries, activities written with
 //! `$batch` vs one request each, see `crm.rs`) → table.
 
+mod cluster;
 mod crm;
 mod ivr;
 mod numbers;
@@ -17,7 +18,7 @@ mod server;
 mod sip;
 mod stats;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -164,10 +165,39 @@ struct Args {
     /// delays every HTTP request alike, a `$batch` of 100 as much as a single PATCH.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     crm_latency_ms: u64,
+    /// Run only the scale-out phase: the same workload on SQLite with one node, PostgreSQL +
+    /// NATS with one node, and PostgreSQL + NATS with two nodes (events round-robin to both,
+    /// agents split across them, so about half of the pops cross the bus), figures side by
+    /// side. Per setup: import --scale-contacts, --agents streams, pops at --rate for
+    /// --scale-secs (p50/p99, missing, duplicated), --concurrency CTI requests in flight for
+    /// --blast-duration s of unanswered calls (newCall, hangup `cancel`), outbox deliveries/s
+    /// until nothing is pending (at most --drain-timeout), CPU and peak RSS per node. Needs
+    /// --postgres-url and --nats-url; writes its own configuration (--server-config is not
+    /// used). About 3 minutes with the defaults. Combines with --crm, --ivr and --sip.
+    #[arg(long, conflicts_with = "skip_scale_out")]
+    scale_out: bool,
+    /// Leave the scale-out phase out of the full run (it is skipped anyway, with the reason,
+    /// without a PostgreSQL and a NATS URL).
+    #[arg(long)]
+    skip_scale_out: bool,
+    /// PostgreSQL server for the scale-out phase, as a URL with the right to create databases:
+    /// each setup gets a fresh database (dropped afterwards unless --keep-data).
+    #[arg(long, value_name = "URL", env = "CXBRIDGE_TEST_POSTGRES_URL", hide_env_values = true)]
+    postgres_url: Option<String>,
+    /// NATS server with JetStream for the scale-out phase; each setup gets a stream and
+    /// subject prefix of its own (the stream is deleted afterwards unless --keep-data).
+    #[arg(long, value_name = "URL", env = "CXBRIDGE_TEST_NATS_URL", hide_env_values = true)]
+    nats_url: Option<String>,
+    /// Contacts imported (with `cxbridge import contact`) into each scale-out setup.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    scale_contacts: u64,
+    /// Length of each scale-out setup's pop phase in seconds (at --rate calls/s).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    scale_secs: u64,
 }
 
-/// Which phases this run does: the --crm / --ivr / --sip flags select only those, the
-/// --skip-* flags leave phases out of the full run.
+/// Which phases this run does: the --crm / --ivr / --sip / --scale-out flags select only
+/// those, the --skip-* flags leave phases out of the full run.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
     /// Identify, pop, outbox, events and memory against the built-in CRM.
@@ -175,14 +205,17 @@ struct Plan {
     ivr: bool,
     sip: bool,
     crm: bool,
+    scale_out: bool,
+    /// Whether the phases were asked for one by one (then a phase that cannot run is an error).
+    selected: bool,
 }
 
 impl Plan {
     fn of(args: &Args) -> Plan {
-        if args.crm || args.ivr || args.sip {
-            Plan { main: false, ivr: args.ivr, sip: args.sip, crm: args.crm }
+        if args.crm || args.ivr || args.sip || args.scale_out {
+            Plan { main: false, ivr: args.ivr, sip: args.sip, crm: args.crm, scale_out: args.scale_out, selected: true }
         } else {
-            Plan { main: true, ivr: !args.skip_ivr, sip: !args.skip_sip, crm: !args.skip_crm }
+            Plan { main: true, ivr: !args.skip_ivr, sip: !args.skip_sip, crm: !args.skip_crm, scale_out: !args.skip_scale_out, selected: false }
         }
     }
 
@@ -305,6 +338,11 @@ struct FrameCounts {
     update: AtomicU64,
     end: AtomicU64,
     other: AtomicU64,
+    /// Pop frames for a call that had popped before (each call goes to one agent, so any is
+    /// a bug); counted only when `popped` is kept.
+    duplicate_pops: AtomicU64,
+    /// The external ids of the calls popped so far, when duplicates are looked for.
+    popped: Option<Mutex<HashSet<String>>>,
 }
 
 struct Agents {
@@ -324,6 +362,15 @@ fn frame_type(text: &str) -> Option<&str> {
     text.strip_prefix("{\"type\":\"").and_then(|r| r.split('"').next())
 }
 
+/// The conversation's `external_id` of an agent message without parsing it: the first one in
+/// the text is the conversation's (serde writes `conversation` first, and `external_id`
+/// before the fields that could hold the same key).
+fn external_id(text: &str) -> Option<&str> {
+    let key = "\"external_id\":\"";
+    let at = text.find(key)? + key.len();
+    text[at..].split('"').next()
+}
+
 fn handle_frame(text: &str, at: Instant, counts: &FrameCounts, waiters: &Waiters, tracking: &AtomicBool) {
     let owned;
     let kind = match frame_type(text) {
@@ -339,6 +386,14 @@ fn handle_frame(text: &str, at: Instant, counts: &FrameCounts, waiters: &Waiters
         "end" => counts.end.fetch_add(1, Ordering::Relaxed),
         _ => counts.other.fetch_add(1, Ordering::Relaxed),
     };
+    if kind == "pop"
+        && let Some(popped) = &counts.popped
+        && let Some(external) = external_id(text)
+        && let Ok(mut popped) = popped.lock()
+        && !popped.insert(external.to_string())
+    {
+        counts.duplicate_pops.fetch_add(1, Ordering::Relaxed);
+    }
     if kind != "pop" || !tracking.load(Ordering::Relaxed) {
         return;
     }
@@ -352,14 +407,20 @@ fn handle_frame(text: &str, at: Instant, counts: &FrameCounts, waiters: &Waiters
     }
 }
 
-/// Connects `k` agent streams and waits for each one's snapshot.
-async fn connect_agents(server: &Server, k: u32) -> anyhow::Result<Agents> {
-    let counts = Arc::new(FrameCounts::default());
+/// Connects `k` agent streams, agent `a` to node `a % nodes.len()` (`ws://host:port` bases),
+/// and waits for each one's snapshot. With `duplicates` the readers also count pop frames of
+/// calls that had popped before.
+async fn connect_agents(nodes: &[String], k: u32, duplicates: bool) -> anyhow::Result<Agents> {
+    if nodes.is_empty() {
+        bail!("no node to connect the agents to");
+    }
+    let counts = Arc::new(FrameCounts { popped: duplicates.then(Mutex::default), ..FrameCounts::default() });
     let waiters: Waiters = Arc::default();
     let tracking = Arc::new(AtomicBool::new(false));
     let mut readers = JoinSet::new();
     for a in 0..u64::from(k) {
-        let url = server.ws_url(&format!("/api/v1/agents/{}/stream?access_token={ADMIN_TOKEN}", agent_id(a)));
+        let base = &nodes[(a % nodes.len() as u64) as usize];
+        let url = format!("{base}/api/v1/agents/{}/stream?access_token={ADMIN_TOKEN}", agent_id(a));
         let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
             .await
             .with_context(|| format!("cannot open the agent stream {url}"))?;
@@ -404,6 +465,8 @@ struct CallResult {
     pop_action_ok: Option<bool>,
     completed: bool,
     error: Option<String>,
+    /// Posted to another node than the one its agent's stream is on.
+    remote: bool,
 }
 
 fn cti_body(event: &str, call_id: &str, from: &str, agent: &str) -> Value {
@@ -505,6 +568,267 @@ async fn find_conversation(ctx: &CallCtx, call_id: &str) -> Option<String> {
     v["conversations"][0]["id"].as_str().map(str::to_string)
 }
 
+/// The calls of one pop phase.
+struct CallPlan<'a> {
+    /// Prefix of the progress lines, e.g. `[pop]`.
+    tag: &'a str,
+    /// Calls started per second.
+    rate: u32,
+    total: u64,
+    /// Agents connected (see `connect_agents`).
+    agents: u32,
+    /// Contacts in the CRM, for picking callers.
+    contacts: u64,
+    unknown_percent: u8,
+    /// Call `j` has the call id `{call_prefix}-{j}`.
+    call_prefix: String,
+}
+
+struct CallsDone {
+    results: Vec<CallResult>,
+    /// From the first call's scheduled start to the last call's start.
+    started_for: Duration,
+}
+
+/// Starts `plan.total` calls at `plan.rate` per second from `start`, each one `one_call`,
+/// and waits for all of them. With `n` nodes call `j` goes to node `j % n` (`ctxs[j % n]`)
+/// for agent `(j / n) % agents`, whose stream `connect_agents` put on node `agent % n`: so
+/// about half of the calls pop across the bus with two nodes (and, with one node, call `j`
+/// is simply for agent `j % agents`). `nodes` are checked to be alive every 5 s.
+async fn run_calls(plan: &CallPlan<'_>, ctxs: &[Arc<CallCtx>], nodes: &mut [Server], counts: &FrameCounts, rng: &mut Rng, start: Instant) -> anyhow::Result<CallsDone> {
+    let n = ctxs.len() as u64;
+    if n == 0 || nodes.is_empty() {
+        bail!("no node to send the calls to");
+    }
+    let period = Duration::from_secs_f64(1.0 / f64::from(plan.rate));
+    let mut calls = JoinSet::new();
+    let mut results: Vec<CallResult> = Vec::with_capacity(plan.total as usize);
+    let mut next_report = start + Duration::from_secs(5);
+    for j in 0..plan.total {
+        let at = start + period.mul_f64(j as f64);
+        tokio::time::sleep_until(at.into()).await;
+        let caller = numbers::pick_caller(rng, plan.contacts, plan.unknown_percent);
+        let node = j % n;
+        let agent = (j / n) % u64::from(plan.agents);
+        let remote = agent % n != node;
+        let ctx = ctxs[node as usize].clone();
+        let call = one_call(ctx, format!("{}-{j}", plan.call_prefix), caller, agent_id(agent), at);
+        calls.spawn(async move { CallResult { remote, ..call.await } });
+        while let Some(done) = calls.try_join_next() {
+            results.push(done?);
+        }
+        if Instant::now() >= next_report {
+            next_report += Duration::from_secs(5);
+            for node in nodes.iter_mut() {
+                node.check_alive()?;
+            }
+            say(format!(
+                "{} {:>4.0} s: {} calls started, {} pops received, {} calls in flight",
+                plan.tag,
+                at.duration_since(start).as_secs_f64(),
+                j + 1,
+                counts.pop.load(Ordering::Relaxed),
+                calls.len()
+            ));
+        }
+    }
+    let started_for = start.elapsed();
+    while let Some(done) = calls.join_next().await {
+        results.push(done?);
+    }
+    Ok(CallsDone { results, started_for })
+}
+
+/// What the calls of a pop phase measured.
+#[derive(Default)]
+struct CallFigures {
+    pops: Samples,
+    /// Pops of calls posted to the node their agent is connected to / to another node.
+    pops_local: Samples,
+    pops_remote: Samples,
+    new_call: Samples,
+    wrapups: Samples,
+    lag: Samples,
+    missing: u64,
+    /// Calls posted to another node than their agent's, and how many of those did not pop.
+    remote: u64,
+    missing_remote: u64,
+    wrong_action: u64,
+    completed: u64,
+    failed: u64,
+    first_error: Option<String>,
+}
+
+impl CallFigures {
+    fn of(results: &[CallResult]) -> CallFigures {
+        let n = results.len();
+        let mut f = CallFigures {
+            pops: Samples::with_capacity(n),
+            new_call: Samples::with_capacity(n),
+            wrapups: Samples::with_capacity(n),
+            lag: Samples::with_capacity(n),
+            ..CallFigures::default()
+        };
+        for r in results {
+            f.lag.push(r.start_lag);
+            f.remote += u64::from(r.remote);
+            match r.pop {
+                Some(d) => {
+                    f.pops.push(d);
+                    if r.remote { f.pops_remote.push(d) } else { f.pops_local.push(d) }
+                }
+                None => {
+                    f.missing += 1;
+                    f.missing_remote += u64::from(r.remote);
+                }
+            }
+            if let Some(d) = r.new_call_http {
+                f.new_call.push(d);
+            }
+            if let Some(d) = r.wrapup_http {
+                f.wrapups.push(d);
+            }
+            f.wrong_action += u64::from(r.pop_action_ok == Some(false));
+            f.completed += u64::from(r.completed);
+            if let Some(e) = &r.error {
+                f.failed += 1;
+                f.first_error.get_or_insert_with(|| e.clone());
+            }
+        }
+        f
+    }
+}
+
+/// How each call of the sustained-events phase goes.
+#[derive(Debug, Clone, Copy)]
+enum BlastCall {
+    /// `newCall`, `answer`, `hangup` (normal clearing): 3 events; completed after the ACW.
+    Answered,
+    /// `newCall`, `hangup` with cause `cancel`: 2 events; completed (memorialized) at once.
+    Cancelled,
+}
+
+impl BlastCall {
+    fn bodies(self, call_id: &str, from: &str, agent: &str) -> Vec<Value> {
+        match self {
+            BlastCall::Answered => ["newCall", "answer", "hangup"].iter().map(|e| cti_body(e, call_id, from, agent)).collect(),
+            BlastCall::Cancelled => {
+                let mut hangup = cti_body("hangup", call_id, from, agent);
+                hangup["cause"] = json!("cancel");
+                vec![cti_body("newCall", call_id, from, agent), hangup]
+            }
+        }
+    }
+
+    fn events(self) -> u64 {
+        match self {
+            BlastCall::Answered => 3,
+            BlastCall::Cancelled => 2,
+        }
+    }
+}
+
+/// The sustained-events phase: `concurrency` workers, each posting the events of one fresh
+/// call after another until `duration` is over (or `max_events` were begun).
+struct BlastSpec<'a> {
+    /// Prefix of the progress lines, e.g. `[events]`.
+    tag: &'a str,
+    kind: BlastCall,
+    concurrency: u32,
+    duration: Duration,
+    max_events: Option<u64>,
+    contacts: u64,
+    unknown_percent: u8,
+    seed: u64,
+    agents: u32,
+    /// Call `n` has the call id `{call_prefix}-{n}`.
+    call_prefix: String,
+}
+
+struct BlastDone {
+    /// Events answered 2xx / refused or failed.
+    ok: u64,
+    errors: u64,
+    lat: Samples,
+    first_error: Option<String>,
+    span: Duration,
+    /// Calls whose `newCall` was accepted (each should pop once).
+    new_calls_ok: u64,
+}
+
+/// Runs the sustained-events phase against `cti_urls` (one per node): call `n` goes to
+/// node `n % nodes` for agent `(n / nodes) % agents`, as in `run_calls`.
+async fn blast(spec: &BlastSpec<'_>, http: &reqwest::Client, cti_urls: &[String], nodes: &mut [Server]) -> anyhow::Result<BlastDone> {
+    if cti_urls.is_empty() {
+        bail!("no node to send the events to");
+    }
+    let cti_urls: Arc<Vec<String>> = Arc::new(cti_urls.to_vec());
+    let next_call = Arc::new(AtomicU64::new(0));
+    let blast_start = Instant::now();
+    let stop_at = blast_start + spec.duration;
+    let mut workers = JoinSet::new();
+    for w in 0..spec.concurrency {
+        let (http, cti_urls, next_call, prefix) = (http.clone(), cti_urls.clone(), next_call.clone(), spec.call_prefix.clone());
+        let (contacts, unknown, seed, agents_n, max_events, kind) = (spec.contacts, spec.unknown_percent, spec.seed, spec.agents, spec.max_events, spec.kind);
+        workers.spawn(async move {
+            let mut rng = Rng::new(seed.wrapping_add(1000 + u64::from(w)));
+            let mut lat = Samples::with_capacity(4096);
+            let (mut ok, mut errors, mut new_calls_ok) = (0u64, 0u64, 0u64);
+            let mut first_error: Option<String> = None;
+            let n_nodes = cti_urls.len() as u64;
+            while Instant::now() < stop_at {
+                let n = next_call.fetch_add(1, Ordering::Relaxed);
+                if max_events.is_some_and(|m| n * kind.events() >= m) {
+                    break;
+                }
+                let caller = numbers::pick_caller(&mut rng, contacts, unknown);
+                let call_id = format!("{prefix}-{n}");
+                let agent = agent_id((n / n_nodes) % u64::from(agents_n));
+                let cti_url = &cti_urls[(n % n_nodes) as usize];
+                for (i, body) in kind.bodies(&call_id, &caller.written, &agent).iter().enumerate() {
+                    match post(&http, cti_url, body, false).await {
+                        Ok(d) => {
+                            ok += 1;
+                            new_calls_ok += u64::from(i == 0);
+                            lat.push(d);
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            BlastDone { ok, errors, lat, first_error, span: Duration::ZERO, new_calls_ok }
+        });
+    }
+    let mut all = BlastDone { ok: 0, errors: 0, lat: Samples::default(), first_error: None, span: Duration::ZERO, new_calls_ok: 0 };
+    let mut tick = tokio::time::interval_at((blast_start + Duration::from_secs(5)).into(), Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            done = workers.join_next() => match done {
+                Some(r) => {
+                    let r = r?;
+                    all.ok += r.ok;
+                    all.errors += r.errors;
+                    all.new_calls_ok += r.new_calls_ok;
+                    all.lat.merge(r.lat);
+                    if all.first_error.is_none() { all.first_error = r.first_error; }
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                for node in nodes.iter_mut() {
+                    node.check_alive()?;
+                }
+                say(format!("{} {:>4.0} s: {} calls begun", spec.tag, blast_start.elapsed().as_secs_f64(), next_call.load(Ordering::Relaxed)));
+            }
+        }
+    }
+    all.span = blast_start.elapsed();
+    Ok(all)
+}
+
 // ---------------------------------------------------------------- figures
 
 /// CPU used by the server and by this program over a span of wall time.
@@ -549,15 +873,33 @@ fn row(name: impl Into<String>, measured: impl Into<String>, target: &str, verdi
 }
 
 fn print_table(rows: &[Row]) {
-    let w0 = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(6);
-    let w1 = rows.iter().map(|r| r.measured.len()).max().unwrap_or(0).max(8);
-    let w2 = rows.iter().map(|r| r.target.len()).max().unwrap_or(0).max(6);
-    say(format!("| {:<w0$} | {:<w1$} | {:<w2$} | {:<6} |", "figure", "measured", "target", "result"));
-    say(format!("|{}|{}|{}|{}|", "-".repeat(w0 + 2), "-".repeat(w1 + 2), "-".repeat(w2 + 2), "-".repeat(8)));
-    for r in rows {
-        say(format!("| {:<w0$} | {:<w1$} | {:<w2$} | {:<6} |", r.name, r.measured, r.target, r.verdict));
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| vec![r.name.clone(), r.measured.clone(), r.target.clone(), r.verdict.clone()]).collect();
+    print_grid(&["figure", "measured", "target", "result"], &cells);
+}
+
+/// A Markdown table: each column as wide as its widest cell or heading, in bytes (as the
+/// tables in docs/BENCHMARKS.md always were; a cell with `→` gets a little more room).
+fn print_grid(headings: &[&str], rows: &[Vec<String>]) {
+    for line in grid_lines(headings, rows) {
+        say(line);
     }
 }
+
+fn grid_lines(headings: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let widths: Vec<usize> =
+        headings.iter().enumerate().map(|(i, h)| rows.iter().filter_map(|r| r.get(i)).map(String::len).max().unwrap_or(0).max(h.len())).collect();
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let parts: Vec<String> = widths.iter().map(|&w| format!(" {:<w$} ", cells.next().unwrap_or(""))).collect();
+        format!("|{}|", parts.join("|"))
+    };
+    let mut out = vec![line(&mut headings.iter().copied())];
+    out.push(format!("|{}|", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|")));
+    for r in rows {
+        out.push(line(&mut r.iter().map(String::as_str)));
+    }
+    out
+}
+
 
 // ---------------------------------------------------------------- main
 
@@ -577,8 +919,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     {
         bail!("--server-config {}: no such file", f.display());
     }
-    if args.contacts > numbers::mobile_base() / 2 || args.crm_contacts > numbers::mobile_base() / 2 {
-        bail!("--contacts and --crm-contacts must be at most {}", numbers::mobile_base() / 2);
+    if args.contacts > numbers::mobile_base() / 2 || args.crm_contacts > numbers::mobile_base() / 2 || args.scale_contacts > numbers::mobile_base() / 2 {
+        bail!("--contacts, --crm-contacts and --scale-contacts must be at most {}", numbers::mobile_base() / 2);
+    }
+    if args.scale_contacts == 0 || args.scale_secs == 0 {
+        bail!("--scale-contacts and --scale-secs must be at least 1");
     }
     if args.rate == 0 || args.agents == 0 || args.concurrency == 0 {
         bail!("--rate, --agents and --concurrency must be at least 1");
@@ -610,6 +955,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if plan.crm {
         what.push("then the CRM phase".into());
     }
+    if plan.scale_out {
+        let then = if what.is_empty() { "" } else { "then " };
+        what.push(format!("{then}the scale-out phase (SQLite / PostgreSQL + NATS, 1 and 2 nodes)"));
+    }
     say(format!("cxbridge-bench: {}; {cores} CPU cores; binary {}", what.join(", "), args.cxbridge.display()));
 
     // rustls needs its crypto provider installed before a client is built.
@@ -630,6 +979,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if result.is_ok() && plan.crm {
         result = crm::phase(&args, &http, dir.path(), &mut rows).await;
+    }
+    let mut scale_out = None;
+    if result.is_ok() && plan.scale_out {
+        match cluster::phase(&args, &http, dir.path(), plan.selected).await {
+            Ok(t) => scale_out = t,
+            Err(e) => result = Err(e),
+        }
     }
     if args.keep_data {
         let kept = dir.keep();
@@ -660,8 +1016,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             if args.crm_latency_ms > 0 { format!(", +{} ms per Dataverse request", args.crm_latency_ms) } else { String::new() }
         ));
     }
-    say(format!("Results ({}, {cores} cores):", parts.join("; ")));
-    print_table(&rows);
+    if !rows.is_empty() {
+        say(format!("Results ({}, {cores} cores):", parts.join("; ")));
+        print_table(&rows);
+    }
+    if let Some(t) = scale_out {
+        if !rows.is_empty() {
+            say("");
+        }
+        say(format!("Results ({}, {cores} cores):", t.summary));
+        let headings: Vec<&str> = t.headings.iter().map(String::as_str).collect();
+        print_grid(&headings, &t.rows);
+    }
     Ok(())
 }
 
@@ -787,7 +1153,7 @@ async fn load_phases(args: &Args, http: &reqwest::Client, srv: &mut Server, rss_
 
     // Phase 3: pops at a steady rate.
     say(format!("[pop] connecting {} agent streams", args.agents));
-    let mut agents = connect_agents(srv, args.agents).await?;
+    let mut agents = connect_agents(&[srv.ws_url("")], args.agents, false).await?;
     // Open enough pooled connections that calls do not pay for TCP set-up.
     {
         let mut warm = JoinSet::new();
@@ -810,67 +1176,23 @@ async fn load_phases(args: &Args, http: &reqwest::Client, srv: &mut Server, rss_
     });
     let run_id = std::process::id();
     let pop_cpu = CpuMeter::start(srv)?;
-    let period = Duration::from_secs_f64(1.0 / f64::from(args.rate));
     let pop_start = Instant::now();
-    let start = pop_start + Duration::from_millis(100);
-    let mut calls = JoinSet::new();
-    let mut results: Vec<CallResult> = Vec::with_capacity(total_calls as usize);
-    let mut next_report = start + Duration::from_secs(5);
-    for j in 0..total_calls {
-        let at = start + period.mul_f64(j as f64);
-        tokio::time::sleep_until(at.into()).await;
-        let caller = numbers::pick_caller(&mut rng, args.contacts, args.unknown_percent);
-        let agent = agent_id(j % u64::from(args.agents));
-        calls.spawn(one_call(ctx.clone(), format!("bench-{run_id}-{j}"), caller, agent, at));
-        while let Some(done) = calls.try_join_next() {
-            results.push(done?);
-        }
-        if Instant::now() >= next_report {
-            next_report += Duration::from_secs(5);
-            srv.check_alive()?;
-            say(format!(
-                "[pop] {:>4.0} s: {} calls started, {} pops received, {} calls in flight",
-                at.duration_since(start).as_secs_f64(),
-                j + 1,
-                agents.counts.pop.load(Ordering::Relaxed),
-                calls.len()
-            ));
-        }
-    }
-    let started_for = start.elapsed();
-    while let Some(done) = calls.join_next().await {
-        results.push(done?);
-    }
+    let plan = CallPlan {
+        tag: "[pop]",
+        rate: args.rate,
+        total: total_calls,
+        agents: args.agents,
+        contacts: args.contacts,
+        unknown_percent: args.unknown_percent,
+        call_prefix: format!("bench-{run_id}"),
+    };
+    let done = run_calls(&plan, &[ctx], std::slice::from_mut(srv), &agents.counts, &mut rng, pop_start + Duration::from_millis(100)).await?;
     let load_end = Instant::now();
     let pop_cpu = pop_cpu.report(srv)?;
     agents.tracking.store(false, Ordering::Relaxed);
-    let achieved = total_calls as f64 / started_for.as_secs_f64().max(0.001);
+    let achieved = total_calls as f64 / done.started_for.as_secs_f64().max(0.001);
 
-    let mut pops = Samples::with_capacity(results.len());
-    let mut new_call = Samples::with_capacity(results.len());
-    let mut wrapups = Samples::with_capacity(results.len());
-    let mut lag = Samples::with_capacity(results.len());
-    let (mut missing, mut wrong_action, mut completed, mut failed) = (0u64, 0u64, 0u64, 0u64);
-    let mut first_error: Option<String> = None;
-    for r in &results {
-        lag.push(r.start_lag);
-        match r.pop {
-            Some(d) => pops.push(d),
-            None => missing += 1,
-        }
-        if let Some(d) = r.new_call_http {
-            new_call.push(d);
-        }
-        if let Some(d) = r.wrapup_http {
-            wrapups.push(d);
-        }
-        wrong_action += u64::from(r.pop_action_ok == Some(false));
-        completed += u64::from(r.completed);
-        if let Some(e) = &r.error {
-            failed += 1;
-            first_error.get_or_insert_with(|| e.clone());
-        }
-    }
+    let CallFigures { mut pops, mut new_call, mut wrapups, mut lag, missing, wrong_action, completed, failed, first_error, .. } = CallFigures::of(&done.results);
     let pop_p99 = pops.percentile_ms(99.0).unwrap_or(f64::MAX);
     let pop_max = pops.max_ms().map_or("-".into(), ms);
     say(format!(
@@ -949,67 +1271,21 @@ async fn load_phases(args: &Args, http: &reqwest::Client, srv: &mut Server, rss_
         args.blast_duration,
         args.blast_events.map_or(String::new(), |n| format!(" (at most {n} events)"))
     ));
-    let cti_url = Arc::new(srv.url(&format!("/api/v1/cti/{CTI_TOKEN}")));
-    let next_call = Arc::new(AtomicU64::new(0));
     let blast_cpu = CpuMeter::start(srv)?;
-    let blast_start = Instant::now();
-    let stop_at = blast_start + Duration::from_secs(args.blast_duration);
-    let mut workers = JoinSet::new();
-    for w in 0..args.concurrency {
-        let (http, cti_url, next_call) = (http.clone(), cti_url.clone(), next_call.clone());
-        let (contacts, unknown, seed, agents_n, max_events) = (args.contacts, args.unknown_percent, args.seed, args.agents, args.blast_events);
-        workers.spawn(async move {
-            let mut rng = Rng::new(seed.wrapping_add(1000 + u64::from(w)));
-            let mut lat = Samples::with_capacity(4096);
-            let (mut ok, mut errors) = (0u64, 0u64);
-            let mut first_error: Option<String> = None;
-            while Instant::now() < stop_at {
-                let n = next_call.fetch_add(1, Ordering::Relaxed);
-                if max_events.is_some_and(|m| n * 3 >= m) {
-                    break;
-                }
-                let caller = numbers::pick_caller(&mut rng, contacts, unknown);
-                let call_id = format!("blast-{run_id}-{n}");
-                let agent = agent_id(n % u64::from(agents_n));
-                for event in ["newCall", "answer", "hangup"] {
-                    match post(&http, &cti_url, &cti_body(event, &call_id, &caller.written, &agent), false).await {
-                        Ok(d) => {
-                            ok += 1;
-                            lat.push(d);
-                        }
-                        Err(e) => {
-                            errors += 1;
-                            first_error.get_or_insert(e);
-                        }
-                    }
-                }
-            }
-            (ok, errors, lat, first_error)
-        });
-    }
-    let mut blast_lat = Samples::default();
-    let (mut ok, mut errors) = (0u64, 0u64);
-    let mut blast_error: Option<String> = None;
-    let mut tick = tokio::time::interval_at((blast_start + Duration::from_secs(5)).into(), Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            done = workers.join_next() => match done {
-                Some(r) => {
-                    let (o, e, l, fe) = r?;
-                    ok += o;
-                    errors += e;
-                    blast_lat.merge(l);
-                    if blast_error.is_none() { blast_error = fe; }
-                }
-                None => break,
-            },
-            _ = tick.tick() => {
-                srv.check_alive()?;
-                say(format!("[events] {:>4.0} s: {} calls begun", blast_start.elapsed().as_secs_f64(), next_call.load(Ordering::Relaxed)));
-            }
-        }
-    }
-    let blast_span = blast_start.elapsed();
+    let spec = BlastSpec {
+        tag: "[events]",
+        kind: BlastCall::Answered,
+        concurrency: args.concurrency,
+        duration: Duration::from_secs(args.blast_duration),
+        max_events: args.blast_events,
+        contacts: args.contacts,
+        unknown_percent: args.unknown_percent,
+        seed: args.seed,
+        agents: args.agents,
+        call_prefix: format!("blast-{run_id}"),
+    };
+    let BlastDone { ok, errors, lat: mut blast_lat, first_error: blast_error, span: blast_span, .. } =
+        blast(&spec, http, &[srv.url(&format!("/api/v1/cti/{CTI_TOKEN}"))], std::slice::from_mut(srv)).await?;
     let blast_cpu = blast_cpu.report(srv)?;
     let events_rate = ok as f64 / blast_span.as_secs_f64().max(0.001);
     say(format!(
@@ -1059,4 +1335,39 @@ async fn load_phases(args: &Args, http: &reqwest::Client, srv: &mut Server, rss_
     ));
 
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The main table prints as it did before `grid_lines` (widths in bytes, minimum widths
+    /// from the headings).
+    #[test]
+    fn the_main_table_is_unchanged() {
+        let rows = [
+            row("outbox pending at load end → drained after", "12 → 0.50 s", "0 within 30 s", Some(true)),
+            row("pop latency max", "3.0 ms", "", None),
+            row("x", "y", "", Some(false)),
+        ];
+        let (w0, w1, w2) = (
+            rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(6),
+            rows.iter().map(|r| r.measured.len()).max().unwrap_or(0).max(8),
+            rows.iter().map(|r| r.target.len()).max().unwrap_or(0).max(6),
+        );
+        let mut before = vec![
+            format!("| {:<w0$} | {:<w1$} | {:<w2$} | {:<6} |", "figure", "measured", "target", "result"),
+            format!("|{}|{}|{}|{}|", "-".repeat(w0 + 2), "-".repeat(w1 + 2), "-".repeat(w2 + 2), "-".repeat(8)),
+        ];
+        before.extend(rows.iter().map(|r| format!("| {:<w0$} | {:<w1$} | {:<w2$} | {:<6} |", r.name, r.measured, r.target, r.verdict)));
+        let cells: Vec<Vec<String>> = rows.iter().map(|r| vec![r.name.clone(), r.measured.clone(), r.target.clone(), r.verdict.clone()]).collect();
+        assert_eq!(grid_lines(&["figure", "measured", "target", "result"], &cells), before);
+    }
+
+    #[test]
+    fn the_external_id_is_the_conversations() {
+        let pop = r#"{"type":"pop","conversation":{"id":"c1","source":"cti","external_id":"call-7","legs":["call-7"]},"pop":{"action":"open"}}"#;
+        assert_eq!(external_id(pop), Some("call-7"));
+        assert_eq!(external_id(r#"{"type":"pop"}"#), None);
+    }
 }

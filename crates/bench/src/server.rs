@@ -9,6 +9,36 @@ use tokio::process::{Child, Command};
 
 pub const ADMIN_TOKEN: &str = "bench-admin";
 pub const CTI_TOKEN: &str = "bench-cti";
+/// Secrets every node of a cluster must share (a node joined by NATS refuses generated ones).
+const IVR_TOKEN: &str = "bench-ivr";
+const SESSION_SECRET: &str = "bench-session-secret-shared-by-every-node";
+
+/// How one `cxbridge serve` (or `import`) reaches its database and the other nodes; the
+/// default is the SQLite file in the data directory and no bus.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Backend<'a> {
+    /// `--database-url` (PostgreSQL).
+    pub database_url: Option<&'a str>,
+    /// `--nats-url`: joins the nodes that share the database.
+    pub nats_url: Option<&'a str>,
+    /// `--node-id`.
+    pub node_id: Option<&'a str>,
+}
+
+impl Backend<'_> {
+    fn apply(&self, c: &mut Command) {
+        if let Some(u) = self.database_url {
+            c.arg("--database-url").arg(u);
+        }
+        if let Some(u) = self.nats_url {
+            c.arg("--nats-url").arg(u);
+            c.env("CXBRIDGE_IVR_TOKEN", IVR_TOKEN).env("CXBRIDGE_SESSION_SECRET", SESSION_SECRET);
+        }
+        if let Some(n) = self.node_id {
+            c.arg("--node-id").arg(n);
+        }
+    }
+}
 
 /// A `cxbridge` command with the benchmark's tokens and none of the caller's settings.
 fn command(binary: &Path) -> Command {
@@ -18,6 +48,11 @@ fn command(binary: &Path) -> Command {
         .env_remove("CXBRIDGE_CONFIG")
         .env_remove("CXBRIDGE_LISTEN")
         .env_remove("CXBRIDGE_DATA")
+        // The backend is the benchmark's choice (`Backend`), never the caller's environment
+        // (the scale-out peers' variables are often exported in the same shell).
+        .env_remove("CXBRIDGE_DATABASE_URL")
+        .env_remove("CXBRIDGE_NATS_URL")
+        .env_remove("CXBRIDGE_NODE_ID")
         .env("NO_COLOR", "1")
         // The CRM phase's test server is on 127.0.0.1: never through a proxy.
         .env("NO_PROXY", "127.0.0.1,localhost")
@@ -68,9 +103,16 @@ pub fn check_binary(binary: &Path) -> anyhow::Result<()> {
 
 /// Runs `cxbridge import contact FILE --data DIR`, passing its progress and summary through.
 pub async fn import(binary: &Path, config: Option<&Path>, data: &Path, csv: &Path) -> anyhow::Result<Duration> {
+    import_into(binary, config, data, csv, Backend::default()).await
+}
+
+/// `import`, into the database `backend` names (its bus settings are not used: importing
+/// needs no other node).
+pub async fn import_into(binary: &Path, config: Option<&Path>, data: &Path, csv: &Path, backend: Backend<'_>) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut c = command(binary);
     c.arg("import").arg("contact").arg(csv).arg("--data").arg(data);
+    Backend { nats_url: None, ..backend }.apply(&mut c);
     let status = with_config(&mut c, config)
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
@@ -99,11 +141,17 @@ pub struct Server {
 impl Server {
     /// Starts `cxbridge serve` on a free port and waits until `/healthz` answers.
     pub async fn start(binary: &Path, config: Option<&Path>, data: &Path, log: &Path, http: &reqwest::Client) -> anyhow::Result<Server> {
+        Server::start_on(binary, config, data, log, http, Backend::default()).await
+    }
+
+    /// `start`, on the database and bus `backend` names.
+    pub async fn start_on(binary: &Path, config: Option<&Path>, data: &Path, log: &Path, http: &reqwest::Client, backend: Backend<'_>) -> anyhow::Result<Server> {
         let port = free_port()?;
         let log_file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let log_err = log_file.try_clone()?;
         let mut c = command(binary);
         c.arg("serve").arg("--listen").arg(format!("127.0.0.1:{port}")).arg("--data").arg(data);
+        backend.apply(&mut c);
         let child = with_config(&mut c, config)
             .stdout(Stdio::from(log_file))
             .stderr(Stdio::from(log_err))
