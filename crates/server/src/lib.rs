@@ -21,6 +21,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use cxbridge_domain::conversation::Policy;
 use cxbridge_domain::phone::PhoneNormalizer;
 use cxbridge_connectors::bus::{Delivery, NatsBus, NatsBusConfig};
@@ -179,6 +180,13 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl std::futur
             bus.announce(vec![]);
         }
     };
+    // Agent frames are small writes: without TCP_NODELAY, Nagle holds one back until the
+    // panel's delayed ACK of the previous (up to 40 ms on Linux).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("the HTTP server failed")?;
     let _ = stop_tx.send(true);
     if let Some(t) = from_bus {
