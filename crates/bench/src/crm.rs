@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use cxbridge_testkit::Seen;
-use cxbridge_testkit::dataverse::{self as dv, DataverseServer};
+use cxbridge_testkit::dataverse::DataverseServer;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -51,20 +51,11 @@ provider = "dataverse"
 local_index = {local_index}
 
 [crm.dataverse]
-url = "{url}"
-tenant_id = "{tenant}"
-client_id = "{client}"
-client_secret = "{secret}"
-token_url = "{token_url}"
-batch_size = {batch_size}
+{connection}batch_size = {batch_size}
 # Opened wide so that the client-side limiter does not pace the benchmark.
 requests_per_window = 1000000
 "#,
-        url = s.url,
-        tenant = dv::TENANT_ID,
-        client = dv::CLIENT_ID,
-        secret = dv::CLIENT_SECRET,
-        token_url = s.token_url,
+        connection = s.connection_toml(),
     )
 }
 

@@ -243,6 +243,15 @@ fn not_found_segment(segment: &str) -> Resp {
 }
 
 impl DataverseServer {
+    /// The connection settings of a hub's `[crm.dataverse]` section pointing at this server
+    /// (URL, tenant, client, secret, token URL), one `key = "value"` per line.
+    pub fn connection_toml(&self) -> String {
+        format!(
+            "url = \"{}\"\ntenant_id = \"{TENANT_ID}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\ntoken_url = \"{}\"\n",
+            self.url, self.token_url
+        )
+    }
+
     /// Starts a server on a free loopback port with the standard tables, two agents and the
     /// application user.
     pub async fn start() -> std::io::Result<DataverseServer> {

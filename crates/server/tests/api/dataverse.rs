@@ -30,12 +30,7 @@ sync_interval_secs = 1
 identify_timeout_ms = 3000
 
 [crm.dataverse]
-url = "{url}"
-tenant_id = "{tenant}"
-client_id = "{client}"
-client_secret = "{secret}"
-token_url = "{token_url}"
-timeout_ms = 2000
+{connection}timeout_ms = 2000
 
 [[agents]]
 id = "alice"
@@ -47,11 +42,7 @@ max_delay_secs = 1
 max_attempts = 1000
 {extra}
 "#,
-        url = crm.url,
-        tenant = dv::TENANT_ID,
-        client = dv::CLIENT_ID,
-        secret = dv::CLIENT_SECRET,
-        token_url = crm.token_url,
+        connection = crm.connection_toml(),
         agent = dv::AGENT_USER_ID,
     ))
     .await

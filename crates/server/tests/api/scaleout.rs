@@ -234,23 +234,14 @@ provider = "dataverse"
 sync_interval_secs = 1
 identify_timeout_ms = 3000
 [crm.dataverse]
-url = "{url}"
-tenant_id = "{tenant}"
-client_id = "{client}"
-client_secret = "{secret}"
-token_url = "{token_url}"
-timeout_ms = 2000
+{connection}timeout_ms = 2000
 [outbox]
 lease_secs = 3
 initial_delay_ms = 50
 max_delay_secs = 1
 max_attempts = 1000
 "#,
-        url = crm.url,
-        tenant = dv::TENANT_ID,
-        client = dv::CLIENT_ID,
-        secret = dv::CLIENT_SECRET,
-        token_url = crm.token_url,
+        connection = crm.connection_toml(),
     );
     for i in 1..=agents {
         s.push_str(&format!("[[agents]]\nid = \"a{i}\"\n"));
