@@ -89,6 +89,15 @@ pub enum DatabaseKind {
     Postgres,
 }
 
+impl DatabaseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatabaseKind::Sqlite => "sqlite",
+            DatabaseKind::Postgres => "postgres",
+        }
+    }
+}
+
 /// The message bus that joins several nodes (`[bus]`). Without a URL the hub is one node and
 /// agent messages stay in the process.
 #[derive(Debug, Clone, Deserialize)]
@@ -106,6 +115,13 @@ pub struct BusConfig {
     /// How long agent messages stay in the stream (a node cut off from NATS catches up
     /// within this).
     pub max_age_secs: u64,
+}
+
+impl BusConfig {
+    /// The NATS URL when this node is one of several (an empty setting counts as unset).
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref().filter(|u| !u.is_empty())
+    }
 }
 
 impl Default for BusConfig {
@@ -559,8 +575,8 @@ impl Config {
         Ok(())
     }
 
-    /// The database URL, node id and bus settings; run again after the command line and
-    /// environment have overridden the file.
+    /// The database URL, node id and bus settings; `build` runs it again after the command
+    /// line and environment have overridden the file.
     pub fn validate_scale_out(&self) -> Result<(), String> {
         if let Some(url) = &self.server.database_url
             && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
@@ -576,7 +592,7 @@ impl Config {
             return Err(format!("[server] node_id `{id}`: use 1 to 64 letters, digits, `-` or `_`"));
         }
         let b = &self.bus;
-        if b.url.as_ref().is_some_and(|u| !u.is_empty()) {
+        if b.url().is_some() {
             if self.server.database_kind() != DatabaseKind::Postgres {
                 return Err("[bus] joins nodes that share one PostgreSQL database: set [server] database_url = \"postgres://…\" (or CXBRIDGE_DATABASE_URL) on every node".into());
             }

@@ -51,46 +51,52 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
-/// A secret from the environment, else the configuration, else generated once into
-/// `data/file` (mode 0600). Nodes of a cluster must agree on every secret, so there a
-/// generated one (which would differ per node) is refused with what to set instead.
+/// A secret from the environment, else the configuration, else [`generated`].
 fn secret(env: &str, configured: Option<&String>, setting: &str, data: &std::path::Path, file: &str, clustered: bool) -> anyhow::Result<String> {
     match std::env::var(env) {
         Ok(t) if !t.is_empty() => Ok(t),
         _ => match configured {
             Some(t) => Ok(t.clone()),
-            None if clustered => anyhow::bail!("several nodes ([bus] url is set) must share their secrets: set {env} (or {setting}) to the same value on every node"),
-            None => auth::stored_token(data, file).with_context(|| format!("cannot store the generated {file} in {}", data.display())),
+            None => generated(env, setting, data, file, clustered),
         },
     }
+}
+
+/// A secret generated once into `data/file` (mode 0600). Nodes of a cluster must agree on
+/// every secret, so there a generated one (which would differ per node) is refused with what
+/// to set instead.
+fn generated(env: &str, setting: &str, data: &std::path::Path, file: &str, clustered: bool) -> anyhow::Result<String> {
+    if clustered {
+        anyhow::bail!("several nodes ([bus] url is set) must share their secrets: set {env} (or {setting}) to the same value on every node");
+    }
+    auth::stored_token(data, file).with_context(|| format!("cannot store the generated {file} in {}", data.display()))
 }
 
 /// The store the database URL names, with the built-in CRM's schema.
 async fn open_store(config: &Config, schema: CrmSchema) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn CrmStore>)> {
     let durability = if config.server.durability == "normal" { Durability::Normal } else { Durability::Full };
-    match (config.server.database_kind(), config.server.database_url.as_deref()) {
-        (DatabaseKind::Postgres, Some(url)) => {
+    let store = match config.server.database_url.as_deref() {
+        Some(url) if config.server.database_kind() == DatabaseKind::Postgres => {
             let store = Arc::new(PgStore::open(url, schema, config.server.database_pool).await.context("cannot open the PostgreSQL database")?);
-            Ok((store.clone(), store))
+            return Ok((store.clone(), store));
         }
-        (_, url) => {
-            let path = match url {
-                Some(u) => std::path::PathBuf::from(u.strip_prefix("sqlite://").or_else(|| u.strip_prefix("sqlite:")).unwrap_or(u)),
-                None => config.server.data_dir.join("cxbridge.sqlite"),
-            };
-            let store = Arc::new(SqliteStore::open(&path, schema, durability).await.with_context(|| format!("cannot open the database {}", path.display()))?);
-            Ok((store.clone(), store))
+        Some(url) => SqliteStore::open_url(url, schema, durability).await.with_context(|| format!("cannot open the database {url}"))?,
+        None => {
+            let path = config.server.data_dir.join("cxbridge.sqlite");
+            SqliteStore::open(&path, schema, durability).await.with_context(|| format!("cannot open the database {}", path.display()))?
         }
-    }
+    };
+    let store = Arc::new(store);
+    Ok((store.clone(), store))
 }
 
 /// Connects this node to the others over NATS when `[bus] url` is set.
-async fn connect_bus(config: &Config) -> anyhow::Result<Option<(Arc<NatsBus>, tokio::sync::mpsc::Receiver<Delivery>)>> {
-    let Some(url) = config.bus.url.clone().filter(|u| !u.is_empty()) else { return Ok(None) };
+async fn connect_bus(config: &Config, node_id: &str) -> anyhow::Result<Option<(Arc<NatsBus>, tokio::sync::mpsc::Receiver<Delivery>)>> {
     let b = &config.bus;
+    let Some(url) = b.url() else { return Ok(None) };
     let cfg = NatsBusConfig {
-        url,
-        node_id: config.server.node_id(),
+        url: url.to_string(),
+        node_id: node_id.to_string(),
         stream: b.stream.clone(),
         subject_prefix: b.subject_prefix.clone(),
         max_age: std::time::Duration::from_secs(b.max_age_secs),
@@ -108,12 +114,11 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         .map_err(|e| anyhow::anyhow!("[phone] default_region: {e}"))?;
     let entities = config.entities();
     config.validate_scale_out().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let clustered = config.bus.url.as_ref().is_some_and(|u| !u.is_empty());
+    let clustered = config.bus.url().is_some();
     let admin = match std::env::var("CXBRIDGE_ADMIN_TOKEN") {
         Ok(t) if !t.is_empty() => vec![t],
         _ if !config.auth.admin_tokens.is_empty() => config.auth.admin_tokens.clone(),
-        _ if clustered => anyhow::bail!("several nodes ([bus] url is set) must share their secrets: set CXBRIDGE_ADMIN_TOKEN (or [auth] admin_tokens) to the same value on every node"),
-        _ => vec![auth::stored_token(data, "admin-token").context("cannot store the generated admin token")?],
+        _ => vec![generated("CXBRIDGE_ADMIN_TOKEN", "[auth] admin_tokens", data, "admin-token", clustered)?],
     };
     let tokens = Tokens {
         admin,
@@ -126,12 +131,12 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     // Another node's enqueued activity wakes this node's worker too (PostgreSQL NOTIFY).
     store.wake_on_outbox(outbox_wake.clone());
-    let bus = connect_bus(&config).await?;
+    let node_id = config.server.node_id();
+    let bus = connect_bus(&config, &node_id).await?;
     let sessions = session::Sessions::new(&session_secret, &config.panel);
     let block_list: HashSet<String> = config.routing.block_list.iter().filter_map(|n| normalizer.index_key(n)).collect();
     let connected = crm_setup::connect(&config, &normalizer, crm_store.clone()).await?;
     let policy = Policy { memorialize_missed: config.conversations.memorialize_missed };
-    let node_id = config.server.node_id();
     let (bus, bus_inbox) = match bus {
         Some((b, inbox)) => (Some(b), Some(inbox)),
         None => (None, None),

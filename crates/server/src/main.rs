@@ -100,7 +100,6 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(n) = args.node_id.clone().filter(|n| !n.is_empty()) {
         config.server.node_id = Some(n);
     }
-    config.validate_scale_out().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(config)
 }
 

@@ -310,6 +310,12 @@ impl App {
         }
     }
 
+    /// An agent's stream closed: this node and the others forget it.
+    pub fn stream_closed(&self, agent: &str, stream: u64) {
+        self.hub.unsubscribe(agent, stream);
+        self.announce_presence();
+    }
+
     /// Pushes the transition's effects to the agents' streams and wakes the outbox.
     pub async fn notify(&self, c: &Conversation, effects: &[Effect], received: Option<Instant>) {
         if effects.contains(&Effect::Memorialize) {

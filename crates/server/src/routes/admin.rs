@@ -95,11 +95,7 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
         agents_connected: app.hub.connected_agents() as u64,
         uptime_secs: app.started.elapsed().as_secs(),
         node: app.node_id.clone(),
-        store: match app.config.server.database_kind() {
-            crate::config::DatabaseKind::Sqlite => "sqlite",
-            crate::config::DatabaseKind::Postgres => "postgres",
-        }
-        .into(),
+        store: app.config.server.database_kind().as_str().into(),
         bus,
     };
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

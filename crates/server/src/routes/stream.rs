@@ -55,8 +55,7 @@ async fn run(app: Arc<App>, agent: String, mut socket: WebSocket) {
         }
     };
     if socket.send(Message::Text(frame(&snapshot).to_string().into())).await.is_err() {
-        app.hub.unsubscribe(&agent, sub.id);
-        app.announce_presence();
+        app.stream_closed(&agent, sub.id);
         return;
     }
     let mut ping = tokio::time::interval(Duration::from_secs(25));
@@ -75,6 +74,5 @@ async fn run(app: Arc<App>, agent: String, mut socket: WebSocket) {
             }
         }
     }
-    app.hub.unsubscribe(&agent, sub.id);
-    app.announce_presence();
+    app.stream_closed(&agent, sub.id);
 }
