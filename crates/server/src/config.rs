@@ -24,6 +24,7 @@ pub struct Config {
     pub conversations: ConversationConfig,
     pub routing: RoutingConfig,
     pub outbox: OutboxConfig,
+    pub retention: RetentionConfig,
     pub workflows: Vec<WorkflowConfig>,
     pub panel: PanelConfig,
     pub ivr: IvrConfig,
@@ -443,6 +444,41 @@ impl Default for OutboxConfig {
     }
 }
 
+/// How long finished work is kept (`[retention]`); 0 keeps it forever. Pending and dead
+/// outbox items, open conversations and their events are never pruned.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Delivered outbox items (the CRM has the activity; replay needs the item).
+    pub delivered_outbox_days: u64,
+    /// Dedup keys of the events of completed conversations: a resend older than this would
+    /// be applied again (and absorbed by the completed conversation).
+    pub events_days: u64,
+    /// The IVR's verification audit trail.
+    pub ivr_verifications_days: u64,
+    /// How often the pruning job runs.
+    pub prune_interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { delivered_outbox_days: 30, events_days: 30, ivr_verifications_days: 90, prune_interval_secs: 3600 }
+    }
+}
+
+impl RetentionConfig {
+    /// The cutoffs in force at `now`.
+    pub fn at(&self, now: cxbridge_domain::Timestamp) -> cxbridge_store::Retention {
+        // A cutoff before the start of time (absurdly many days) keeps everything.
+        let before = |days: u64| (days > 0).then(|| now.checked_sub(std::time::Duration::from_secs(days.saturating_mul(86_400))).ok()).flatten();
+        cxbridge_store::Retention {
+            delivered_before: before(self.delivered_outbox_days),
+            events_before: before(self.events_days),
+            verifications_before: before(self.ivr_verifications_days),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -694,6 +730,23 @@ mod tests {
         assert_eq!(prefill(dataverse), ["telephone1"]);
         let own = format!("{dataverse}[[pop_rules]]\nprefill = {{ mobilephone = \"{{{{customer.e164}}}}\" }}\n");
         assert_eq!(prefill(&own), ["mobilephone"], "a configured prefill is kept");
+    }
+
+    #[test]
+    fn retention_days_become_cutoffs_and_zero_keeps_forever() {
+        let now = cxbridge_domain::Timestamp::from_second(1_800_000_000).expect("a time");
+        let day = 86_400;
+        let cases: [(&str, [Option<i64>; 3]); 4] = [
+            ("", [Some(30 * day), Some(30 * day), Some(90 * day)]),
+            ("[retention]\ndelivered_outbox_days = 0\n", [None, Some(30 * day), Some(90 * day)]),
+            ("[retention]\nevents_days = 1\nivr_verifications_days = 0\n", [Some(30 * day), Some(day), None]),
+            ("[retention]\nevents_days = 18446744073709551615\n", [Some(30 * day), None, Some(90 * day)]),
+        ];
+        for (text, want) in cases {
+            let r = Config::parse(text, Path::new("c.toml")).expect("valid").retention.at(now);
+            let ago = |t: Option<cxbridge_domain::Timestamp>| t.map(|t| now.as_second() - t.as_second());
+            assert_eq!([ago(r.delivered_before), ago(r.events_before), ago(r.verifications_before)], want, "{text}");
+        }
     }
 
     #[test]

@@ -9,11 +9,21 @@ use cxbridge_store::StoreError;
 pub struct ApiError {
     pub status: StatusCode,
     pub detail: String,
+    /// Seconds for a `Retry-After` header: when trying again later will help.
+    pub retry_after: Option<u32>,
 }
+
+/// How long a sender should wait before resending after the database refused a write (disk
+/// full, read-only, failing): long enough not to hammer it, short enough for a PBX's retry.
+const STORE_RETRY_AFTER_SECS: u32 = 5;
 
 impl ApiError {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self { status, detail: detail.into() }
+        Self { status, detail: detail.into(), retry_after: None }
+    }
+    pub fn with_retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, detail)
@@ -40,7 +50,8 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(msg) => ApiError::unprocessable(msg.clone()),
             _ => {
                 tracing::error!(error = %e, "store failure");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the database failed ({e}); nothing was changed, try again"))
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the database failed ({e}); nothing was stored, send it again later"))
+                    .with_retry_after(STORE_RETRY_AFTER_SECS)
             }
         }
     }
@@ -56,6 +67,9 @@ impl IntoResponse for ApiError {
         };
         let mut res = (self.status, axum::Json(problem)).into_response();
         res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(secs) = self.retry_after {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

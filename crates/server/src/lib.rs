@@ -169,6 +169,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl std::futur
     let (stop_tx, stop_rx) = watch::channel(false);
     let outbox = tokio::spawn(workers::outbox(app.clone(), stop_rx.clone()));
     let sweeper = tokio::spawn(workers::sweeper(app.clone(), stop_rx.clone()));
+    let pruner = tokio::spawn(workers::pruner(app.clone(), stop_rx.clone()));
     let inbox = app.bus_inbox.lock().ok().and_then(|mut i| i.take());
     let from_bus = inbox.map(|inbox| tokio::spawn(hub::deliver_from_bus(app.clone(), inbox, stop_rx.clone())));
     let index_sync = app.indexed.clone().map(|indexed| {
@@ -198,6 +199,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl std::futur
         let _ = t.await;
     }
     let _ = outbox.await;
+    let _ = pruner.await;
     let _ = sweeper.await;
     if let Some(t) = index_sync {
         let _ = t.await;

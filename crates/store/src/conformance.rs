@@ -221,3 +221,63 @@ pub async fn story<S: Store + CrmStore>(store: &S) {
     let trail = store.verifications(10).await.expect("trail");
     assert_eq!((trail.len(), trail[0].number.as_str(), trail[0].record.as_ref()), (5, "+4930333", None), "newest first");
 }
+
+/// Retention on a fresh store: the pruning job deletes delivered items, the events of
+/// completed conversations and old audit rows, in batches, and nothing else; the delivery
+/// count survives it.
+pub async fn retention_story<S: Store>(store: &S) {
+    let policy = Policy::default();
+    let now = Timestamp::now();
+    let complete = |call: &'static str| async move {
+        for (key, kind) in [
+            ("new", offer("alice")),
+            ("answer", EventKind::Connected { agent: Some("alice".into()) }),
+            ("hangup", EventKind::Ended { cause: EndCause::NormalClearing }),
+            ("wrap", EventKind::WrappedUp(WrapUp::default())),
+        ] {
+            store.record_event(event(&format!("{call}:{key}"), call, now, kind), policy).await.expect("record");
+        }
+        let c = store.conversation_by_external(Some("test"), call).await.expect("load").expect("exists");
+        store.outbox_for_conversation(&c.id).await.expect("outbox").expect("an item")
+    };
+    let delivered = complete("r1").await;
+    let claimed = store.outbox_claim(Timestamp::now(), 10, Duration::from_secs(30)).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    store.outbox_delivered(delivered.id, claimed[0].generation, "act-r1", Timestamp::now()).await.expect("delivered");
+    let dead = complete("r2").await;
+    store.outbox_failed(dead.id, "400 bad field", None, Timestamp::now()).await.expect("dead");
+    store.record_event(event("r3:new", "r3", now, offer("bob")), policy).await.expect("an open call");
+    let audit = Verification { at: now, number: "+4930111".into(), record: None, kind: "pin".into(), outcome: "refused".into() };
+    store.record_verification(&audit).await.expect("audit");
+    let before = store.outbox_stats(Timestamp::now()).await.expect("stats");
+    assert_eq!((before.pending, before.delivered, before.dead), (0, 1, 1));
+
+    let nothing = store.prune(&crate::Retention::default(), 10).await.expect("prune nothing");
+    assert_eq!(nothing, crate::Pruned::default(), "no cutoffs, nothing pruned");
+    let later = Timestamp::now() + Duration::from_secs(60);
+    let all_old = crate::Retention { delivered_before: Some(later), events_before: Some(later), verifications_before: Some(later) };
+    // Batches of one: the job calls again while a batch came back full.
+    let mut total = crate::Pruned::default();
+    for _ in 0..20 {
+        let p = store.prune(&all_old, 1).await.expect("prune");
+        total.outbox += p.outbox;
+        total.events += p.events;
+        total.verifications += p.verifications;
+        if !p.more_waiting(1) {
+            break;
+        }
+    }
+    assert_eq!(total, crate::Pruned { outbox: 1, events: 8, verifications: 1 }, "the delivered item, both completed calls' events, the audit row");
+    assert!(store.outbox_item(delivered.id).await.expect("item").is_none(), "delivered items are pruned");
+    assert_eq!(store.outbox_item(dead.id).await.expect("item").map(|i| i.state), Some(OutboxState::Dead), "dead items stay for replay");
+    let replay = store.record_event(event("r3:new", "r3", now, offer("bob")), policy).await.expect("replay open");
+    assert!(matches!(replay, Recorded::Duplicate(_)), "an open conversation's events stay deduplicated: {replay:?}");
+    let resent = store.record_event(event("r1:new", "r1", now, offer("alice")), policy).await.expect("resend pruned");
+    assert!(
+        matches!(&resent, Recorded::Applied(t) if t.absorbed && t.conversation.state == State::Completed),
+        "a resend of a pruned event is absorbed by its completed conversation: {resent:?}"
+    );
+    assert!(store.verifications(10).await.expect("trail").is_empty(), "old audit rows are pruned");
+    let after = store.outbox_stats(Timestamp::now()).await.expect("stats");
+    assert_eq!((after.pending, after.delivered, after.dead), (0, 1, 1), "pruning removes rows, not the count of deliveries");
+}

@@ -127,6 +127,34 @@ pub struct OutboxStats {
     pub oldest_pending_secs: u64,
 }
 
+/// What the pruning job may delete: rows older than each cutoff; `None` keeps them forever.
+/// Pending and dead outbox items, open conversations and their events are never pruned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Delivered outbox items last updated before this.
+    pub delivered_before: Option<Timestamp>,
+    /// Dedup keys of events received before this, of completed (or unknown) conversations.
+    pub events_before: Option<Timestamp>,
+    /// IVR verification audit rows before this.
+    pub verifications_before: Option<Timestamp>,
+}
+
+/// How many rows one [`Store::prune`] call deleted, per kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub outbox: u64,
+    pub events: u64,
+    pub verifications: u64,
+}
+
+impl Pruned {
+    /// Whether any kind deleted a full batch, so more may be waiting.
+    pub fn more_waiting(&self, batch: u32) -> bool {
+        let b = u64::from(batch);
+        self.outbox >= b || self.events >= b || self.verifications >= b
+    }
+}
+
 /// One caller verification attempt (the audit trail).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
@@ -165,8 +193,14 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_for_conversation(&self, conversation_id: &str) -> Result<Option<OutboxItem>>;
     /// Puts a dead (or delivered) item back to pending, attempts reset. False if unknown.
     async fn outbox_replay(&self, id: i64, now: Timestamp) -> Result<bool>;
+    /// Counts that do not scan the outbox: pending and dead items through the index (both
+    /// small while deliveries work), deliveries from a running total.
     async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats>;
-    /// Cheap liveness check of the database.
+    /// Deletes what `retention` allows, at most `batch` rows of each kind, so a call never
+    /// holds the writer long; call again while [`Pruned::more_waiting`].
+    async fn prune(&self, retention: &Retention, batch: u32) -> Result<Pruned>;
+    /// Whether the database answers and takes writes (a full disk, a read-only file and a
+    /// recent failed commit are errors). Cheap: at most one probe write a second.
     async fn ping(&self) -> Result<()>;
     /// Calls `wake.notify_one()` whenever any process sharing the database enqueues outbox
     /// work, so an idle outbox worker starts at once instead of at its next poll. The default

@@ -28,7 +28,7 @@ use sqlx::{Connection, Row};
 use tokio::sync::Notify;
 
 use crate::shared::{self, corrupt, decode, decode_all, ms, new_id, outbox_from_row};
-use crate::{CrmSchema, CrmStore, IndexChanges, OutboxItem, OutboxState, OutboxStats, Record, RecordQuery, Recorded, Result, Store, StoreError, StoredActivity, SyncState, Verification};
+use crate::{CrmSchema, CrmStore, IndexChanges, OutboxItem, OutboxState, OutboxStats, Pruned, Record, Retention, RecordQuery, Recorded, Result, Store, StoreError, StoredActivity, SyncState, Verification};
 
 /// The channel `pg_notify` wakes outbox workers on.
 const OUTBOX_CHANNEL: &str = "cxbridge_outbox";
@@ -45,6 +45,7 @@ pub struct PgStore {
     schema: Arc<CrmSchema>,
     /// Dropped with the last clone of the store; background listeners stop then.
     alive: Arc<tokio::sync::watch::Sender<()>>,
+    probe: Arc<shared::WriteProbe>,
 }
 
 /// The advisory lock key of one of a conversation's ids. FNV-1a (64 bits) because every node
@@ -92,7 +93,7 @@ impl PgStore {
             .await
             .map_err(unavailable)?;
         let (alive, _) = tokio::sync::watch::channel(());
-        Ok(Self { pool, options, schema: Arc::new(schema), alive: Arc::new(alive) })
+        Ok(Self { pool, options, schema: Arc::new(schema), alive: Arc::new(alive), probe: Default::default() })
     }
 
     pub fn schema(&self) -> &CrmSchema {
@@ -511,7 +512,9 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if done == 0 {
+        if done > 0 {
+            sqlx::query("UPDATE outbox_totals SET delivered = delivered + 1 WHERE id = 1").execute(&mut *tx).await?;
+        } else {
             // Newer data arrived while we delivered: deliver again, at once.
             sqlx::query("UPDATE outbox SET crm_ref = $1, claimed_until = NULL, updated_at = $2 WHERE id = $3")
                 .bind(crm_ref)
@@ -586,7 +589,11 @@ impl Store for PgStore {
     }
 
     async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats> {
-        let counts = sqlx::query_as("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state").fetch_all(&self.pool).await?;
+        // Both counts walk the (state, …) index over pending and dead items only.
+        let mut counts: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) AS n FROM outbox WHERE state IN ('pending', 'dead') GROUP BY state").fetch_all(&self.pool).await?;
+        let delivered: i64 = sqlx::query_scalar("SELECT delivered FROM outbox_totals WHERE id = 1").fetch_optional(&self.pool).await?.unwrap_or(0);
+        counts.push(("delivered".into(), delivered));
         let (due, oldest) = sqlx::query_as(
             "SELECT COUNT(*) FILTER (WHERE next_attempt_at <= $1) AS due, MIN(updated_at) AS oldest FROM outbox WHERE state = 'pending'",
         )
@@ -596,9 +603,56 @@ impl Store for PgStore {
         Ok(shared::outbox_stats(counts, due, oldest, now))
     }
 
+    async fn prune(&self, retention: &Retention, batch: u32) -> Result<Pruned> {
+        let mut pruned = Pruned::default();
+        let batch = i64::from(batch);
+        if let Some(before) = retention.delivered_before {
+            pruned.outbox = sqlx::query(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state = 'delivered' AND updated_at < $1 LIMIT $2)",
+            )
+            .bind(ms(before))
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        if let Some(before) = retention.events_before {
+            pruned.events = sqlx::query(
+                "DELETE FROM events WHERE dedup_key IN (
+                   SELECT e.dedup_key FROM events e LEFT JOIN conversations c ON c.id = e.conversation_id
+                   WHERE e.received_at < $1 AND (c.id IS NULL OR c.state = 'completed') LIMIT $2)",
+            )
+            .bind(ms(before))
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        if let Some(before) = retention.verifications_before {
+            pruned.verifications =
+                sqlx::query("DELETE FROM ivr_verifications WHERE id IN (SELECT id FROM ivr_verifications WHERE at < $1 LIMIT $2)")
+                    .bind(ms(before))
+                    .bind(batch)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+        }
+        Ok(pruned)
+    }
+
+    /// Reads, and proves the database takes writes (a full disk, a read-only replica or
+    /// `default_transaction_read_only` refuse the probe), at most once a second per node.
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        self.probe
+            .check(|| async {
+                sqlx::query("INSERT INTO health_probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = excluded.at")
+                    .bind(ms(Timestamp::now()))
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+            })
+            .await
     }
 
     fn wake_on_outbox(&self, wake: Arc<Notify>) {

@@ -275,3 +275,32 @@ pub(crate) fn sync_state_from_row(row: &impl Columns) -> Result<SyncState> {
         last_error: row.opt_text("last_error")?,
     })
 }
+
+// ---- health ----
+
+/// How often `ping` may write its probe row; callers within that time share the answer.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The outcome of the last probe write (`ping`): an unauthenticated health check polled by
+/// every load balancer must not cost a commit per request.
+#[derive(Debug, Default)]
+pub(crate) struct WriteProbe(tokio::sync::Mutex<Option<(std::time::Instant, std::result::Result<(), String>)>>);
+
+impl WriteProbe {
+    pub(crate) async fn check<F>(&self, probe: impl FnOnce() -> F) -> Result<()>
+    where
+        F: std::future::Future<Output = std::result::Result<(), sqlx::Error>>,
+    {
+        let mut last = self.0.lock().await;
+        let outcome = match last.as_ref() {
+            Some((at, outcome)) if at.elapsed() < PROBE_EVERY => outcome.clone(),
+            _ => {
+                let outcome = probe().await.map_err(|e| e.to_string());
+                *last = Some((std::time::Instant::now(), outcome.clone()));
+                outcome
+            }
+        };
+        outcome.map_err(|e| StoreError::Unavailable(format!("the database does not take writes: {e}")))
+    }
+}
+

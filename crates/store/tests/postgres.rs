@@ -49,6 +49,13 @@ async fn missed_call(store: &PgStore, call: &str) {
 }
 
 #[tokio::test]
+async fn postgres_passes_the_retention_story() {
+    let Some(db) = TestDatabase::create("retention").await else { return };
+    let store = open(&db).await;
+    conformance::retention_story(&store).await;
+}
+
+#[tokio::test]
 async fn postgres_passes_the_conformance_story() {
     let Some(db) = TestDatabase::create("story").await else { return };
     let store = open(&db).await;

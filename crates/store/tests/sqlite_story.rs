@@ -21,3 +21,11 @@ async fn sqlite_passes_the_conformance_story() {
     use cxbridge_store::CrmStore;
     assert_eq!(store.count_records("lead").await.expect("count"), 2);
 }
+
+#[tokio::test]
+async fn sqlite_passes_the_retention_story() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let schema = CrmSchema { entities: EntitySpec::builtin_defaults(), normalizer: PhoneNormalizer::new(Some("DE"), &[]).expect("region") };
+    let store = SqliteStore::open(&dir.path().join("cxbridge.sqlite"), schema, Durability::Full).await.expect("open");
+    conformance::retention_story(&store).await;
+}

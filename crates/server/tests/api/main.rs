@@ -5,6 +5,7 @@ mod helpers;
 
 mod calls;
 mod dataverse;
+mod durability;
 mod cli;
 mod crm;
 mod ivr;
