@@ -872,6 +872,45 @@ impl CrmStore for SqliteStore {
 mod tests {
     use super::*;
 
+    /// A database that refuses writes (here the writer connection made read-only, as a
+    /// read-only file does) fails the event with `Unavailable` — the server's 503 — and
+    /// `ping`; the connection is replaced, so the next event is stored without a restart.
+    #[tokio::test]
+    async fn a_refused_write_fails_the_event_and_the_next_connection_recovers() {
+        use cxbridge_domain::conversation::{Address, Channel, Details, Direction, EventKind, Offer};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let schema = CrmSchema { entities: cxbridge_domain::crm::EntitySpec::builtin_defaults(), normalizer: cxbridge_domain::phone::PhoneNormalizer::new(Some("DE"), &[]).expect("region") };
+        let store = SqliteStore::open(&dir.path().join("s.sqlite"), schema, Durability::Full).await.expect("open");
+        let offer = |call: &str| Event {
+            dedup_key: format!("{call}:new"),
+            source: "test".into(),
+            conversation_key: call.into(),
+            leg: None,
+            at: Timestamp::now(),
+            kind: EventKind::Offered(Offer {
+                channel: Channel::Voice,
+                direction: Direction::Inbound,
+                customer: Address { raw: "030 1234567".into(), e164: Some("+49301234567".into()) },
+                dialed: Address { raw: "+49309999000".into(), e164: Some("+49309999000".into()) },
+                agents: vec!["alice".into()],
+                queue: None,
+                diversion: None,
+                details: Details::default(),
+                identification: cxbridge_domain::identify::Identification::None,
+            }),
+        };
+        store.ping().await.expect("a fresh database takes writes");
+        sqlx::query("PRAGMA query_only = ON").execute(&store.writer).await.expect("read-only writer");
+        let refused = store.record_event(offer("ro-1"), Policy::default()).await;
+        assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+        assert!(store.health.last_failure().is_some_and(|f| f.contains("readonly")), "{:?}", store.health.last_failure());
+        assert!(store.conversation_by_external(Some("test"), "ro-1").await.expect("read").is_none(), "nothing of a refused event is stored");
+        // The failed transaction took its connection with it: a fresh one takes writes.
+        let stored = store.record_event(offer("ro-2"), Policy::default()).await;
+        assert!(matches!(stored, Ok(Recorded::Applied(_))), "{stored:?}");
+        assert!(store.health.last_failure().is_none());
+    }
+
     /// The health check is unauthenticated and polled: its queries must walk an index over
     /// the few pending and dead items, never the whole outbox (3,000,000 delivered rows made
     /// each call take 0.3 s).
