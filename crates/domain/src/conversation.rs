@@ -3,7 +3,10 @@
 //!
 //! States only move forward: `offered → connected → ended → completed`. An event that
 //! would move a conversation backwards is absorbed; whatever new data it carries (a late
-//! `from`, a late answer time) still fills gaps.
+//! `from`, a late answer time) still fills gaps. A late answer also corrects an outcome
+//! recorded as missed/abandoned/not reached to answered (the state stays where it is) and
+//! rewrites the activity if it was already written; see [`Event::source_time`] for when an
+//! answer counts as late rather than as after the end.
 
 use std::collections::BTreeMap;
 
@@ -330,6 +333,11 @@ pub struct Event {
     /// The leg this event is about, when the source has legs.
     pub leg: Option<String>,
     pub at: Timestamp,
+    /// `at` is the source's own time of the event (a native event's `occurred_at`), so it
+    /// can be compared with the conversation's other times. False when `at` is only when the
+    /// hub received the event (Zammad CTI and sipgate send no times): then the order of
+    /// arrival says nothing about the order of what happened.
+    pub source_time: bool,
     pub kind: EventKind,
 }
 
@@ -350,6 +358,11 @@ pub enum EventKind {
     Linked(Links),
     /// After-call work ran out without a wrap-up (sent by the sweeper).
     AcwExpired,
+    /// Who called, learned after the offer: the CRM answered a lookup it had failed at the
+    /// offer, or a record was created for an unknown caller (sent by the outbox worker while
+    /// it writes the activity, so this never asks to memorialize). Replaces only an
+    /// identification that found nobody ([`Identification::replaceable`]).
+    Identified(Identification),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -475,24 +488,39 @@ pub fn apply(current: Option<Conversation>, event: Event, new_id: &str, policy: 
             }
         }
         EventKind::Connected { agent } => {
-            if c.connected_at.is_none() {
-                c.connected_at = Some(at);
-            }
-            // On the newest leg of a transferred conversation, the answering agent takes over.
-            let takes_over = !c.transfers.is_empty() && event.leg.is_some() && event.leg.as_deref() == c.legs.last().map(|l| l.id.as_str());
-            if agent.is_some() && (c.agent.is_none() || c.state == State::Offered || takes_over) {
-                c.agent = agent.clone();
-                if let Some(a) = &agent
-                    && !c.offered_to.contains(a) {
-                        c.offered_to.push(a.clone());
+            // An answer processed after the hangup (events reordered or retried) is a real
+            // answer unless the source's own clock puts it after the end: then the caller had
+            // already gone and the recorded outcome stands.
+            let ended_unanswered = c.state >= State::Ended && c.outcome != Some(Outcome::Answered);
+            let answered_after_the_end = event.source_time && c.ended_at.is_some_and(|end| at > end);
+            if !(ended_unanswered && answered_after_the_end) {
+                if c.connected_at.is_none() {
+                    // Without source times a late answer only arrived late: it happened before the end.
+                    c.connected_at = Some(match c.ended_at {
+                        Some(end) if at > end => end,
+                        _ => at,
+                    });
+                }
+                // On the newest leg of a transferred conversation, the answering agent takes over.
+                let takes_over = !c.transfers.is_empty() && event.leg.is_some() && event.leg.as_deref() == c.legs.last().map(|l| l.id.as_str());
+                if agent.is_some() && (c.agent.is_none() || c.state == State::Offered || takes_over) {
+                    c.agent = agent.clone();
+                    if let Some(a) = &agent
+                        && !c.offered_to.contains(a) {
+                            c.offered_to.push(a.clone());
+                        }
+                }
+                if c.state == State::Offered {
+                    c.state = State::Connected;
+                    effects.push(Effect::Update);
+                } else if ended_unanswered {
+                    // The call was answered after all: the outcome is corrected (the state stays),
+                    // and an activity already written as missed/abandoned is rewritten.
+                    c.outcome = Some(Outcome::Answered);
+                    if c.state == State::Completed {
+                        effects.push(Effect::Memorialize);
                     }
-            }
-            if c.state == State::Offered {
-                c.state = State::Connected;
-                effects.push(Effect::Update);
-            } else if c.state >= State::Ended && c.outcome != Some(Outcome::Answered) && c.state != State::Completed {
-                // A late answer after the hangup: the call was answered after all.
-                c.outcome = Some(Outcome::Answered);
+                }
             }
         }
         EventKind::Ended { cause } => {
@@ -542,6 +570,12 @@ pub fn apply(current: Option<Conversation>, event: Event, new_id: &str, policy: 
         EventKind::AcwExpired => {
             if c.state == State::Ended {
                 complete(&mut c, at, &mut effects);
+            }
+        }
+        EventKind::Identified(identification) => {
+            if c.identification.replaceable() && c.identification != identification {
+                c.identification = identification;
+                effects.push(Effect::Update);
             }
         }
     }
@@ -621,7 +655,7 @@ fn start(event: Event, id: &str, policy: Policy) -> Result<Transition, Transitio
             }
             end(&mut c, at, cause, policy, &mut effects);
         }
-        EventKind::Updated(_) | EventKind::WrappedUp(_) | EventKind::Linked(_) | EventKind::AcwExpired => {
+        EventKind::Updated(_) | EventKind::WrappedUp(_) | EventKind::Linked(_) | EventKind::AcwExpired | EventKind::Identified(_) => {
             return Err(TransitionError::UnknownConversation(event.conversation_key));
         }
     }

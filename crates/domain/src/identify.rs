@@ -42,6 +42,18 @@ impl Identification {
         }
     }
 
+    /// The CRM failed or ran out of time when the caller was looked up: nobody knows yet
+    /// who called, and asking again later may tell.
+    pub fn crm_unavailable(&self) -> bool {
+        matches!(self, Identification::Skipped { reason } if reason == "crm_error" || reason == "crm_timeout")
+    }
+
+    /// Nobody was found (or looked for) yet: a later identification may replace it. A match,
+    /// or a deliberate skip (anonymous, blocked, invalid number), stays.
+    pub fn replaceable(&self) -> bool {
+        matches!(self, Identification::Pending | Identification::None) || self.crm_unavailable()
+    }
+
     /// The record an activity is about when the agent chose none: the only match.
     pub fn sole_record(&self) -> Option<&RecordRef> {
         match self {

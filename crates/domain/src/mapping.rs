@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::conversation::Conversation;
-use crate::crm::{Activity, Candidate};
+use crate::crm::{Activity, Candidate, RecordRef};
+use crate::identify::Identification;
 
 /// One target field of the activity.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -249,6 +250,52 @@ impl Mapping {
             direction: c.direction,
             on_behalf_of: None,
         }
+    }
+}
+
+/// What an activity is about when its conversation names no record (the caller matched
+/// nobody, or several and the agent chose none), from `[crm] unmatched`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unmatched {
+    /// About nothing: where the CRM allows it (the built-in CRM, a Dataverse phone call, a
+    /// Salesforce task). Several matches also leave it so: the agent may still choose.
+    Unassigned,
+    /// About this record (a catch-all party or account).
+    Record(RecordRef),
+    /// About a record of `entity` for the caller, found by their number or created; a caller
+    /// without a number goes to `fallback`, else to one shared "unknown caller" record.
+    Create { entity: String, fallback: Option<RecordRef> },
+}
+
+/// Where an activity that regards no record goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unregarded {
+    /// It stays about nothing.
+    Unassigned,
+    /// It regards these records.
+    Regard(Vec<RecordRef>),
+    /// It regards the caller's record in `entity`, found by `number` (E.164) or created;
+    /// `None`: the shared record for callers without a number.
+    Caller { entity: String, number: Option<String> },
+}
+
+/// Decides where the activity of `c`, which regards no record, goes under `unmatched`.
+/// Several matches are all regarded (the number is theirs; nobody chose one of them).
+pub fn unregarded(c: &Conversation, unmatched: &Unmatched) -> Unregarded {
+    if matches!(unmatched, Unmatched::Unassigned) {
+        return Unregarded::Unassigned;
+    }
+    if let Identification::Multiple(candidates) = &c.identification {
+        return Unregarded::Regard(candidates.iter().map(|x| x.record.clone()).collect());
+    }
+    match unmatched {
+        Unmatched::Unassigned => Unregarded::Unassigned,
+        Unmatched::Record(r) => Unregarded::Regard(vec![r.clone()]),
+        Unmatched::Create { entity, fallback } => match (&c.customer.e164, fallback) {
+            (Some(number), _) => Unregarded::Caller { entity: entity.clone(), number: Some(number.clone()) },
+            (None, Some(r)) => Unregarded::Regard(vec![r.clone()]),
+            (None, None) => Unregarded::Caller { entity: entity.clone(), number: None },
+        },
     }
 }
 

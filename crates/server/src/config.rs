@@ -193,6 +193,54 @@ pub struct CrmConfig {
     pub salesforce: Option<cxbridge_connectors::crm::salesforce::SalesforceConfig>,
     /// `[crm.tryton]`: see docs/crm/tryton.md.
     pub tryton: Option<cxbridge_connectors::crm::tryton::TrytonConfig>,
+    /// What an activity is about when the caller matched no record: `unassigned`, `record`
+    /// (the `unmatched_record`) or `create` (a record for the caller in `unmatched_entity`).
+    /// Unset: `unassigned`, but `create` on Tryton, where a note needs a party.
+    pub unmatched: Option<String>,
+    /// `entity/id` of the record for `unmatched = "record"`; with `create`, where callers
+    /// without a number go.
+    pub unmatched_record: Option<String>,
+    /// The entity `unmatched = "create"` creates records in (default: the first entity).
+    pub unmatched_entity: Option<String>,
+}
+
+/// The `[crm] unmatched` values.
+pub const UNMATCHED: [&str; 3] = ["unassigned", "record", "create"];
+
+impl CrmConfig {
+    /// `[crm] unmatched` and its companions as the domain's policy, checked against `entities`.
+    pub fn unmatched_policy(&self, entities: &[EntitySpec]) -> Result<cxbridge_domain::mapping::Unmatched, String> {
+        use cxbridge_domain::mapping::Unmatched;
+        let record = match &self.unmatched_record {
+            None => None,
+            Some(r) => {
+                let Some((entity, id)) = r.split_once('/').filter(|(e, id)| !e.is_empty() && !id.is_empty()) else {
+                    return Err(format!("[crm] unmatched_record must be `entity/id` (e.g. `party/12`), not `{r}`"));
+                };
+                if !entities.iter().any(|e| e.name == entity) {
+                    return Err(format!("[crm] unmatched_record: `{entity}` is not a CRM entity"));
+                }
+                Some(cxbridge_domain::crm::RecordRef::new(entity, id))
+            }
+        };
+        let default = if self.provider == "tryton" { "create" } else { "unassigned" };
+        match self.unmatched.as_deref().unwrap_or(default) {
+            "unassigned" if self.provider == "tryton" => Err(
+                "[crm] unmatched = \"unassigned\" cannot work on Tryton (a note needs a party): use unmatched = \"record\" with unmatched_record = \"party/<id>\", or unmatched = \"create\"".into(),
+            ),
+            "unassigned" => Ok(Unmatched::Unassigned),
+            "record" => record.map(Unmatched::Record).ok_or_else(|| "[crm] unmatched = \"record\" needs unmatched_record = \"entity/id\"".to_string()),
+            "create" => {
+                let entity = match &self.unmatched_entity {
+                    Some(e) if entities.iter().any(|x| &x.name == e) => e.clone(),
+                    Some(e) => return Err(format!("[crm] unmatched_entity: `{e}` is not a CRM entity")),
+                    None => entities.first().map(|e| e.name.clone()).ok_or_else(|| "[crm] unmatched = \"create\" needs an entity to create in".to_string())?,
+                };
+                Ok(Unmatched::Create { entity, fallback: record })
+            }
+            other => Err(format!("[crm] unmatched must be one of {}, not `{other}`", UNMATCHED.join(", "))),
+        }
+    }
 }
 
 impl Default for CrmConfig {
@@ -207,6 +255,9 @@ impl Default for CrmConfig {
             dataverse: None,
             salesforce: None,
             tryton: None,
+            unmatched: None,
+            unmatched_record: None,
+            unmatched_entity: None,
         }
     }
 }
@@ -540,6 +591,7 @@ impl Config {
             return Err(format!("[crm] provider = \"{p}\" needs a [crm.{p}] section; see docs/crm/{p}.md"));
         }
         let entities = self.entities();
+        self.crm.unmatched_policy(&entities)?;
         let mut names = std::collections::HashSet::new();
         for w in &self.workflows {
             if !names.insert(&w.name) {

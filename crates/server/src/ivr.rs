@@ -242,7 +242,7 @@ impl App {
         }
         let details = Details { summary: e.summary.clone(), transcript: e.transcript.clone(), attributes, ..Details::default() };
         let key = e.event_id.trim().to_string();
-        let event = |suffix: &str, kind: EventKind| Event { dedup_key: format!("ivr:{key}:{suffix}"), source: "ivr".into(), conversation_key: key.clone(), leg: None, at, kind };
+        let event = |suffix: &str, kind: EventKind| Event { dedup_key: format!("ivr:{key}:{suffix}"), source: "ivr".into(), conversation_key: key.clone(), leg: None, at, source_time: e.occurred_at.is_some(), kind };
         let offer = Offer {
             channel: Channel::Voice,
             direction: Direction::Inbound,

@@ -237,6 +237,7 @@ impl App {
             conversation_key: ev.conversation_key.clone(),
             leg: (ev.source == "sipgate").then(|| ev.call_id.clone()),
             at,
+            source_time: false,
             kind,
         };
         let recorded = self.record(event, ev.source, ev.kind.name(), received).await?;
@@ -413,7 +414,7 @@ impl App {
             Some(s @ ("cti" | "sipgate")) => s,
             Some(other) => return Err(ApiError::unprocessable(format!("`source` must be native, cti or sipgate, not `{other}`"))),
         };
-        Ok(Event { dedup_key, source: source.into(), conversation_key: e.conversation_id.clone(), leg: e.leg_id.clone(), at, kind })
+        Ok(Event { dedup_key, source: source.into(), conversation_key: e.conversation_id.clone(), leg: e.leg_id.clone(), at, source_time: e.occurred_at.is_some(), kind })
     }
 }
 

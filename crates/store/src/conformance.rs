@@ -12,7 +12,7 @@ use cxbridge_domain::identify::Identification;
 use crate::{CrmStore, IndexChanges, OutboxState, RecordQuery, Recorded, Store, Verification};
 
 fn event(key: &str, call: &str, at: Timestamp, kind: EventKind) -> Event {
-    Event { dedup_key: key.into(), source: "test".into(), conversation_key: call.into(), leg: None, at, kind }
+    Event { dedup_key: key.into(), source: "test".into(), conversation_key: call.into(), leg: None, at, source_time: true, kind }
 }
 
 fn offer(agent: &str) -> EventKind {

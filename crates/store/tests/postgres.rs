@@ -24,7 +24,7 @@ async fn open(db: &TestDatabase) -> PgStore {
 }
 
 fn event(key: &str, call: &str, kind: EventKind) -> Event {
-    Event { dedup_key: key.into(), source: "test".into(), conversation_key: call.into(), leg: None, at: Timestamp::now(), kind }
+    Event { dedup_key: key.into(), source: "test".into(), conversation_key: call.into(), leg: None, at: Timestamp::now(), source_time: false, kind }
 }
 
 fn offer(agent: &str) -> EventKind {

@@ -398,7 +398,7 @@ impl Crm for Tryton {
     /// party's notes tab should show the conversation); returns the note on the first.
     async fn upsert_activity(&self, activity: &Activity) -> Result<String, CrmError> {
         if activity.regarding.is_empty() {
-            return Err(permanent(format!("activity `{}` regards no record; a Tryton note needs one", activity.key)));
+            return Err(permanent(format!("activity `{}` regards no record; a Tryton note needs one (see [crm] unmatched)", activity.key)));
         }
         let text = note_text(activity);
         let mut resources: Vec<String> = Vec::new();

@@ -20,6 +20,7 @@ fn event(leg: &str, secs: i64, kind: EventKind) -> Event {
         conversation_key: KEY.into(),
         leg: (!leg.is_empty()).then(|| leg.to_string()),
         at: at(secs),
+        source_time: true,
         kind,
     }
 }
@@ -33,6 +34,7 @@ fn kind_name(kind: &EventKind) -> &'static str {
         EventKind::WrappedUp(_) => "wrapped_up",
         EventKind::Linked(_) => "linked",
         EventKind::AcwExpired => "acw_expired",
+        EventKind::Identified(_) => "identified",
     }
 }
 
@@ -93,6 +95,8 @@ trait Tweak {
     fn outbound(self) -> Self;
     fn digital(self, channel: &str) -> Self;
     fn customer(self, raw: &str) -> Self;
+    /// The source sent no time: `at` is when the hub received the event.
+    fn received(self) -> Self;
 }
 
 impl Tweak for Event {
@@ -112,6 +116,10 @@ impl Tweak for Event {
         if let EventKind::Offered(o) = &mut self.kind {
             o.customer = Address { raw: raw.into(), e164: None };
         }
+        self
+    }
+    fn received(mut self) -> Self {
+        self.source_time = false;
         self
     }
 }
@@ -346,7 +354,7 @@ fn late_offer_corrects_the_outcome_of_an_outbound_call() {
 }
 
 #[test]
-fn answer_after_hangup_never_reopens_the_call() {
+fn answer_after_hangup_never_reopens_the_call_but_makes_it_answered() {
     // Held policy: the call waits ended, and the late answer makes it answered.
     check_with(
         HOLD,
@@ -357,14 +365,83 @@ fn answer_after_hangup_never_reopens_the_call() {
     assert_eq!(c.state, State::Ended);
     assert_eq!(c.agent.as_deref(), Some("alice"));
     assert_eq!(c.talk_time(), SignedDuration::from_secs(146));
+}
 
-    // Default policy: the missed call is already completed and memorialized; it stays so.
-    let (steps, c) = run(Policy::default(), &[offer("L1", 0, &["alice"]), ended("L1", 151, "cancel"), connected("L1", 5, "alice")]);
-    let c = c.expect("conversation");
-    assert_eq!(c.state, State::Completed);
-    assert_eq!(c.outcome, Some(Outcome::Abandoned));
-    let late = steps.last().expect("three steps").as_ref().expect("known");
-    assert!(!late.effects.contains(&Effect::Memorialize) && !late.effects.contains(&Effect::End));
+#[test]
+fn a_late_answer_corrects_a_memorialized_outcome_and_rewrites_the_same_activity() {
+    // Default policy: the unanswered-looking call was completed and memorialized at its
+    // hangup. The answer (the source says: 146 s before the end) corrects the outcome and
+    // writes the activity again; the state stays completed.
+    let late = |cause: &str, first: &str| {
+        check(
+            &[offer("L1", 0, &["alice"]), ended("L1", 151, cause), connected("L1", 5, "alice")],
+            &format!("offered pop(alice) | completed/{first} end memorialize | completed/answered memorialize"),
+        );
+    };
+    late("cancel", "abandoned");
+    late("normalClearing", "abandoned");
+    late("noAnswer", "missed");
+    late("busy", "missed");
+    check(
+        &[offer("L1", 0, &["alice"]).outbound(), ended("L1", 70, "normalClearing"), connected("L1", 9, "")],
+        "offered pop(alice) | completed/not_reached end memorialize | completed/answered memorialize",
+    );
+
+    let c = last(Policy::default(), &[offer("L1", 0, &["alice"]), ended("L1", 151, "cancel"), connected("L1", 5, "alice")]);
+    assert_eq!((c.state, c.outcome), (State::Completed, Some(Outcome::Answered)));
+    assert_eq!((c.connected_at, c.ended_at, c.completed_at), (Some(at(5)), Some(at(151)), Some(at(151))));
+    assert_eq!(c.agent.as_deref(), Some("alice"), "the activity is written on behalf of who answered");
+    assert_eq!(c.talk_time(), SignedDuration::from_secs(146));
+
+    // The hangup even came before the offer: the answer still corrects it, the offer fills in.
+    check(
+        &[ended("L1", 151, "cancel"), connected("L1", 5, "alice"), offer("L1", 0, &["alice"])],
+        "completed/abandoned end memorialize | completed/answered memorialize | completed/answered memorialize",
+    );
+    // A wrap-up after the correction rewrites the activity once more.
+    check(
+        &[offer("L1", 0, &["alice"]), ended("L1", 151, "cancel"), connected("L1", 5, "alice"), wrapup(200, "sale")],
+        "offered pop(alice) | completed/abandoned end memorialize | completed/answered memorialize | completed/answered memorialize",
+    );
+}
+
+#[test]
+fn a_repeated_late_answer_is_absorbed() {
+    check(
+        &[offer("L1", 0, &["alice"]), ended("L1", 151, "cancel"), connected("L1", 5, "alice"), connected("L1", 5, "alice"), connected("L1", 6, "alice")],
+        "offered pop(alice) | completed/abandoned end memorialize | completed/answered memorialize | absorbed | absorbed",
+    );
+    check(
+        &[offer("L1", 0, &["alice"]), ended("L1", 30, "cancel"), connected("L1", 45, "alice").received(), connected("L1", 46, "alice").received()],
+        "offered pop(alice) | completed/abandoned end memorialize | completed/answered memorialize | absorbed",
+    );
+}
+
+#[test]
+fn an_answer_the_source_itself_puts_after_the_end_leaves_the_outcome() {
+    // The source's own clock says the caller hung up at 30 s and the answer came at 45 s:
+    // nobody talked to the caller. The recorded outcome stands and no talk time is invented.
+    for policy in [Policy::default(), HOLD] {
+        let (steps, c) = run(policy, &[offer("L1", 0, &["alice"]), ended("L1", 30, "cancel"), connected("L1", 45, "alice")]);
+        assert_eq!(steps.last().map(describe).as_deref(), Some("absorbed"), "{policy:?}");
+        let c = c.expect("conversation");
+        assert_eq!((c.outcome, c.connected_at, c.agent.as_deref()), (Some(Outcome::Abandoned), None, None), "{policy:?}");
+    }
+    // An answer at the very second of the end is still an answer.
+    let c = last(Policy::default(), &[offer("L1", 0, &["alice"]), ended("L1", 30, "cancel"), connected("L1", 30, "alice")]);
+    assert_eq!((c.outcome, c.connected_at), (Some(Outcome::Answered), Some(at(30))));
+}
+
+#[test]
+fn without_source_times_a_late_answer_counts_and_is_placed_at_the_end() {
+    // Zammad CTI and sipgate send no times: the answer only arrived after the hangup (the
+    // hub's clock), which says nothing about when it happened. The PBX sends an answer only
+    // for an answered call, so it is one; its time is not after the end.
+    let events = [offer("L1", 0, &["alice"]).received(), ended("L1", 30, "cancel").received(), connected("L1", 31, "alice").received()];
+    check(&events, "offered pop(alice) | completed/abandoned end memorialize | completed/answered memorialize");
+    let c = last(Policy::default(), &events);
+    assert_eq!((c.outcome, c.connected_at, c.ended_at), (Some(Outcome::Answered), Some(at(30)), Some(at(30))));
+    assert_eq!(c.agent.as_deref(), Some("alice"));
 }
 
 fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
@@ -403,16 +480,14 @@ fn any_order_of_a_calls_events_never_moves_backwards() {
             assert_eq!(c.customer.e164.as_deref(), Some("+49301234567"), "{names:?}");
             assert_eq!(c.agent.as_deref(), Some("alice"), "{names:?}");
             assert_eq!((c.offered_at, c.connected_at, c.ended_at), (at(0), Some(at(5)), Some(at(151))), "{names:?}");
+            // The hangup alone looked unanswered under the default policy: memorialized at
+            // once and never reopened, but the late answer corrected the outcome.
             let end_before_connect = names.iter().position(|n| *n == "ended") < names.iter().position(|n| *n == "connected");
-            if end_before_connect && policy.memorialize_missed {
-                // The hangup alone looked unanswered: memorialized at once, never reopened.
-                assert_eq!(c.state, State::Completed, "{names:?}");
-            } else {
-                assert_eq!((c.state, c.outcome), (State::Ended, Some(Outcome::Answered)), "{names:?} under {policy:?}");
-                let mut all = order.clone();
-                all.push(wrapup(200, "sale"));
-                assert_eq!(last(policy, &all).state, State::Completed, "{names:?}: wrap-up completes");
-            }
+            let expected_state = if end_before_connect && policy.memorialize_missed { State::Completed } else { State::Ended };
+            assert_eq!((c.state, c.outcome), (expected_state, Some(Outcome::Answered)), "{names:?} under {policy:?}");
+            let mut all = order.clone();
+            all.push(wrapup(200, "sale"));
+            assert_eq!(last(policy, &all).state, State::Completed, "{names:?}: wrap-up completes");
         }
     }
 }
@@ -560,4 +635,47 @@ fn links_chosen_during_the_call_stay_and_rewrite_a_completed_activity() {
         &done,
         "offered pop(alice) | offered update | connected update | ended/answered end | completed/answered end memorialize | completed/answered memorialize | absorbed",
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Identification learned after the offer.
+
+fn offer_identified(secs: i64, identification: Identification) -> Event {
+    let mut o = offer("L1", secs, &["alice"]);
+    if let EventKind::Offered(offer) = &mut o.kind {
+        offer.identification = identification;
+    }
+    o
+}
+
+fn identified(secs: i64, identification: Identification) -> Event {
+    event("", secs, EventKind::Identified(identification))
+}
+
+#[test]
+fn a_later_identification_replaces_only_one_that_found_nobody() {
+    let jana = Candidate { record: RecordRef::new("party", "7"), title: "Jana".into(), display: vec![], fields: Default::default() };
+    let other = Candidate { record: RecordRef::new("party", "8"), title: "Otto".into(), display: vec![], fields: Default::default() };
+    let crm_error = Identification::Skipped { reason: "crm_error".into() };
+    let crm_timeout = Identification::Skipped { reason: "crm_timeout".into() };
+    let anonymous = Identification::Skipped { reason: "anonymous".into() };
+    // The CRM failed at the offer; it answers when the activity is written. No second
+    // memorialization is asked for: the worker asking writes the activity with it.
+    for failed in [crm_error.clone(), crm_timeout, Identification::None, Identification::Pending] {
+        let events = [offer_identified(0, failed.clone()), ended("L1", 30, "noAnswer"), identified(40, Identification::Single(jana.clone()))];
+        check(&events, "offered pop(alice) | completed/missed end memorialize | completed/missed update");
+        assert_eq!(last(Policy::default(), &events).regarding(), Some(&jana.record), "{failed:?}");
+    }
+    // A match, and a deliberate skip, stay as they are.
+    for kept in [Identification::Single(jana.clone()), anonymous] {
+        let events = [offer_identified(0, kept.clone()), ended("L1", 30, "noAnswer"), identified(40, Identification::Single(other.clone()))];
+        check(&events, "offered pop(alice) | completed/missed end memorialize | absorbed");
+        assert_eq!(last(Policy::default(), &events).identification, kept);
+    }
+    // The same answer twice changes nothing; an unknown conversation cannot be identified.
+    check(
+        &[offer_identified(0, crm_error), identified(5, Identification::None), identified(6, Identification::None)],
+        "offered pop(alice) | offered update | absorbed",
+    );
+    check(&[identified(1, Identification::None)], "unknown(call-1)");
 }

@@ -373,3 +373,36 @@ fn mapping_config_reads_with_defaults_and_rejects_typos() {
     assert!(serde_json::from_value::<Mapping>(json!({"fields": [{"target": "x", "sorce": "agent"}]})).is_err());
     assert!(serde_json::from_value::<Mapping>(json!({"link_pined": false})).is_err());
 }
+
+#[test]
+fn an_activity_about_nobody_goes_where_unmatched_says() {
+    let party = |id: &str| RecordRef::new("party", id);
+    let create = |fallback: Option<RecordRef>| Unmatched::Create { entity: "party".into(), fallback };
+    let caller = |number: Option<&str>| Unregarded::Caller { entity: "party".into(), number: number.map(str::to_string) };
+    let with = |identification: Identification, e164: Option<&str>| {
+        let mut c = full_call();
+        c.identification = identification;
+        c.customer.e164 = e164.map(str::to_string);
+        c
+    };
+    let unknown = with(Identification::None, Some("+49301234567"));
+    let crm_down = with(Identification::Skipped { reason: "crm_error".into() }, Some("+49301234567"));
+    let anonymous = with(Identification::Skipped { reason: "anonymous".into() }, None);
+    let several = with(Identification::Multiple(vec![candidate("party", "1", "A"), candidate("party", "2", "B")]), Some("+49301234567"));
+    let cases: [(&Conversation, Unmatched, Unregarded); 11] = [
+        (&unknown, Unmatched::Unassigned, Unregarded::Unassigned),
+        (&several, Unmatched::Unassigned, Unregarded::Unassigned),
+        (&unknown, Unmatched::Record(party("9")), Unregarded::Regard(vec![party("9")])),
+        (&crm_down, Unmatched::Record(party("9")), Unregarded::Regard(vec![party("9")])),
+        (&anonymous, Unmatched::Record(party("9")), Unregarded::Regard(vec![party("9")])),
+        (&several, Unmatched::Record(party("9")), Unregarded::Regard(vec![party("1"), party("2")])),
+        (&unknown, create(None), caller(Some("+49301234567"))),
+        (&crm_down, create(Some(party("9"))), caller(Some("+49301234567"))),
+        (&anonymous, create(Some(party("9"))), Unregarded::Regard(vec![party("9")])),
+        (&anonymous, create(None), caller(None)),
+        (&several, create(None), Unregarded::Regard(vec![party("1"), party("2")])),
+    ];
+    for (c, unmatched, want) in cases {
+        assert_eq!(unregarded(c, &unmatched), want, "{:?} under {unmatched:?}", c.identification);
+    }
+}

@@ -218,7 +218,7 @@ pub async fn visible_conversation(app: &App, caller: &Caller, id: &str) -> ApiRe
 
 async fn record_links(app: &App, c: &Conversation, links: Links, body: &[u8], received: Instant) -> ApiResult<Conversation> {
     let dedup_key = format!("links:{}:{:016x}", c.id, fnv1a(body) ^ c.revision);
-    let event = Event { dedup_key, source: c.source.clone(), conversation_key: c.external_id.clone(), leg: None, at: cxbridge_domain::Timestamp::now(), kind: EventKind::Linked(links) };
+    let event = Event { dedup_key, source: c.source.clone(), conversation_key: c.external_id.clone(), leg: None, at: cxbridge_domain::Timestamp::now(), source_time: false, kind: EventKind::Linked(links) };
     Ok(app.record(event, "panel", "links", received).await?.into_conversation().unwrap_or_else(|| c.clone()))
 }
 

@@ -10,6 +10,7 @@ mod cli;
 mod crm;
 mod ivr;
 mod kamailio;
+mod late_answers;
 mod lifecycle;
 mod panel;
 mod salesforce;
