@@ -5,11 +5,13 @@ mod helpers;
 
 mod calls;
 mod dataverse;
+mod files;
 mod cli;
 mod crm;
 mod ivr;
 mod kamailio;
 mod lifecycle;
+mod limits;
 mod panel;
 mod salesforce;
 mod scaleout;
