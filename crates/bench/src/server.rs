@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio::process::{Child, Command};
 
-pub const ADMIN_TOKEN: &str = "bench-admin";
-pub const CTI_TOKEN: &str = "bench-cti";
+pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+pub const CTI_TOKEN: &str = "bench-cti-token-0123456789";
 /// Secrets every node of a cluster must share (a node joined by NATS refuses generated ones).
-const IVR_TOKEN: &str = "bench-ivr";
+const IVR_TOKEN: &str = "bench-ivr-token-0123456789";
 const SESSION_SECRET: &str = "bench-session-secret-shared-by-every-node";
+const BUS_SECRET: &str = "bench-bus-secret-shared-by-every-node";
 
 /// How one `cxbridge serve` (or `import`) reaches its database and the other nodes; the
 /// default is the SQLite file in the data directory and no bus.
@@ -32,7 +33,7 @@ impl Backend<'_> {
         }
         if let Some(u) = self.nats_url {
             c.arg("--nats-url").arg(u);
-            c.env("CXBRIDGE_IVR_TOKEN", IVR_TOKEN).env("CXBRIDGE_SESSION_SECRET", SESSION_SECRET);
+            c.env("CXBRIDGE_IVR_TOKEN", IVR_TOKEN).env("CXBRIDGE_SESSION_SECRET", SESSION_SECRET).env("CXBRIDGE_BUS_SECRET", BUS_SECRET);
         }
         if let Some(n) = self.node_id {
             c.arg("--node-id").arg(n);

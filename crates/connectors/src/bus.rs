@@ -16,6 +16,14 @@
 //!   soft state: a node that is not heard for its TTL has no agents, so a SIGKILLed node is
 //!   forgotten without anyone cleaning up.
 //!
+//! - **Authenticity**: every frame, presence message and hello carries `Cxbridge-Sent` (unix
+//!   ms) and `Cxbridge-Mac`, an HMAC-SHA256 under the secret all nodes share over the kind,
+//!   origin, agent, time and body. Anything without a valid MAC, or older than the stream
+//!   keeps frames (presence: its TTL), is dropped and counted in [`BusStatus::rejected`]:
+//!   a client that can reach NATS but does not know the secret cannot inject pops or
+//!   presence, nor replay old ones later. (Reading needs NATS credentials and TLS, see
+//!   docs/deploy.md; the MAC does not hide the frames.)
+//!
 //! Publishing never waits for JetStream: frames go into a queue that one background task
 //! publishes in order, and the acknowledgements are awaited behind it (errors are counted,
 //! logged and shown in [`NatsBus::status`]). When NATS is down for long enough that the queue
@@ -40,6 +48,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub use crate::crm::oauth::Secret;
+
 /// The JetStream stream's default name.
 pub const DEFAULT_STREAM: &str = "CXBRIDGE_AGENTS";
 /// The default first token(s) of every subject the bus uses.
@@ -49,6 +59,14 @@ pub const DEFAULT_SUBJECT_PREFIX: &str = "cxbridge";
 pub const HEADER_AGENT: &str = "Cxbridge-Agent";
 /// Header naming the node that published a frame (its own consumer skips it).
 pub const HEADER_ORIGIN: &str = "Cxbridge-Origin";
+/// Header with the publisher's clock (unix milliseconds) when it signed the message.
+pub const HEADER_SENT: &str = "Cxbridge-Sent";
+/// Header with the message's HMAC-SHA256 (lowercase hex) under the shared secret.
+pub const HEADER_MAC: &str = "Cxbridge-Mac";
+/// The shortest shared secret accepted.
+pub const MIN_SECRET_CHARS: usize = 16;
+/// How far another node's clock may be ahead of ours before its messages count as forged.
+const CLOCK_SKEW: Duration = Duration::from_secs(30);
 
 /// The stream's size cap: frames are small and short-lived, so this only matters when
 /// something floods the bus; the oldest frames go first.
@@ -103,6 +121,34 @@ pub struct NatsBusConfig {
     pub max_age: Duration,
     /// A node not heard for this long has no agents (default 15 s).
     pub presence_ttl: Duration,
+    /// The secret every node of the cluster shares: messages are signed with it and
+    /// anything not signed with it is dropped. At least [`MIN_SECRET_CHARS`] characters.
+    pub secret: Secret,
+    /// How this node proves itself to the NATS server.
+    pub auth: NatsAuth,
+    /// TLS to the NATS server.
+    pub tls: NatsTls,
+}
+
+/// Credentials for the NATS server (its `authorization` block).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NatsAuth {
+    /// The server lets anyone in: only on a network nobody else reaches.
+    #[default]
+    None,
+    UserPassword { user: String, password: Secret },
+    Token(Secret),
+}
+
+/// TLS settings for the connection to NATS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsTls {
+    /// Refuse to talk to a server that does not offer TLS (also implied by `tls://` URLs).
+    pub required: bool,
+    /// PEM file of the CA that signed the server's certificate (else the system roots).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM certificate and key this node presents when the server verifies clients.
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl NatsBusConfig {
@@ -115,6 +161,9 @@ impl NatsBusConfig {
             subject_prefix: DEFAULT_SUBJECT_PREFIX.to_string(),
             max_age: Duration::from_secs(300),
             presence_ttl: Duration::from_secs(15),
+            secret: Secret::default(),
+            auth: NatsAuth::None,
+            tls: NatsTls::default(),
         }
     }
 
@@ -136,6 +185,11 @@ impl NatsBusConfig {
         }
         if self.presence_ttl < MIN_PEER_TTL {
             return Err(BusError::Config(format!("presence_ttl must be at least {} ms", MIN_PEER_TTL.as_millis())));
+        }
+        if self.secret.expose().trim().chars().count() < MIN_SECRET_CHARS {
+            return Err(BusError::Config(format!(
+                "secret must be at least {MIN_SECRET_CHARS} characters, the same on every node ([bus] secret or CXBRIDGE_BUS_SECRET)"
+            )));
         }
         Ok(urls)
     }
@@ -199,6 +253,9 @@ pub struct BusStatus {
     pub received: u64,
     /// Frames that did not reach JetStream (refused, queue full, no ack).
     pub publish_errors: u64,
+    /// Messages dropped because their MAC was missing or wrong, or they were too old: someone
+    /// without the secret (or a node with another one) publishes on the bus's subjects.
+    pub rejected: u64,
     pub last_error: Option<String>,
 }
 
@@ -252,7 +309,9 @@ struct Shared {
     published: AtomicU64,
     received: AtomicU64,
     publish_errors: AtomicU64,
+    rejected: AtomicU64,
     last_error: Mutex<Option<String>>,
+    signer: Signer,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -271,6 +330,123 @@ impl Shared {
         self.publish_errors.fetch_add(1, Ordering::Relaxed);
         self.fail(message);
     }
+
+    /// Counts and reports a message that failed [`Signer::verify`].
+    fn reject(&self, kind: MessageKind, why: Rejected) {
+        let count = self.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+        let message = format!("dropped a {} message: {why}", kind.as_str());
+        // Whoever floods the bus with forgeries must not flood the log too: the 1st, 2nd,
+        // 4th, 8th… are logged; the status always shows the latest and the count.
+        if count.is_power_of_two() {
+            tracing::warn!(node = %self.node_id, rejected = count, "bus: {message}");
+        }
+        *lock(&self.last_error) = Some(message);
+    }
+}
+
+/// What a signed message is, so a MAC for one kind cannot pass for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Frame,
+    Presence,
+    Hello,
+}
+
+impl MessageKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Frame => "frame",
+            MessageKind::Presence => "presence",
+            MessageKind::Hello => "hello",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Rejected {
+    #[error("it has no {HEADER_MAC} or {HEADER_SENT} header (published by something that is not a cxbridge node of this cluster?)")]
+    Unsigned,
+    #[error("its MAC does not match: it was changed, or signed with another [bus] secret")]
+    BadMac,
+    #[error("it is too old or from the future (replayed, or the nodes' clocks differ by more than {} s)", CLOCK_SKEW.as_secs())]
+    Stale,
+}
+
+/// HMAC-SHA256 signatures under the cluster's shared secret.
+struct Signer {
+    key: Vec<u8>,
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+impl Signer {
+    fn new(secret: &Secret) -> Self {
+        Self { key: secret.expose().as_bytes().to_vec() }
+    }
+
+    fn mac(&self, kind: MessageKind, origin: &str, agent: &str, sent_ms: u64, body: &[u8]) -> HmacSha256 {
+        use hmac::{KeyInit, Mac as _};
+        // HMAC accepts keys of any length, so this never falls back.
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        // Origin and agent never hold control characters, so NUL separates the fields
+        // unambiguously; the body comes last and is taken whole.
+        for part in ["cxbridge-bus-1", kind.as_str(), origin, agent, &sent_ms.to_string()] {
+            mac.update(part.as_bytes());
+            mac.update(&[0]);
+        }
+        mac.update(body);
+        mac
+    }
+
+    /// The `Cxbridge-Sent` and `Cxbridge-Mac` headers for a message.
+    fn sign(&self, headers: &mut HeaderMap, kind: MessageKind, origin: &str, agent: &str, body: &[u8]) {
+        use hmac::Mac as _;
+        let sent_ms = now_ms();
+        let tag = self.mac(kind, origin, agent, sent_ms, body).finalize().into_bytes();
+        headers.insert(HEADER_SENT, sent_ms.to_string().as_str());
+        headers.insert(HEADER_MAC, hex(&tag).as_str());
+    }
+
+    /// Checks a message's MAC and that it was signed within `max_age` (plus clock skew).
+    fn verify(&self, headers: Option<&HeaderMap>, kind: MessageKind, origin: &str, agent: &str, body: &[u8], max_age: Duration) -> Result<(), Rejected> {
+        use hmac::Mac as _;
+        let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
+        let (Some(sent), Some(tag)) = (header(HEADER_SENT), header(HEADER_MAC)) else { return Err(Rejected::Unsigned) };
+        let sent_ms: u64 = sent.parse().map_err(|_| Rejected::Unsigned)?;
+        let tag = unhex(&tag).ok_or(Rejected::BadMac)?;
+        self.mac(kind, origin, agent, sent_ms, body).verify_slice(&tag).map_err(|_| Rejected::BadMac)?;
+        let now = now_ms();
+        let skew = u64::try_from(CLOCK_SKEW.as_millis()).unwrap_or(u64::MAX);
+        let oldest = now.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX).saturating_add(skew));
+        if sent_ms < oldest || sent_ms > now.saturating_add(skew) {
+            return Err(Rejected::Stale);
+        }
+        Ok(())
+    }
+}
+
+/// The `Cxbridge-Sent` and `Cxbridge-Mac` headers a node adds to a message, for tools and
+/// other implementations that speak the bus. Frames are signed with their origin and agent;
+/// presence and hello messages with both empty.
+pub fn sign_message(secret: &Secret, kind: MessageKind, origin: &str, agent: &str, body: &[u8]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    Signer::new(secret).sign(&mut headers, kind, origin, agent, body);
+    headers
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok())).collect()
 }
 
 /// Names derived from the configuration.
@@ -406,7 +582,9 @@ impl NatsBus {
             published: AtomicU64::new(0),
             received: AtomicU64::new(0),
             publish_errors: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            signer: Signer::new(&cfg.secret),
         });
 
         // Every (re)connect bumps this; the presence task then says hello again, because the
@@ -431,7 +609,21 @@ impl NatsBus {
                 }
             }
         };
-        let client = async_nats::ConnectOptions::new()
+        let mut options = match &cfg.auth {
+            NatsAuth::None => async_nats::ConnectOptions::new(),
+            NatsAuth::UserPassword { user, password } => async_nats::ConnectOptions::with_user_and_password(user.clone(), password.expose().to_string()),
+            NatsAuth::Token(token) => async_nats::ConnectOptions::with_token(token.expose().to_string()),
+        };
+        if cfg.tls.required {
+            options = options.require_tls(true);
+        }
+        if let Some(ca) = &cfg.tls.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &cfg.tls.client_cert {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        let client = options
             .name(format!("cxbridge-{}", cfg.node_id))
             .connection_timeout(CONNECT_TIMEOUT)
             .ping_interval(PING_INTERVAL)
@@ -473,6 +665,7 @@ impl NatsBus {
                 shared: shared.clone(),
                 topology,
                 ttl: cfg.presence_ttl,
+                max_age: cfg.max_age,
                 local: local_rx,
                 reconnected: reconnected_rx,
                 shutdown: shutdown_rx,
@@ -558,6 +751,7 @@ impl NatsBus {
             published: self.shared.published.load(Ordering::Relaxed),
             received: self.shared.received.load(Ordering::Relaxed),
             publish_errors: self.shared.publish_errors.load(Ordering::Relaxed),
+            rejected: self.shared.rejected.load(Ordering::Relaxed),
             last_error: lock(&self.shared.last_error).clone(),
         }
     }
@@ -612,6 +806,7 @@ async fn publisher_task(js: Context, shared: Arc<Shared>, subject: String, origi
                 let mut headers = HeaderMap::new();
                 headers.insert(HEADER_AGENT, out.agent.as_str());
                 headers.insert(HEADER_ORIGIN, origin.as_str());
+                shared.signer.sign(&mut headers, MessageKind::Frame, &origin, &out.agent, out.frame.as_bytes());
                 // Sent one after another from this task: the server stores them in this order.
                 match js.publish_with_headers(subject.clone(), headers, out.frame.into()).await {
                     Ok(ack) => acks.push(ack.into_future()),
@@ -659,7 +854,7 @@ async fn consumer_task(js: Context, shared: Arc<Shared>, topology: Arc<Topology>
             match item {
                 Ok(message) => {
                     backoff = Duration::from_millis(100);
-                    if !handle(&message, &shared, &mut last_seq, &deliveries).await {
+                    if !handle(&message, &shared, topology.max_age, &mut last_seq, &deliveries).await {
                         return; // the receiver is gone: nobody to deliver to
                     }
                 }
@@ -680,7 +875,7 @@ async fn consumer_task(js: Context, shared: Arc<Shared>, topology: Arc<Topology>
 
 /// Delivers one message unless it is ours or a redelivery; acks it. False when the receiver
 /// is gone.
-async fn handle(message: &jetstream::Message, shared: &Shared, last_seq: &mut u64, deliveries: &mpsc::Sender<Delivery>) -> bool {
+async fn handle(message: &jetstream::Message, shared: &Shared, max_age: Duration, last_seq: &mut u64, deliveries: &mpsc::Sender<Delivery>) -> bool {
     let (seq, delivered) = match message.info() {
         Ok(info) => (info.stream_sequence, info.delivered),
         Err(_) => (0, 1),
@@ -689,8 +884,12 @@ async fn handle(message: &jetstream::Message, shared: &Shared, last_seq: &mut u6
     let ours = header(HEADER_ORIGIN).as_deref() == Some(shared.node_id.as_str());
     let handled_before = delivered > 1 && seq <= *last_seq;
     if !ours && !handled_before {
-        match (header(HEADER_AGENT), std::str::from_utf8(&message.payload)) {
-            (Some(agent), Ok(frame)) => {
+        let origin = header(HEADER_ORIGIN).unwrap_or_default();
+        let agent = header(HEADER_AGENT).unwrap_or_default();
+        let verified = shared.signer.verify(message.headers.as_ref(), MessageKind::Frame, &origin, &agent, &message.payload, max_age);
+        match (verified, header(HEADER_AGENT), std::str::from_utf8(&message.payload)) {
+            (Err(why), ..) => shared.reject(MessageKind::Frame, why),
+            (Ok(()), Some(agent), Ok(frame)) => {
                 if deliveries.send(Delivery { agent, frame: Arc::from(frame) }).await.is_err() {
                     return false;
                 }
@@ -714,6 +913,8 @@ struct PresenceTask {
     shared: Arc<Shared>,
     topology: Arc<Topology>,
     ttl: Duration,
+    /// How old a signed frame may be: the same bound keeps replayed presence out.
+    max_age: Duration,
     local: watch::Receiver<Vec<String>>,
     reconnected: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
@@ -739,8 +940,15 @@ impl PresenceTask {
                     }
                     self.publish_presence().await;
                 }
-                Some(message) = presence.next() => self.heard(&message.payload),
+                Some(message) = presence.next() => {
+                    if self.authentic(&message, MessageKind::Presence) {
+                        self.heard(&message.payload);
+                    }
+                }
                 Some(message) = hello.next() => {
+                    if !self.authentic(&message, MessageKind::Hello) {
+                        continue;
+                    }
                     match serde_json::from_slice::<Hello>(&message.payload) {
                         Ok(h) if h.node != self.shared.node_id => self.publish_presence().await,
                         Ok(h) if h.instance != self.shared.instance => {
@@ -773,11 +981,31 @@ impl PresenceTask {
         }
     }
 
+    /// Whether a presence or hello message was signed by a node of this cluster lately.
+    /// Presence lives at most its TTL, so a replay older than that (plus skew) is refused.
+    fn authentic(&self, message: &async_nats::Message, kind: MessageKind) -> bool {
+        let window = if kind == MessageKind::Presence { self.ttl.min(self.max_age) } else { self.max_age };
+        match self.shared.signer.verify(message.headers.as_ref(), kind, "", "", &message.payload, window) {
+            Ok(()) => true,
+            Err(why) => {
+                self.shared.reject(kind, why);
+                false
+            }
+        }
+    }
+
+    /// Publishes `body` on `subject`, signed as `kind`.
+    async fn publish_signed(&self, subject: &str, kind: MessageKind, body: Vec<u8>) -> Result<(), async_nats::PublishError> {
+        let mut headers = HeaderMap::new();
+        self.shared.signer.sign(&mut headers, kind, "", "", &body);
+        self.client.publish_with_headers(subject.to_string(), headers, body.into()).await
+    }
+
     async fn say_hello(&self) {
         let hello = Hello { node: self.shared.node_id.clone(), instance: self.shared.instance.clone() };
         match serde_json::to_vec(&hello) {
             Ok(body) => {
-                if let Err(e) = self.client.publish(self.topology.hello.clone(), body.into()).await {
+                if let Err(e) = self.publish_signed(&self.topology.hello, MessageKind::Hello, body).await {
                     tracing::warn!(node = %self.shared.node_id, "bus: cannot send the presence hello: {e}");
                 }
             }
@@ -795,7 +1023,7 @@ impl PresenceTask {
     async fn publish(&self, presence: &Presence) {
         match serde_json::to_vec(presence) {
             Ok(body) => {
-                if let Err(e) = self.client.publish(self.topology.presence.clone(), body.into()).await {
+                if let Err(e) = self.publish_signed(&self.topology.presence, MessageKind::Presence, body).await {
                     tracing::warn!(node = %self.shared.node_id, "bus: cannot publish presence: {e}");
                 }
             }
@@ -850,7 +1078,7 @@ mod tests {
 
     #[test]
     fn configuration_is_checked() {
-        let ok = NatsBusConfig::new("nats://a:4222, nats://b:4222", "node-1");
+        let ok = NatsBusConfig { secret: Secret::new("0123456789abcdef"), ..NatsBusConfig::new("nats://a:4222, nats://b:4222", "node-1") };
         assert_eq!(ok.validate().expect("valid"), vec!["nats://a:4222".to_string(), "nats://b:4222".to_string()]);
         for (change, word) in [
             (Box::new(|c: &mut NatsBusConfig| c.node_id = "a.b".into()) as Box<dyn Fn(&mut NatsBusConfig)>, "node_id"),
@@ -866,6 +1094,36 @@ mod tests {
             let e = c.validate().expect_err("invalid");
             assert!(e.to_string().contains(word), "{e}");
         }
-        assert!(NatsBusConfig { subject_prefix: "acme.cx".into(), ..ok }.validate().is_ok());
+        assert!(NatsBusConfig { subject_prefix: "acme.cx".into(), ..ok.clone() }.validate().is_ok());
+        let e = NatsBusConfig { secret: Secret::new("short"), ..ok }.validate().expect_err("short secret");
+        assert!(e.to_string().contains("CXBRIDGE_BUS_SECRET"), "{e}");
+    }
+
+    #[test]
+    fn only_messages_signed_with_the_secret_lately_pass() {
+        let signer = Signer::new(&Secret::new("the-cluster-secret-0123"));
+        let other = Signer::new(&Secret::new("another-cluster-secret"));
+        let age = Duration::from_secs(300);
+        let mut headers = HeaderMap::new();
+        signer.sign(&mut headers, MessageKind::Frame, "a", "alice", b"{}");
+        assert_eq!(signer.verify(Some(&headers), MessageKind::Frame, "a", "alice", b"{}", age), Ok(()));
+        for (origin, agent, body, kind) in [("b", "alice", &b"{}"[..], MessageKind::Frame), ("a", "bob", b"{}", MessageKind::Frame), ("a", "alice", b"{ }", MessageKind::Frame), ("a", "alice", b"{}", MessageKind::Presence)] {
+            assert_eq!(signer.verify(Some(&headers), kind, origin, agent, body, age), Err(Rejected::BadMac), "{origin} {agent} {kind:?}");
+        }
+        assert_eq!(other.verify(Some(&headers), MessageKind::Frame, "a", "alice", b"{}", age), Err(Rejected::BadMac));
+        assert_eq!(signer.verify(None, MessageKind::Frame, "a", "alice", b"{}", age), Err(Rejected::Unsigned));
+        let mut garbled = HeaderMap::new();
+        garbled.insert(HEADER_SENT, "1");
+        garbled.insert(HEADER_MAC, "zz");
+        assert_eq!(signer.verify(Some(&garbled), MessageKind::Frame, "a", "alice", b"{}", age), Err(Rejected::BadMac));
+        // A genuine message replayed long after it was signed.
+        use hmac::Mac as _;
+        let old = now_ms() - 3_600_000;
+        let tag = signer.mac(MessageKind::Frame, "a", "alice", old, b"{}").finalize().into_bytes();
+        let mut replay = HeaderMap::new();
+        replay.insert(HEADER_SENT, old.to_string().as_str());
+        replay.insert(HEADER_MAC, hex(&tag).as_str());
+        assert_eq!(signer.verify(Some(&replay), MessageKind::Frame, "a", "alice", b"{}", age), Err(Rejected::Stale));
+        assert_eq!(signer.verify(Some(&replay), MessageKind::Frame, "a", "alice", b"{}", Duration::from_secs(7200)), Ok(()));
     }
 }

@@ -10,10 +10,13 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::pull;
-use cxbridge_connectors::bus::{BusError, Delivery, NatsBus, NatsBusConfig};
+use cxbridge_connectors::bus::{BusError, Delivery, MessageKind, NatsBus, NatsBusConfig, Secret, sign_message};
 use cxbridge_testkit::scaleout::{nats_url, unique_name};
 use futures::StreamExt as _;
 use tokio::sync::mpsc::Receiver;
+
+/// The secret the test nodes share.
+const SECRET: &str = "test-bus-secret-0123456789";
 
 /// One test's bus: its own stream and subjects on a server.
 struct Bus {
@@ -28,7 +31,7 @@ impl Bus {
     }
 
     fn config(&self, node: &str) -> NatsBusConfig {
-        NatsBusConfig { stream: self.stream.clone(), subject_prefix: self.prefix.clone(), ..NatsBusConfig::new(&self.url, node) }
+        NatsBusConfig { stream: self.stream.clone(), subject_prefix: self.prefix.clone(), secret: Secret::new(SECRET), ..NatsBusConfig::new(&self.url, node) }
     }
 
     async fn node(&self, node: &str) -> (NatsBus, Receiver<Delivery>) {
@@ -166,8 +169,13 @@ async fn a_node_that_falls_silent_is_forgotten_after_its_ttl() {
     // pins the presence format other implementations would follow.
     let raw = async_nats::connect(&url).await.expect("raw client");
     let mut answers = raw.subscribe(format!("{}.presence", bus.prefix)).await.expect("subscribe");
-    raw.publish(format!("{}.presence", bus.prefix), r#"{"node":"ghost","agents":["ghost"],"ttl_ms":600}"#.into()).await.expect("publish");
-    raw.publish(format!("{}.presence.hello", bus.prefix), r#"{"node":"ghost"}"#.into()).await.expect("hello");
+    let secret = Secret::new(SECRET);
+    let presence = r#"{"node":"ghost","agents":["ghost"],"ttl_ms":600}"#;
+    let signed = sign_message(&secret, MessageKind::Presence, "", "", presence.as_bytes());
+    raw.publish_with_headers(format!("{}.presence", bus.prefix), signed, presence.into()).await.expect("publish");
+    let hello = r#"{"node":"ghost"}"#;
+    let signed = sign_message(&secret, MessageKind::Hello, "", "", hello.as_bytes());
+    raw.publish_with_headers(format!("{}.presence.hello", bus.prefix), signed, hello.into()).await.expect("hello");
     raw.flush().await.expect("flush");
     assert!(within(Duration::from_secs(1), || a.present_elsewhere("ghost")).await.is_some());
     let heard = Instant::now();
@@ -193,6 +201,73 @@ async fn a_node_that_falls_silent_is_forgotten_after_its_ttl() {
     // Heartbeats keep a live node with the same short TTL present well past it.
     tokio::time::sleep(ttl * 2).await;
     assert!(a.present_elsewhere("live"), "b heartbeats every ttl/3");
+    bus.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn frames_and_presence_without_a_valid_mac_are_dropped_and_counted() {
+    let Some(url) = nats_url() else { return };
+    let bus = Bus::on(&url);
+    let (a, _a_rx) = bus.node("a").await;
+    let (b, mut b_rx) = bus.node("b").await;
+
+    // Anyone who reaches NATS, speaking the frame format but without the secret.
+    let raw = async_nats::connect(&url).await.expect("raw client");
+    let js = jetstream::new(raw.clone());
+    let forged = r#"{"type":"pop","conversation":{"id":"forged"}}"#;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Cxbridge-Agent", "alice");
+    headers.insert("Cxbridge-Origin", "a");
+    js.publish_with_headers(format!("{}.agent", bus.prefix), headers.clone(), forged.into()).await.expect("publish").await.expect("stored");
+    // A MAC under another secret, and a genuine MAC over another body.
+    let wrong = sign_message(&Secret::new("not-the-cluster-secret"), MessageKind::Frame, "a", "alice", forged.as_bytes());
+    let mut other = sign_message(&Secret::new(SECRET), MessageKind::Frame, "a", "alice", b"{}");
+    for (name, value) in [("Cxbridge-Agent", "alice"), ("Cxbridge-Origin", "a")] {
+        other.insert(name, value);
+    }
+    let mut wrong_with = wrong.clone();
+    for (name, value) in [("Cxbridge-Agent", "alice"), ("Cxbridge-Origin", "a")] {
+        wrong_with.insert(name, value);
+    }
+    for h in [wrong_with, other] {
+        js.publish_with_headers(format!("{}.agent", bus.prefix), h, forged.into()).await.expect("publish").await.expect("stored");
+    }
+    // Fake presence: "alice is on node evil".
+    raw.publish(format!("{}.presence", bus.prefix), r#"{"node":"evil","agents":["alice"],"ttl_ms":60000}"#.into()).await.expect("presence");
+    raw.flush().await.expect("flush");
+
+    assert_silent(&mut b_rx, Duration::from_millis(800), "b (forged frames)").await;
+    assert!(within(Duration::from_secs(2), || b.status().rejected >= 4).await.is_some(), "three frames and one presence counted: {:?}", b.status());
+    assert!(b.status().last_error.is_some_and(|e| e.contains("dropped a")), "{:?}", b.status());
+    assert!(!b.present_elsewhere("alice") && !a.present_elsewhere("alice"), "forged presence is not believed");
+
+    // The nodes themselves still talk.
+    a.publish("alice", r#"{"type":"update"}"#).await.expect("publish");
+    let got = receive(&mut b_rx, 1, Duration::from_secs(5)).await;
+    assert_eq!((got[0].agent.as_str(), &*got[0].frame), ("alice", r#"{"type":"update"}"#));
+    a.announce(vec!["bob".into()]);
+    assert!(within(Duration::from_secs(2), || b.present_elsewhere("bob")).await.is_some(), "signed presence is believed");
+    bus.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_with_different_secrets_do_not_exchange_frames() {
+    let Some(url) = nats_url() else { return };
+    let bus = Bus::on(&url);
+    let (a, mut a_rx) = bus.node("a").await;
+    let (b, mut b_rx) = bus.node("b").await;
+    let (stranger, mut stranger_rx) = bus.node_with("stranger", |c| c.secret = Secret::new("another-secret-0123456789")).await;
+
+    a.publish("alice", r#"{"n":1}"#).await.expect("publish");
+    stranger.publish("alice", r#"{"n":2}"#).await.expect("publish");
+    stranger.announce(vec!["carol".into()]);
+    let got = receive(&mut b_rx, 1, Duration::from_secs(5)).await;
+    assert_eq!(&*got[0].frame, r#"{"n":1}"#, "b gets a's frame");
+    assert_silent(&mut b_rx, Duration::from_millis(500), "b (the stranger's frame)").await;
+    assert_silent(&mut a_rx, Duration::from_millis(100), "a (the stranger's frame)").await;
+    assert_silent(&mut stranger_rx, Duration::from_millis(100), "the stranger (a's frame)").await;
+    assert!(!b.present_elsewhere("carol"), "the stranger's presence is not believed");
+    assert!(within(Duration::from_secs(2), || b.status().rejected >= 1 && stranger.status().rejected >= 1).await.is_some(), "{:?} / {:?}", b.status(), stranger.status());
     bus.remove().await;
 }
 
@@ -237,7 +312,7 @@ async fn an_unreachable_server_is_named_quickly() {
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
     let started = Instant::now();
-    let result = NatsBus::connect(NatsBusConfig::new(&url, "a")).await;
+    let result = NatsBus::connect(NatsBusConfig { secret: Secret::new(SECRET), ..NatsBusConfig::new(&url, "a") }).await;
     let took = started.elapsed();
     let Err(e) = result else { panic!("connected to nothing") };
     assert!(matches!(e, BusError::Unreachable { .. }), "{e:?}");
@@ -250,7 +325,7 @@ async fn an_unreachable_server_is_named_quickly() {
 #[tokio::test]
 async fn a_server_without_jetstream_is_named() {
     let Some(server) = NatsServer::start(false).await else { return };
-    let result = NatsBus::connect(NatsBusConfig::new(&server.url, "a")).await;
+    let result = NatsBus::connect(NatsBusConfig { secret: Secret::new(SECRET), ..NatsBusConfig::new(&server.url, "a") }).await;
     let Err(e) = result else { panic!("a bus without JetStream") };
     assert!(matches!(e, BusError::JetStreamDisabled { .. }), "{e:?}");
     assert!(e.to_string().contains("-js") && e.to_string().contains(&server.url), "{e}");

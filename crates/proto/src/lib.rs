@@ -359,6 +359,9 @@ pub struct BusHealth {
     pub published: u64,
     pub received: u64,
     pub publish_errors: u64,
+    /// Messages dropped for a missing or wrong MAC (someone without `[bus] secret` publishes).
+    #[serde(default)]
+    pub rejected: u64,
     pub last_error: Option<String>,
 }
 

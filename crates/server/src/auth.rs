@@ -110,8 +110,13 @@ pub struct Tokens {
     pub agents: HashMap<String, String>,
 }
 
+/// Whether two tokens are equal, in time that depends on neither: their SHA-256 digests
+/// (always 32 bytes) are compared in constant time. Comparing the tokens themselves returned
+/// at once on a length mismatch, which told a caller the configured token's length.
 pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    use sha2::{Digest as _, Sha256};
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    bool::from(a.as_slice().ct_eq(b.as_slice()))
 }
 
 impl Tokens {
@@ -164,12 +169,27 @@ pub fn stored_token(dir: &Path, name: &str) -> std::io::Result<String> {
         }
     }
     let token = random_token();
-    std::fs::write(&path, format!("{token}\n"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    crate::files::write_private(&path, &format!("{token}\n"))?;
     tracing::info!(path = %path.display(), "generated a token; read it from this file");
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        for (a, b, want) in [
+            ("0123456789abcdef", "0123456789abcdef", true),
+            ("0123456789abcdef", "0123456789abcdeF", false),
+            ("0123456789abcdef", "0123456789abcde", false),
+            ("0123456789abcdef", "0123456789abcdef0", false),
+            ("0123456789abcdef", "", false),
+            ("", "", true),
+            ("tökén-ü-0123456789", "tökén-ü-0123456789", true),
+        ] {
+            assert_eq!(same(a, b), want, "{a:?} vs {b:?}");
+        }
+    }
 }

@@ -57,6 +57,15 @@ pub struct ServerConfig {
     /// This node's name among several (also `CXBRIDGE_NODE_ID`): letters, digits, `-`, `_`.
     /// Unset: the host name and the listening port.
     pub node_id: Option<String>,
+    /// Connections served at once; one more is answered 503 and closed (also capped by the
+    /// process's open-file limit, so accepting never fails with "Too many open files").
+    pub max_connections: usize,
+    /// A connection must send a request's complete headers within this long after it opened
+    /// or after the previous response; a half-sent or idle kept-alive connection is closed.
+    pub header_timeout_secs: u64,
+    /// A request (its body included) must be answered within this long, else 408. Agent
+    /// streams are not cut: the limit ends when the WebSocket upgrade is answered.
+    pub request_timeout_secs: u64,
 }
 
 impl ServerConfig {
@@ -116,6 +125,22 @@ pub struct BusConfig {
     /// How long agent messages stay in the stream (a node cut off from NATS catches up
     /// within this).
     pub max_age_secs: u64,
+    /// The secret every node shares (also `CXBRIDGE_BUS_SECRET`; required with `url`, at
+    /// least 16 characters): messages on the bus are signed with it, unsigned ones dropped.
+    pub secret: Option<String>,
+    /// NATS user and password (the server's `authorization { user, password }`); the
+    /// password also from `CXBRIDGE_NATS_PASSWORD`.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// NATS token (`authorization { token }`; also `CXBRIDGE_NATS_TOKEN`), instead of a user.
+    pub token: Option<String>,
+    /// Refuse a NATS server without TLS (`tls://` URLs imply it).
+    pub tls_required: bool,
+    /// PEM file of the CA that signed the NATS server's certificate.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) when the NATS server verifies clients.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl BusConfig {
@@ -127,7 +152,21 @@ impl BusConfig {
 
 impl Default for BusConfig {
     fn default() -> Self {
-        Self { url: None, stream: "CXBRIDGE_AGENTS".into(), subject_prefix: "cxbridge".into(), presence_ttl_secs: 15, max_age_secs: 300 }
+        Self {
+            url: None,
+            stream: "CXBRIDGE_AGENTS".into(),
+            subject_prefix: "cxbridge".into(),
+            presence_ttl_secs: 15,
+            max_age_secs: 300,
+            secret: None,
+            user: None,
+            password: None,
+            token: None,
+            tls_required: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
     }
 }
 
@@ -142,6 +181,9 @@ impl Default for ServerConfig {
             database_url: None,
             database_pool: 16,
             node_id: None,
+            max_connections: 4096,
+            header_timeout_secs: 10,
+            request_timeout_secs: 30,
         }
     }
 }
@@ -577,6 +619,18 @@ impl Config {
         if !matches!(self.server.durability.as_str(), "full" | "normal") {
             return Err(format!("[server] durability must be `full` or `normal`, not `{}`", self.server.durability));
         }
+        for t in &self.auth.admin_tokens {
+            check_secret("[auth] admin_tokens: a token", t)?;
+        }
+        for (setting, value) in [("[auth] cti_token", &self.auth.cti_token), ("[ivr] token", &self.ivr.token), ("[panel] session_secret", &self.panel.session_secret)] {
+            if let Some(v) = value {
+                check_secret(setting, v)?;
+            }
+        }
+        let sv = &self.server;
+        if sv.max_connections == 0 || sv.header_timeout_secs == 0 || sv.request_timeout_secs == 0 {
+            return Err("[server] max_connections, header_timeout_secs and request_timeout_secs must be at least 1".into());
+        }
         if !crate::crm_setup::PROVIDERS.contains(&self.crm.provider.as_str()) {
             return Err(format!("[crm] provider must be one of {}, not `{}`", crate::crm_setup::PROVIDERS.join(", "), self.crm.provider));
         }
@@ -694,6 +748,18 @@ impl Config {
             if b.presence_ttl_secs == 0 || b.max_age_secs == 0 {
                 return Err("[bus] presence_ttl_secs and max_age_secs must be at least 1".into());
             }
+            if let Some(secret) = &b.secret {
+                check_secret("[bus] secret", secret)?;
+            }
+            if b.user.is_some() && b.token.is_some() {
+                return Err("[bus] user and token: give one way to sign in to NATS, not both".into());
+            }
+            if b.password.is_some() && b.user.is_none() {
+                return Err("[bus] password needs a user".into());
+            }
+            if b.tls_cert_file.is_some() != b.tls_key_file.is_some() {
+                return Err("[bus] tls_cert_file and tls_key_file go together".into());
+            }
         }
         Ok(())
     }
@@ -717,6 +783,9 @@ impl Config {
                     return Err(format!("[panel.dynamics] {key} must be an http(s) URL, not `{url}`"));
                 }
             }
+            if csp_source(&d.cif_library_url).is_none() {
+                return Err(format!("[panel.dynamics] cif_library_url `{}` holds a space, `;`, `,` or `'`: give the library's plain URL", d.cif_library_url));
+            }
             if d.cif_version.is_some_and(|v| !(1..=2).contains(&v)) {
                 return Err("[panel.dynamics] cif_version must be 1 or 2".into());
             }
@@ -739,6 +808,21 @@ impl Config {
     }
 }
 
+/// The shortest token or secret accepted. The CTI and IVR tokens travel in URLs and the
+/// admin tokens are bearer tokens: none of them has a lockout, so they must not be guessable.
+pub const MIN_SECRET_CHARS: usize = 16;
+
+/// Refuses an empty or short token/secret, naming the setting.
+pub fn check_secret(setting: &str, value: &str) -> Result<(), String> {
+    let chars = value.trim().chars().count();
+    if chars < MIN_SECRET_CHARS {
+        return Err(format!(
+            "{setting} is {chars} characters long; use at least {MIN_SECRET_CHARS} (e.g. the output of `openssl rand -hex 24`), or leave it unset to have one generated"
+        ));
+    }
+    Ok(())
+}
+
 /// `scheme://host[:port]` of an http(s) URL.
 pub fn origin_of(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
@@ -747,6 +831,15 @@ pub fn origin_of(url: &str) -> Option<String> {
     }
     let host = rest.split(['/', '?', '#']).next()?;
     (!host.is_empty() && !host.contains(['@', ' '])).then(|| format!("{scheme}://{host}"))
+}
+
+/// A CSP source expression for exactly the file at `url` (scheme, host and path; a query or
+/// fragment is not part of a source expression). `None` when the URL holds characters that
+/// would end the expression or the directive.
+pub fn csp_source(url: &str) -> Option<String> {
+    origin_of(url)?;
+    let file = url.split(['?', '#']).next()?;
+    (!file.contains(|c: char| c.is_whitespace() || c == ';' || c == ',' || c == '\'' || c.is_control())).then(|| file.to_string())
 }
 
 fn is_origin(s: &str) -> bool {
@@ -802,6 +895,20 @@ mod tests {
     }
 
     #[test]
+    fn the_cif_library_is_allowed_as_one_file() {
+        for (url, want) in [
+            ("https://contoso.crm4.dynamics.com/webresources/Widget/msdyn_ciLibrary.js", Some("https://contoso.crm4.dynamics.com/webresources/Widget/msdyn_ciLibrary.js")),
+            ("https://contoso.crm4.dynamics.com/webresources/Widget/msdyn_ciLibrary.js?v=2#x", Some("https://contoso.crm4.dynamics.com/webresources/Widget/msdyn_ciLibrary.js")),
+            ("https://contoso.crm4.dynamics.com/a.js; script-src *", None),
+            ("https://contoso.crm4.dynamics.com/a.js,https://evil.example", None),
+            ("https://contoso.crm4.dynamics.com/a'.js", None),
+            ("/webresources/lib.js", None),
+        ] {
+            assert_eq!(csp_source(url).as_deref(), want, "{url}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_named_with_their_line() {
         let err = Config::parse("[server]\nlisten = \"127.0.0.1:9000\"\nlisten_port = 1\n", Path::new("c.toml")).expect_err("unknown key");
         let msg = err.to_string();
@@ -828,6 +935,17 @@ mod tests {
             ("[panel]\ncookie_secure = \"sometimes\"\n", "cookie_secure"),
             ("[panel.dynamics]\ncif_library_url = \"/lib.js\"\ncrm_url = \"https://x.crm.dynamics.com\"\n", "cif_library_url"),
             ("[[wrapup_codes]]\ncode = \"sale\"\n[[wrapup_codes]]\ncode = \"sale\"\n", "declared twice"),
+            ("[panel.dynamics]\ncif_library_url = \"https://x.crm.dynamics.com/a.js; script-src *\"\ncrm_url = \"https://x.crm.dynamics.com\"\n", "cif_library_url"),
+            ("[server]\ndatabase_url = \"postgres://x/y\"\n[bus]\nurl = \"nats://127.0.0.1:4222\"\nsecret = \"short\"\n", "[bus] secret is 5 characters"),
+            ("[server]\ndatabase_url = \"postgres://x/y\"\n[bus]\nurl = \"nats://127.0.0.1:4222\"\nuser = \"a\"\ntoken = \"b\"\n", "not both"),
+            ("[server]\ndatabase_url = \"postgres://x/y\"\n[bus]\nurl = \"nats://127.0.0.1:4222\"\ntls_cert_file = \"c.pem\"\n", "tls_key_file"),
+            ("[auth]\ncti_token = \"\"\n", "[auth] cti_token is 0 characters"),
+            ("[auth]\ncti_token = \"short\"\n", "[auth] cti_token is 5 characters long; use at least 16"),
+            ("[auth]\nadmin_tokens = [\"0123456789abcdef\", \"change-me\"]\n", "[auth] admin_tokens"),
+            ("[ivr]\ntoken = \"ivr\"\n", "[ivr] token"),
+            ("[panel]\nsession_secret = \"secret\"\n", "[panel] session_secret"),
+            ("[server]\nmax_connections = 0\n", "max_connections"),
+            ("[server]\nheader_timeout_secs = 0\n", "header_timeout_secs"),
         ];
         for (text, want) in cases {
             let msg = Config::parse(text, Path::new("c.toml")).expect_err(want).to_string();

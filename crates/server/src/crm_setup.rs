@@ -119,6 +119,7 @@ async fn index_for(config: &Config, normalizer: &PhoneNormalizer, crm: Arc<dyn C
     }
     let path = index_path(&config.server.data_dir, &config.crm.provider);
     let schema = CrmSchema { entities: entities.clone(), normalizer: normalizer.clone() };
+    crate::files::private_database(&path).with_context(|| format!("cannot create the local phone index {}", path.display()))?;
     let store = SqliteStore::open(&path, schema, Durability::Normal)
         .await
         .with_context(|| format!("cannot open the local phone index {}", path.display()))?;

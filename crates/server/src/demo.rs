@@ -83,7 +83,7 @@ async fn simulate(app: Arc<App>, every: Duration) {
 pub fn configure(config: &mut Config) -> anyhow::Result<Option<String>> {
     let mut password = None;
     if config.agents.is_empty() {
-        std::fs::create_dir_all(&config.server.data_dir)?;
+        crate::files::private_dir(&config.server.data_dir)?;
         let secret = crate::auth::stored_token(&config.server.data_dir, "demo-agent-password")?;
         for (id, name, supervisor) in [("alice", "Alice Example", true), ("bob", "Bob Example", false)] {
             config.agents.push(AgentConfig {

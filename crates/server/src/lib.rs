@@ -8,8 +8,11 @@ pub mod crm_setup;
 pub mod error;
 pub mod hub;
 pub mod demo;
+pub mod files;
 pub mod import;
 pub mod ivr;
+pub mod listen;
+pub mod redact;
 pub mod routes;
 pub mod service;
 pub mod session;
@@ -21,7 +24,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use cxbridge_domain::conversation::Policy;
 use cxbridge_domain::phone::PhoneNormalizer;
 use cxbridge_connectors::bus::{Delivery, NatsBus, NatsBusConfig};
@@ -54,7 +56,10 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
 /// A secret from the environment, else the configuration, else [`generated`].
 fn secret(env: &str, configured: Option<&String>, setting: &str, data: &std::path::Path, file: &str, clustered: bool) -> anyhow::Result<String> {
     match std::env::var(env) {
-        Ok(t) if !t.is_empty() => Ok(t),
+        Ok(t) if !t.is_empty() => {
+            config::check_secret(env, &t).map_err(anyhow::Error::msg)?;
+            Ok(t)
+        }
         _ => match configured {
             Some(t) => Ok(t.clone()),
             None => generated(env, setting, data, file, clustered),
@@ -83,6 +88,7 @@ async fn open_store(config: &Config, schema: CrmSchema) -> anyhow::Result<(Arc<d
         Some(url) => SqliteStore::open_url(url, schema, durability).await.with_context(|| format!("cannot open the database {url}"))?,
         None => {
             let path = config.server.data_dir.join("cxbridge.sqlite");
+            files::private_database(&path).with_context(|| format!("cannot create the database {}", path.display()))?;
             SqliteStore::open(&path, schema, durability).await.with_context(|| format!("cannot open the database {}", path.display()))?
         }
     };
@@ -91,10 +97,26 @@ async fn open_store(config: &Config, schema: CrmSchema) -> anyhow::Result<(Arc<d
 }
 
 /// Connects this node to the others over NATS when `[bus] url` is set.
-async fn connect_bus(config: &Config, node_id: &str) -> anyhow::Result<Option<(Arc<NatsBus>, tokio::sync::mpsc::Receiver<Delivery>)>> {
+/// `secret` signs every message on the bus (see [`bus_secret`]).
+async fn connect_bus(config: &Config, node_id: &str, secret: Option<String>) -> anyhow::Result<Option<(Arc<NatsBus>, tokio::sync::mpsc::Receiver<Delivery>)>> {
+    use cxbridge_connectors::bus::{NatsAuth, NatsTls, Secret};
     let b = &config.bus;
-    let Some(url) = b.url() else { return Ok(None) };
+    let (Some(url), Some(secret)) = (b.url(), secret) else { return Ok(None) };
+    let from_env = |name: &str, configured: &Option<String>| std::env::var(name).ok().filter(|v| !v.is_empty()).or_else(|| configured.clone());
+    let auth = match (&b.user, from_env("CXBRIDGE_NATS_PASSWORD", &b.password), from_env("CXBRIDGE_NATS_TOKEN", &b.token)) {
+        (Some(user), password, _) => NatsAuth::UserPassword { user: user.clone(), password: Secret::new(password.unwrap_or_default()) },
+        (None, _, Some(token)) => NatsAuth::Token(Secret::new(token)),
+        (None, _, None) => NatsAuth::None,
+    };
+    let tls = NatsTls {
+        required: b.tls_required,
+        ca_file: b.tls_ca_file.clone(),
+        client_cert: b.tls_cert_file.clone().zip(b.tls_key_file.clone()),
+    };
     let cfg = NatsBusConfig {
+        secret: Secret::new(secret),
+        auth,
+        tls,
         url: url.to_string(),
         node_id: node_id.to_string(),
         stream: b.stream.clone(),
@@ -106,17 +128,30 @@ async fn connect_bus(config: &Config, node_id: &str) -> anyhow::Result<Option<(A
     Ok(Some((Arc::new(bus), inbox)))
 }
 
+/// The bus's shared secret when this node is one of several. Like every secret the nodes
+/// share it must be given (a generated one would differ per node), and it is asked for before
+/// anything is opened, so a node without it refuses to start at once.
+fn bus_secret(config: &Config) -> anyhow::Result<Option<String>> {
+    if config.bus.url().is_none() {
+        return Ok(None);
+    }
+    secret("CXBRIDGE_BUS_SECRET", config.bus.secret.as_ref(), "[bus] secret", &config.server.data_dir, "bus-secret", true).map(Some)
+}
+
 /// Opens the store and builds the application state from `config`.
 pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
     let data = &config.server.data_dir;
-    std::fs::create_dir_all(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    files::private_dir(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
     let normalizer = PhoneNormalizer::new(Some(&config.phone.default_region), &config.phone.own_numbers)
         .map_err(|e| anyhow::anyhow!("[phone] default_region: {e}"))?;
     let entities = config.entities();
     config.validate_scale_out().map_err(|e| anyhow::anyhow!("{e}"))?;
     let clustered = config.bus.url().is_some();
     let admin = match std::env::var("CXBRIDGE_ADMIN_TOKEN") {
-        Ok(t) if !t.is_empty() => vec![t],
+        Ok(t) if !t.is_empty() => {
+            config::check_secret("CXBRIDGE_ADMIN_TOKEN", &t).map_err(anyhow::Error::msg)?;
+            vec![t]
+        }
         _ if !config.auth.admin_tokens.is_empty() => config.auth.admin_tokens.clone(),
         _ => vec![generated("CXBRIDGE_ADMIN_TOKEN", "[auth] admin_tokens", data, "admin-token", clustered)?],
     };
@@ -127,12 +162,13 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         agents: config.agents.iter().filter_map(|a| a.token.clone().map(|t| (a.id.clone(), t))).collect(),
     };
     let session_secret = secret("CXBRIDGE_SESSION_SECRET", config.panel.session_secret.as_ref(), "[panel] session_secret", data, "session-secret", clustered)?;
+    let bus_secret = bus_secret(&config)?;
     let (store, crm_store) = open_store(&config, CrmSchema { entities: entities.clone(), normalizer: normalizer.clone() }).await?;
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     // Another node's enqueued activity wakes this node's worker too (PostgreSQL NOTIFY).
     store.wake_on_outbox(outbox_wake.clone());
     let node_id = config.server.node_id();
-    let bus = connect_bus(&config, &node_id).await?;
+    let bus = connect_bus(&config, &node_id, bus_secret).await?;
     let sessions = session::Sessions::new(&session_secret, &config.panel);
     let block_list: HashSet<String> = config.routing.block_list.iter().filter_map(|n| normalizer.index_key(n)).collect();
     let connected = crm_setup::connect(&config, &normalizer, crm_store.clone()).await?;
@@ -176,7 +212,14 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl std::futur
         let every = std::time::Duration::from_secs(app.config.crm.sync_interval_secs.max(1));
         tokio::spawn(crm_index::sync(indexed, every, stop_rx))
     });
-    let router = routes::router(app.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    let limits = listen::Limits::from_config(&app.config.server);
+    let request_limit = limits.request_timeout;
+    let router = routes::router(app.clone())
+        .layer(axum::middleware::from_fn(move |req, next| listen::request_timeout(request_limit, req, next)))
+        // The default span logs the raw URI, tokens in paths and queries included.
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<axum::body::Body>| {
+            tracing::debug_span!("request", method = %req.method(), uri = %redact::redact_uri(req.uri()), version = ?req.version())
+        }));
     let bus = app.bus.clone();
     let shutdown = async move {
         shutdown.await;
@@ -186,14 +229,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl std::futur
             bus.announce(vec![]);
         }
     };
-    // Agent frames are small writes: without TCP_NODELAY, Nagle holds one back until the
-    // panel's delayed ACK of the previous (up to 40 ms on Linux).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("the HTTP server failed")?;
+    listen::serve(listener, router, limits, shutdown).await;
     let _ = stop_tx.send(true);
     if let Some(t) = from_bus {
         let _ = t.await;

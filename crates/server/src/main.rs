@@ -128,6 +128,12 @@ async fn shutdown_signal() {
 /// Runs the hub; `demo` carries the demo agents' password and the time between calls.
 async fn serve(config: Config, demo: Option<(Option<String>, Duration)>) -> anyhow::Result<()> {
     let listen = config.server.listen;
+    // Every connection is a file descriptor: the usual soft limit of 1024 would make the
+    // connection cap moot, and the hard limit can be reached without privilege.
+    match cxbridge_server::listen::raise_open_files_limit() {
+        Ok(limit) => tracing::info!(open_files = limit, max_connections = cxbridge_server::listen::connection_cap(config.server.max_connections), "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let app = cxbridge_server::build(config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}; is another process using it? Use --listen"))?;
     let addr = listener.local_addr()?;

@@ -193,6 +193,7 @@ pub fn bus_health(s: &cxbridge_connectors::bus::BusStatus) -> proto::BusHealth {
         published: s.published,
         received: s.received,
         publish_errors: s.publish_errors,
+        rejected: s.rejected,
         last_error: s.last_error.clone(),
     }
 }

@@ -38,6 +38,8 @@ struct Tokens {
     valid: HashSet<String>,
     issued: u64,
     refused: u64,
+    /// Answer every token request with `307 Temporary Redirect` to this URL.
+    redirect_to: Option<String>,
 }
 
 impl TokenServer {
@@ -53,6 +55,7 @@ impl TokenServer {
                 valid: HashSet::new(),
                 issued: 0,
                 refused: 0,
+                redirect_to: None,
             })),
         }
     }
@@ -73,6 +76,12 @@ impl TokenServer {
     /// Every token issued so far stops working: the API answers 401 until a new one is fetched.
     pub fn expire_all(&self) {
         self.state().valid.clear();
+    }
+
+    /// From now on every token request is answered `307` to `url` (which a client that
+    /// follows it reaches with the same form, client secret included).
+    pub fn redirect_to(&self, url: &str) {
+        self.state().redirect_to = Some(url.to_string());
     }
 
     /// Tokens issued so far.
@@ -101,6 +110,9 @@ impl TokenServer {
 
 async fn issue(State(server): State<TokenServer>, Form(form): Form<BTreeMap<String, String>>) -> Response {
     let mut s = server.state();
+    if let Some(to) = s.redirect_to.clone() {
+        return (StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, to)]).into_response();
+    }
     let get = |k: &str| form.get(k).map(String::as_str);
     if get("grant_type") != Some("client_credentials") {
         s.refused += 1;

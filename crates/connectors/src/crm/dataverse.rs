@@ -178,6 +178,11 @@ impl DataverseConfig {
         if url.contains(['?', '#']) {
             return Err(DataverseConfigError::Url(self.url.clone()));
         }
+        for (key, value) in [("url", url.to_string()), ("token_url", self.effective_token_url())] {
+            if let Some(reason) = super::insecure_url(&value) {
+                return Err(DataverseConfigError::Insecure { key, url: value, reason });
+            }
+        }
         for (field, value) in [("tenant_id", &self.tenant_id), ("client_id", &self.client_id)] {
             if value.trim().is_empty() {
                 return Err(DataverseConfigError::Missing(field));
@@ -224,6 +229,8 @@ const MAX_PAGE: u32 = 5000;
 pub enum DataverseConfigError {
     #[error("[crm.dataverse] url `{0}` is not an environment URL such as https://contoso.crm4.dynamics.com")]
     Url(String),
+    #[error("[crm.dataverse] {key} `{url}`: {reason}")]
+    Insecure { key: &'static str, url: String, reason: String },
     #[error("[crm.dataverse] `{0}` is required")]
     Missing(&'static str),
     #[error("[crm.dataverse] api_version `{0}` is not a Web API version such as 9.2")]
@@ -813,7 +820,7 @@ impl Crm for Dataverse {
     async fn search(&self, spec: &EntitySpec, query: &SearchQuery) -> Result<Vec<Candidate>, CrmError> {
         let mut terms = vec![];
         if let Some(text) = query.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-            terms.push(format!("contains({},{})", column(&spec.title_field)?, literal(text)));
+            terms.push(format!("contains({},{})", column(&spec.title_field)?, literal(&like_literal(text))));
         }
         for (field, value) in &query.filters {
             let field = column(field)?;
@@ -1087,6 +1094,24 @@ fn guid(s: &str) -> Result<&str, CrmError> {
 }
 
 /// An OData string literal: single quotes, a quote inside doubled.
+/// Dataverse runs `contains`, `startswith` and `endswith` as SQL `LIKE`, where `%`, `_` and
+/// `[` are wildcards; a wildcard in brackets stands for itself. Without this a search for
+/// `50%` or `a_b` matched other records. (`]` outside a bracket set is already literal.)
+pub fn like_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' | '_' | '[' => {
+                out.push('[');
+                out.push(c);
+                out.push(']');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
@@ -1295,6 +1320,8 @@ mod tests {
         check(r#"{"api_version":"v9"}"#, "api_version");
         check(r#"{"timeout_ms":0}"#, "timeout_ms");
         check(r#"{"tenant_id":" "}"#, "tenant_id");
+        check(r#"{"url":"http://contoso.crm4.dynamics.com"}"#, "url `http://contoso.crm4.dynamics.com`: plain http");
+        check(r#"{"token_url":"http://login.example.com/t/token"}"#, "token_url");
     }
 
     #[test]
@@ -1339,6 +1366,24 @@ mod tests {
         assert_eq!(encode_query("contains(fullname,'a&b=c')"), "contains(fullname,%27a%26b%3Dc%27)");
         assert_eq!(encode_strict("cxbridge:c-1'x"), "cxbridge%3Ac-1%27x");
         assert_eq!(literal("O'Brien"), "'O''Brien'");
+    }
+
+    #[test]
+    fn like_wildcards_in_searched_text_stand_for_themselves() {
+        for (text, want) in [
+            ("Ada", "Ada"),
+            ("50%", "50[%]"),
+            ("a_b", "a[_]b"),
+            ("[x]", "[[]x]"),
+            ("%_[]", "[%][_][[]]"),
+            ("O'Brien", "O'Brien"),
+            ("Müller_ä", "Müller[_]ä"),
+            ("", ""),
+        ] {
+            assert_eq!(like_literal(text), want, "{text:?}");
+        }
+        // Brackets are added before quoting, so a quote still cannot end the literal.
+        assert_eq!(literal(&like_literal("'%")), "'''[%]'");
     }
 
     #[test]

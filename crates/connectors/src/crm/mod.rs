@@ -41,12 +41,66 @@ pub fn ensure_tls() {
     });
 }
 
-/// The HTTP client CRM adapters share: TLS ready, connection pooling, a connect timeout.
+/// The HTTP client CRM adapters share: TLS ready, connection pooling, a connect timeout,
+/// and no redirects: a 307 from a token endpoint would re-send the client secret (and a CRM
+/// call its bearer token) to wherever it points.
 pub fn http_client() -> reqwest::Client {
     ensure_tls();
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(std::time::Duration::from_secs(5))
         .user_agent(concat!("cxbridge/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// Why `url` may not carry CRM credentials, if it may not: it must be `https://`, or plain
+/// `http://` to this machine (127.0.0.0/8, `::1`, `localhost`) for tests and local proxies.
+pub fn insecure_url(url: &str) -> Option<String> {
+    let parsed = match reqwest::Url::parse(url.trim()) {
+        Ok(u) => u,
+        Err(e) => return Some(format!("not a URL ({e})")),
+    };
+    match parsed.scheme() {
+        "https" => None,
+        "http" if is_loopback(&parsed) => None,
+        "http" => Some("plain http sends the credentials unencrypted: use https:// (http is allowed only to 127.0.0.1, ::1 or localhost)".into()),
+        other => Some(format!("scheme `{other}`: use https://")),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else { return false };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_travel_over_https_or_stay_on_this_machine() {
+        for (url, ok) in [
+            ("https://contoso.crm4.dynamics.com", true),
+            ("https://login.microsoftonline.com/t/oauth2/v2.0/token", true),
+            ("http://127.0.0.1:8000/token", true),
+            ("http://127.9.9.9/x", true),
+            ("http://[::1]:8000/", true),
+            ("http://localhost:8000", true),
+            ("http://LOCALHOST/", true),
+            ("http://contoso.crm4.dynamics.com", false),
+            ("http://10.0.0.5:8000", false),
+            ("http://localhost.evil.example", false),
+            ("http://128.0.0.1/", false),
+            ("ftp://127.0.0.1/", false),
+            ("contoso.crm.dynamics.com", false),
+            ("", false),
+        ] {
+            assert_eq!(insecure_url(url).is_none(), ok, "{url:?}: {:?}", insecure_url(url));
+        }
+    }
 }

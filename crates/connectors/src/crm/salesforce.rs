@@ -132,7 +132,7 @@ impl SalesforceConfig {
 
     /// Checks what would otherwise fail on the first request.
     pub fn validate(&self) -> Result<(), SalesforceConfigError> {
-        let url_ok = |u: &str| u.starts_with("https://") || u.starts_with("http://");
+        let url_ok = |u: &str| super::insecure_url(u).is_none();
         if !url_ok(&self.login_url) {
             return Err(SalesforceConfigError::Url { key: "login_url", value: self.login_url.clone() });
         }
@@ -193,7 +193,7 @@ impl std::fmt::Debug for SalesforceConfig {
 /// A Salesforce config the adapter cannot work with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SalesforceConfigError {
-    #[error("salesforce `{key}` must be an http(s) URL, not `{value}`")]
+    #[error("salesforce `{key}` must be an https:// URL (http only to 127.0.0.1, ::1 or localhost), not `{value}`")]
     Url { key: &'static str, value: String },
     #[error("salesforce `client_id` is empty: set the connected app's consumer key")]
     MissingClientId,
@@ -1080,6 +1080,8 @@ mod tests {
         check(&|c| c.client_id = " ".into(), SalesforceConfigError::MissingClientId);
         check(&|c| c.timeout_ms = 0, SalesforceConfigError::Zero("timeout_ms"));
         check(&|c| c.login_url = "acme.my.salesforce.com".into(), SalesforceConfigError::Url { key: "login_url", value: "acme.my.salesforce.com".into() });
+        check(&|c| c.login_url = "http://acme.my.salesforce.com".into(), SalesforceConfigError::Url { key: "login_url", value: "http://acme.my.salesforce.com".into() });
+        check(&|c| c.token_url = Some("http://10.0.0.5/token".into()), SalesforceConfigError::Url { key: "token_url", value: "http://10.0.0.5/token".into() });
     }
 
     #[test]

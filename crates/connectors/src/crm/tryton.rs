@@ -89,7 +89,7 @@ impl std::fmt::Debug for TrytonConfig {
 /// Why a [`TrytonConfig`] cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrytonConfigError {
-    #[error("[crm.tryton] url `{url}` is not an http(s) URL: {reason}")]
+    #[error("[crm.tryton] url `{url}`: {reason}")]
     InvalidUrl { url: String, reason: String },
     #[error("[crm.tryton] database `{0}` is not a database name (empty, or holds `/`, `?`, `#` or spaces)")]
     InvalidDatabase(String),
@@ -173,10 +173,8 @@ pub struct Tryton {
 
 impl Tryton {
     pub fn new(config: &TrytonConfig, password: Secret, normalizer: PhoneNormalizer, http: reqwest::Client) -> Result<Self, TrytonConfigError> {
-        let url = reqwest::Url::parse(&config.url)
-            .map_err(|e| TrytonConfigError::InvalidUrl { url: config.url.clone(), reason: e.to_string() })?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(TrytonConfigError::InvalidUrl { url: config.url.clone(), reason: format!("scheme `{}`", url.scheme()) });
+        if let Some(reason) = super::insecure_url(&config.url) {
+            return Err(TrytonConfigError::InvalidUrl { url: config.url.clone(), reason });
         }
         let database = config.database.trim();
         if database.is_empty() || database.contains(['/', '?', '#', ' ']) {
@@ -264,11 +262,12 @@ impl Tryton {
     }
 
     /// The search clause for one exact-match filter of a workflow search.
-    fn filter_clause(&self, spec: &EntitySpec, field: &str, value: &str) -> Value {
+    fn filter_clause(&self, spec: &EntitySpec, field: &str, value: &str) -> Result<Value, CrmError> {
+        let field = filter_field(field)?;
         if !is_party(spec) {
-            return json!([field, "=", value]);
+            return Ok(json!([field, "=", value]));
         }
-        match field {
+        Ok(match field {
             "phone" | "mobile" => {
                 let notations = match self.normalizer.index_key(value) {
                     Some(e164) => self.normalizer.notations(&e164),
@@ -278,7 +277,7 @@ impl Tryton {
             }
             "email" => json!(["contact_mechanisms", "where", [["type", "=", "email"], ["value", "ilike", escape_like(value)]]]),
             other => json!([other, "=", value]),
-        }
+        })
     }
 
     /// One note per regarded record, replacing any earlier note of the same activity.
@@ -422,7 +421,7 @@ impl Crm for Tryton {
             domain.push(json!([spec.title_field, "ilike", format!("%{}%", escape_like(text))]));
         }
         for (field, value) in &query.filters {
-            domain.push(self.filter_clause(spec, field, value));
+            domain.push(self.filter_clause(spec, field, value)?);
         }
         let limit = if query.limit == 0 { DEFAULT_SEARCH_LIMIT } else { query.limit };
         self.candidates(spec, Value::Array(domain), Some(limit), json!([[spec.title_field, "ASC"], ["id", "ASC"]])).await
@@ -721,6 +720,19 @@ fn timeline_entry(note: &Value) -> Option<TimelineEntry> {
         at: note.get("create_date").and_then(from_tryton_datetime).map(|t| t.to_string()).unwrap_or_default(),
         fields,
     })
+}
+
+/// A field a search may filter on: one plain field name of the model. Tryton reads a dotted
+/// name (`party.pin`, `create_uid.password_hash`) as a path through relations, so a caller
+/// could test values of records it was never shown; such names are refused.
+fn filter_field(field: &str) -> Result<&str, CrmError> {
+    let mut chars = field.chars();
+    let starts_well = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if starts_well && field.len() <= 64 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(field)
+    } else {
+        Err(CrmError::Permanent { message: format!("`{field}` is not a field a search may filter on: use a field name of the model (letters, digits, `_`, no dots)") })
+    }
 }
 
 /// `value` matched literally by Tryton's `like`/`ilike` (escape character `\`).
@@ -1040,6 +1052,27 @@ mod tests {
     }
 
     #[test]
+    fn filters_name_one_plain_field_never_a_path() {
+        for (field, ok) in [
+            ("name", true),
+            ("code", true),
+            ("_parent", true),
+            ("vat_code2", true),
+            ("party.pin", false),
+            ("create_uid.password_hash", false),
+            ("contact_mechanisms.value", false),
+            ("Name", true),
+            ("", false),
+            ("1st", false),
+            ("a b", false),
+            ("name'", false),
+            ("näme", false),
+        ] {
+            assert_eq!(filter_field(field).is_ok(), ok, "{field:?}");
+        }
+    }
+
+    #[test]
     fn datetimes_round_trip_through_tryton_json() {
         let t: Timestamp = "2026-11-22T05:07:57.965262Z".parse().expect("time");
         let v = tryton_datetime(t);
@@ -1082,6 +1115,7 @@ mod tests {
         assert_eq!(new(&config, ""), Some(TrytonConfigError::MissingPassword));
         assert_eq!(new(&TrytonConfig { database: "a/b".into(), ..config.clone() }, "pw"), Some(TrytonConfigError::InvalidDatabase("a/b".into())));
         assert!(matches!(new(&TrytonConfig { url: "ftp://x".into(), ..config.clone() }, "pw"), Some(TrytonConfigError::InvalidUrl { .. })));
+        assert!(matches!(new(&TrytonConfig { url: "http://crm.example.com:8000".into(), ..config.clone() }, "pw"), Some(TrytonConfigError::InvalidUrl { reason, .. }) if reason.contains("use https://")));
         assert_eq!(new(&config, "pw"), None);
         assert!(!format!("{:?}", TrytonConfig { password: Some("hunter2".into()), ..config }).contains("hunter2"));
     }

@@ -2,5 +2,6 @@
 //! follow their documented wire formats (crates/testkit), Tryton against a real `trytond`.
 
 mod dataverse;
+mod redirects;
 mod salesforce;
 mod tryton;

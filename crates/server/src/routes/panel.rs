@@ -46,12 +46,13 @@ fn content_type(name: &str) -> &'static str {
     }
 }
 
-/// Scripts only from us (and the Dynamics CIF library when configured); framed only by us
-/// and the configured embedding origins (Dynamics 365).
+/// Scripts only from us (and the Dynamics CIF library file when configured — that one URL,
+/// not its whole origin, where any web resource of the org could be loaded); framed only by
+/// us and the configured embedding origins (Dynamics 365).
 fn content_security_policy(app: &App) -> String {
     let panel = &app.config.panel;
-    let cif = panel.dynamics.as_ref().and_then(|d| crate::config::origin_of(&d.cif_library_url));
-    let scripts = cif.map_or("'self'".to_string(), |o| format!("'self' {o}"));
+    let cif = panel.dynamics.as_ref().and_then(|d| crate::config::csp_source(&d.cif_library_url));
+    let scripts = cif.map_or("'self'".to_string(), |source| format!("'self' {source}"));
     let ancestors = std::iter::once("'self'".to_string()).chain(panel.embed_origins.iter().cloned()).collect::<Vec<_>>().join(" ");
     format!(
         "default-src 'self'; script-src {scripts}; style-src 'self'; img-src 'self' data:; connect-src 'self'; \

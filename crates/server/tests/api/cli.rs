@@ -57,8 +57,8 @@ fn import_loads_a_csv_and_names_bad_lines() {
         .arg(&csv)
         .arg("--data")
         .arg(dir.path().join("data"))
-        .env("CXBRIDGE_ADMIN_TOKEN", "x")
-        .env("CXBRIDGE_CTI_TOKEN", "y")
+        .env("CXBRIDGE_ADMIN_TOKEN", "cli-admin-token-0123456789")
+        .env("CXBRIDGE_CTI_TOKEN", "cli-cti-token-0123456789")
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -119,13 +119,23 @@ fn a_misconfigured_cluster_node_refuses_to_start() {
             .env_remove("CXBRIDGE_CTI_TOKEN")
             .env_remove("CXBRIDGE_IVR_TOKEN")
             .env_remove("CXBRIDGE_SESSION_SECRET")
+            .env_remove("CXBRIDGE_BUS_SECRET")
             .env("CXBRIDGE_NATS_URL", "nats://127.0.0.1:1");
         c
     };
-    let cases: [(&[(&str, &str)], &str); 3] = [
+    let secrets: &[(&str, &str)] = &[
+        ("CXBRIDGE_DATABASE_URL", "postgres://u:p@127.0.0.1:1/db"),
+        ("CXBRIDGE_ADMIN_TOKEN", "cluster-admin-token-0123456789"),
+        ("CXBRIDGE_CTI_TOKEN", "cluster-cti-token-0123456789"),
+        ("CXBRIDGE_IVR_TOKEN", "cluster-ivr-token-0123456789"),
+        ("CXBRIDGE_SESSION_SECRET", "cluster-session-secret-0123456789"),
+    ];
+    let cases: [(&[(&str, &str)], &str); 4] = [
         (&[], "set [server] database_url = \"postgres://…\""),
         (&[("CXBRIDGE_DATABASE_URL", "mysql://db/cxbridge")], "must start with postgres://"),
         (&[("CXBRIDGE_DATABASE_URL", "postgres://u:p@127.0.0.1:1/db")], "set CXBRIDGE_ADMIN_TOKEN"),
+        // Every other secret given: the bus's own is still required.
+        (secrets, "set CXBRIDGE_BUS_SECRET"),
     ];
     for (env, says) in cases {
         let mut c = serve();

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const ADMIN: &str = "test-admin-token";
-pub const CTI: &str = "test-cti-token";
+pub const CTI: &str = "test-cti-token-0123456789";
 
 pub struct TestApp {
     pub addr: SocketAddr,

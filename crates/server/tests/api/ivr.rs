@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-const IVR: &str = "test-ivr-token";
+const IVR: &str = "test-ivr-token-0123456789";
 
 const CONFIG: &str = r#"
 [phone]
@@ -19,7 +19,7 @@ cti_users = ["alice"]
 numbers = ["201"]
 token = "alice-token"
 [ivr]
-token = "test-ivr-token"
+token = "test-ivr-token-0123456789"
 flags = [{ name = "vip", field = "vip" }, { name = "language", field = "language" }]
 [[ivr.rules]]
 name = "blocked"
@@ -169,7 +169,7 @@ async fn the_ivr_needs_its_token_and_says_what_is_wrong() {
 
 #[tokio::test]
 async fn with_no_rules_blocked_callers_are_rejected_and_the_rest_continue() {
-    let t = spawn_with("[phone]\ndefault_region = \"DE\"\n[routing]\nblock_list = [\"+49 30 6660000\"]\n[ivr]\ntoken = \"test-ivr-token\"\n").await;
+    let t = spawn_with("[phone]\ndefault_region = \"DE\"\n[routing]\nblock_list = [\"+49 30 6660000\"]\n[ivr]\ntoken = \"test-ivr-token-0123456789\"\n").await;
     assert_eq!(json_of(&t, "ani=%2B49306660000").await["route"]["action"], "reject");
     let v = json_of(&t, "ani=anonymous").await;
     assert_eq!((v["route"]["action"].as_str(), v["identification"]["outcome"].as_str()), (Some("continue"), Some("skipped")));
@@ -179,7 +179,7 @@ const VERIFY: &str = r#"
 [phone]
 default_region = "DE"
 [ivr]
-token = "test-ivr-token"
+token = "test-ivr-token-0123456789"
 [ivr.verify]
 fields = { pin = "pin", order = "last_order" }
 max_attempts_per_number = 3

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-const IVR: &str = "test-ivr-token";
+const IVR: &str = "test-ivr-token-0123456789";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -302,7 +302,7 @@ async fn the_panel_bootstrap_names_codes_workflows_entities_and_dynamics() {
 
     let page = t.http.get(t.url("/agent")).send().await.expect("page");
     let csp = page.headers().get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    assert!(csp.contains("script-src 'self' https://contoso.crm4.dynamics.com;"), "the CIF library may load: {csp}");
+    assert!(csp.contains("script-src 'self' https://contoso.crm4.dynamics.com/webresources/Widget/msdyn_ciLibrary.js;"), "the CIF library may load, and only it: {csp}");
     assert!(csp.contains("frame-ancestors 'self' https://contoso.crm4.dynamics.com;"), "Dynamics may frame it: {csp}");
     let r = t.http.post(t.url("/api/v1/session")).json(&json!({"agent": "alice", "password": "alice-token"})).send().await.expect("sign in");
     let cookie = r.headers().get(SET_COOKIE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();

@@ -98,6 +98,7 @@ async fn start(id: String, config: PathBuf, data: PathBuf, database_url: String,
         .env("CXBRIDGE_CTI_TOKEN", CTI)
         .env("CXBRIDGE_IVR_TOKEN", IVR)
         .env("CXBRIDGE_SESSION_SECRET", "cluster-session-secret-0123456789")
+        .env("CXBRIDGE_BUS_SECRET", "cluster-bus-secret-0123456789")
         .env("CXBRIDGE_LOG", "info,tower_http=warn,sqlx=warn")
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env_remove("CXBRIDGE_CONFIG")

@@ -34,7 +34,7 @@ async fn new_call_asks_for_callbacks_and_transfers_fold_into_one_conversation() 
     assert_eq!((s, ct.as_str()), (200, "application/xml"));
     assert_eq!(
         xml,
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response onAnswer=\"https://hub.example.com/api/v1/sipgate/test-cti-token\" onHangup=\"https://hub.example.com/api/v1/sipgate/test-cti-token\"/>\n"
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response onAnswer=\"https://hub.example.com/api/v1/sipgate/test-cti-token-0123456789\" onHangup=\"https://hub.example.com/api/v1/sipgate/test-cti-token-0123456789\"/>\n"
     );
     let pop = next_of(&mut alice, "pop").await;
     assert_eq!(pop["pop"]["record"]["id"], ada.as_str());

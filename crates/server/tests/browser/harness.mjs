@@ -23,8 +23,8 @@ export const BIN = process.env.CXBRIDGE_BIN ? path.resolve(process.env.CXBRIDGE_
 export const CHROMIUM = process.env.CXBRIDGE_CHROMIUM || '/usr/bin/chromium';
 export const REQUIRE_PEERS = process.env.CXBRIDGE_REQUIRE_PEERS === '1';
 
-export const ADMIN = 'admin-secret';
-export const CTI = 'cti-secret';
+export const ADMIN = 'admin-secret-0123456789';
+export const CTI = 'cti-secret-0123456789';
 export const ALICE = { id: 'alice', name: 'Alice Example', password: 'correct horse battery staple', token: 'alice-token' };
 export const BOB = { id: 'bob', name: 'Bob Builder', token: 'bob-token' };
 export const DIALED = '+14155550000';
