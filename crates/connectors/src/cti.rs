@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{CallEvent, MAX_ID_LEN, Reply, WireError, check_len, direction, kind};
+use crate::{CallEvent, MAX_ID_LEN, Reply, WireError, check_agents, check_len, direction, kind, parse_form_body};
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -80,7 +80,7 @@ pub fn parse_json(body: &[u8]) -> Result<CallEvent, WireError> {
 
 /// Parses an `application/x-www-form-urlencoded` body (`user[]` repeated for lists).
 pub fn parse_form(body: &[u8]) -> Result<CallEvent, WireError> {
-    let b: FormBody = serde_html_form::from_bytes(body).map_err(|e| WireError::Malformed { format: "form data", detail: e.to_string() })?;
+    let b: FormBody = parse_form_body(body)?;
     let mut users = b.user;
     users.extend(b.user_list);
     build(Fields {
@@ -102,7 +102,8 @@ fn build(f: Fields) -> Result<CallEvent, WireError> {
     check_len("callId", &call_id, MAX_ID_LEN)?;
     let dir = direction(f.direction.as_deref().ok_or(WireError::Missing("direction"))?)?;
     let kind = kind(&event, f.cause.as_deref())?;
-    let users = f.users.into_iter().filter(|u| !u.trim().is_empty()).collect();
+    let users: Vec<String> = f.users.into_iter().filter(|u| !u.trim().is_empty()).collect();
+    check_agents("user", &users)?;
     Ok(CallEvent {
         source: "cti",
         kind,
@@ -173,6 +174,35 @@ mod tests {
         }
         let long = format!(r#"{{"event":"newCall","direction":"in","callId":"{}"}}"#, "x".repeat(251));
         assert!(parse_json(long.as_bytes()).expect_err("too long").to_string().contains("at most 250"));
+    }
+
+    #[test]
+    fn form_text_that_is_not_utf8_is_refused_as_malformed() {
+        for body in [&b"event=newCall&from=%FF%FE&to=1&direction=in&callId=c1"[..], b"event=newCall&from=1&to=1&direction=in&callId=c%E9", b"event=newCall&direction=in&callId=c1&user=\xff"] {
+            let err = parse_form(body).expect_err("not UTF-8");
+            assert!(matches!(err, WireError::Malformed { .. }), "{err:?}");
+            assert!(err.to_string().contains("not UTF-8"), "{err}");
+        }
+        // Percent-encoded UTF-8 and a non-breaking space are text like any other.
+        let e = parse_form(b"event=newCall&from=%2B49%C2%A030%C2%A0123456&to=1&direction=in&callId=c1&user=Ren%C3%A9").expect("UTF-8");
+        assert_eq!(e.from, "+49\u{a0}30\u{a0}123456");
+        assert_eq!(e.users, ["René"]);
+    }
+
+    #[test]
+    fn more_users_than_the_limit_are_refused_naming_it() {
+        let max = cxbridge_domain::conversation::MAX_AGENTS_PER_EVENT;
+        let users = |n: usize| (0..n).map(|i| format!("u{i}")).collect::<Vec<_>>();
+        let body = |n: usize| serde_json::to_vec(&json!({"event": "newCall", "direction": "in", "callId": "c1", "user": users(n)})).expect("json");
+        assert_eq!(parse_json(&body(max)).expect("at the limit").users.len(), max);
+        let err = parse_json(&body(100_000)).expect_err("over the limit");
+        assert_eq!(err, WireError::TooManyAgents { field: "user", count: 100_000, max });
+        assert!(err.to_string().contains("at most 100"), "{err}");
+        let form: String = format!("event=answer&direction=in&callId=c1{}", "&user%5B%5D=a".repeat(max + 1));
+        assert!(matches!(parse_form(form.as_bytes()), Err(WireError::TooManyAgents { count: 101, .. })));
+        // Empty names are not agents and do not count.
+        let form: String = format!("event=answer&direction=in&callId=c1&user=a{}", "&user=".repeat(max + 1));
+        assert_eq!(parse_form(form.as_bytes()).expect("empties dropped").users, ["a"]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use quick_xml::escape::escape;
 use serde::Deserialize;
 
-use crate::{CallEvent, MAX_ID_LEN, Reply, WireError, check_len, direction, kind};
+use crate::{CallEvent, MAX_ID_LEN, Reply, WireError, check_agents, check_len, direction, kind, parse_form_body};
 
 /// Fields we use; the others (`fullUserId[]`, `xcid`, …) are ignored.
 #[derive(Debug, Deserialize)]
@@ -34,7 +34,7 @@ struct FormBody {
 
 /// Parses a sipgate.io push request body.
 pub fn parse_form(body: &[u8]) -> Result<CallEvent, WireError> {
-    let b: FormBody = serde_html_form::from_bytes(body).map_err(|e| WireError::Malformed { format: "form data", detail: e.to_string() })?;
+    let b: FormBody = parse_form_body(body)?;
     let event = b.event.filter(|s| !s.is_empty()).ok_or(WireError::Missing("event"))?;
     let call_id = b.call_id.filter(|s| !s.is_empty()).ok_or(WireError::Missing("callId"))?;
     check_len("callId", &call_id, MAX_ID_LEN)?;
@@ -46,10 +46,10 @@ pub fn parse_form(body: &[u8]) -> Result<CallEvent, WireError> {
         None if event == "newCall" => return Err(WireError::Missing("direction")),
         None => cxbridge_domain::conversation::Direction::Inbound,
     };
-    let mut users = b.user;
-    users.extend(b.user_list);
-    let mut user_ids = b.user_id;
-    user_ids.extend(b.user_id_list);
+    let users: Vec<String> = b.user.into_iter().chain(b.user_list).filter(|u| !u.trim().is_empty()).collect();
+    check_agents("user", &users)?;
+    let user_ids: Vec<String> = b.user_id.into_iter().chain(b.user_id_list).filter(|u| !u.trim().is_empty()).collect();
+    check_agents("userId", &user_ids)?;
     Ok(CallEvent {
         source: "sipgate",
         kind: kind(&event, b.cause.as_deref())?,
@@ -58,8 +58,8 @@ pub fn parse_form(body: &[u8]) -> Result<CallEvent, WireError> {
         from: b.from.unwrap_or_default(),
         to: b.to.unwrap_or_default(),
         direction: dir,
-        users: users.into_iter().filter(|u| !u.trim().is_empty()).collect(),
-        user_ids: user_ids.into_iter().filter(|u| !u.trim().is_empty()).collect(),
+        users,
+        user_ids,
         queue: None,
         answering_number: b.answering_number.filter(|s| !s.is_empty()),
         diversion: b.diversion.filter(|s| !s.is_empty()),
@@ -122,6 +122,20 @@ mod tests {
         assert!(parse_form(b"event=newCall&direction=up&callId=c").expect_err("dir").to_string().contains("Invalid direction"));
         assert!(parse_form(b"event=newCall&direction=in").expect_err("id").to_string().contains("callId"));
         assert!(parse_form(b"event=newCall&callId=c").expect_err("dir").to_string().contains("direction"));
+    }
+
+    #[test]
+    fn form_text_that_is_not_utf8_is_refused_and_user_lists_are_capped() {
+        let err = parse_form(b"event=newCall&from=%FF%FE&to=1&direction=in&callId=c1").expect_err("not UTF-8");
+        assert!(matches!(err, WireError::Malformed { .. }) && err.to_string().contains("the value of `from` is not UTF-8"), "{err}");
+        let max = cxbridge_domain::conversation::MAX_AGENTS_PER_EVENT;
+        let names = format!("event=newCall&direction=in&callId=c1{}", "&user%5B%5D=Alice".repeat(max + 1));
+        assert_eq!(parse_form(names.as_bytes()), Err(WireError::TooManyAgents { field: "user", count: max + 1, max }));
+        let ids = format!("event=newCall&direction=in&callId=c1{}", "&userId%5B%5D=w0".repeat(100_000));
+        assert_eq!(parse_form(ids.as_bytes()), Err(WireError::TooManyAgents { field: "userId", count: 100_000, max }));
+        let at_limit = format!("event=newCall&direction=in&callId=c1{}", "&user%5B%5D=Alice&userId%5B%5D=w0".repeat(max));
+        let e = parse_form(at_limit.as_bytes()).expect("at the limit");
+        assert_eq!((e.users.len(), e.user_ids.len()), (max, max));
     }
 
     #[test]

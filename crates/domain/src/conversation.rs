@@ -8,7 +8,7 @@
 //! rewrites the activity if it was already written; see [`Event::source_time`] for when an
 //! answer counts as late rather than as after the end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -322,6 +322,23 @@ impl Conversation {
     }
 }
 
+/// The most agents one event may name (a PBX's `user` list, a native event's `agents`).
+/// Each named agent gets a pop and is stored with the conversation; a ring group larger
+/// than this is a queue (`queue` with `[[agents]] queues`), which the hub expands itself.
+pub const MAX_AGENTS_PER_EVENT: usize = 100;
+
+/// `items` without repeats, in the order first seen, in linear time.
+pub fn first_seen_unique(items: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    items.into_iter().filter(|i| seen.insert(i.clone())).collect()
+}
+
+/// The agents of `offered` that `known` does not hold yet, once each, in order.
+fn agents_not_in(known: &[String], offered: &[String]) -> Vec<String> {
+    let known: HashSet<&str> = known.iter().map(String::as_str).collect();
+    first_seen_unique(offered.iter().filter(|a| !known.contains(a.as_str())).cloned())
+}
+
 /// A normalized event, whatever wire format it came in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -468,7 +485,7 @@ pub fn apply(current: Option<Conversation>, event: Event, new_id: &str, policy: 
                 let from_agent = c.agent.clone();
                 let to = if offer.agents.is_empty() { offer.queue.clone().unwrap_or_else(|| offer.dialed.raw.clone()) } else { offer.agents.join(", ") };
                 c.transfers.push(Transfer { at, from_agent, to });
-                let new_agents: Vec<String> = offer.agents.iter().filter(|a| !c.offered_to.contains(a)).cloned().collect();
+                let new_agents = agents_not_in(&c.offered_to, &offer.agents);
                 c.offered_to.extend(new_agents.iter().cloned());
                 if offer.queue.is_some() {
                     c.queue = offer.queue.clone();
@@ -480,7 +497,7 @@ pub fn apply(current: Option<Conversation>, event: Event, new_id: &str, policy: 
                 }
                 effects.push(Effect::Update);
             } else if c.state.is_open() {
-                let new_agents: Vec<String> = offer.agents.iter().filter(|a| !c.offered_to.contains(a)).cloned().collect();
+                let new_agents = agents_not_in(&c.offered_to, &offer.agents);
                 if !new_agents.is_empty() {
                     c.offered_to.extend(new_agents.iter().cloned());
                     effects.push(Effect::Pop(new_agents));
@@ -636,10 +653,10 @@ fn start(event: Event, id: &str, policy: Policy) -> Result<Transition, Transitio
             c.customer = offer.customer;
             c.dialed = offer.dialed;
             c.queue = offer.queue;
-            c.offered_to = offer.agents.clone();
+            c.offered_to = first_seen_unique(offer.agents);
             c.details = offer.details;
             c.identification = offer.identification;
-            effects.push(Effect::Pop(offer.agents));
+            effects.push(Effect::Pop(c.offered_to.clone()));
         }
         EventKind::Connected { agent } => {
             // The offer was lost or is late: start connected, the offer fills the gaps.

@@ -410,14 +410,14 @@ impl<'a> Context<'a> {
         let (mut any_placeholder, mut any_value) = (false, false);
         let mut out = String::with_capacity(template.len());
         let mut rest = template;
-        while let Some(open) = rest.find("{{") {
-            out.push_str(&rest[..open]);
-            let after = &rest[open + 2..];
-            let Some(close) = after.find("}}") else {
-                out.push_str(&rest[open..]);
+        while let Some((before, after)) = rest.split_once("{{") {
+            out.push_str(before);
+            let Some((inner, after_close)) = after.split_once("}}") else {
+                out.push_str("{{");
+                out.push_str(after);
                 return (out, any_placeholder, any_value);
             };
-            let (name, transform_name) = split_placeholder(&after[..close]);
+            let (name, transform_name) = split_placeholder(inner);
             let mut v = self.get(name);
             if let Some(t) = transform_name {
                 v = transform(&v, t);
@@ -426,7 +426,7 @@ impl<'a> Context<'a> {
             any_placeholder = true;
             any_value |= !shown.trim().is_empty();
             out.push_str(&shown);
-            rest = &after[close + 2..];
+            rest = after_close;
         }
         out.push_str(rest);
         (out, any_placeholder, any_value)
@@ -443,11 +443,10 @@ fn split_placeholder(inner: &str) -> (&str, Option<&str>) {
 fn placeholders(template: &str) -> Vec<(&str, Option<&str>)> {
     let mut out = vec![];
     let mut rest = template;
-    while let Some(open) = rest.find("{{") {
-        let after = &rest[open + 2..];
-        let Some(close) = after.find("}}") else { break };
-        out.push(split_placeholder(&after[..close]));
-        rest = &after[close + 2..];
+    while let Some((_, after)) = rest.split_once("{{") {
+        let Some((inner, after_close)) = after.split_once("}}") else { break };
+        out.push(split_placeholder(inner));
+        rest = after_close;
     }
     out
 }

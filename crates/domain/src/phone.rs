@@ -150,26 +150,27 @@ fn is_withheld(cleaned: &str) -> bool {
 
 /// Removes what libphonenumber would trip over: URI schemes and parameters, SIP hosts,
 /// the `(0)` trunk prefix written after a country code, `00` international prefixes, and
-/// a `+` that a query string turned into a leading space.
+/// a `+` that a query string turned into a leading space. Any Unicode space (a
+/// non-breaking space from a pasted document) counts as a space. Works on characters and
+/// on the splits `str` gives at ASCII delimiters, never on byte offsets: the input is
+/// whatever a caller sent.
 fn clean(raw: &str) -> String {
-    let mut s = raw.trim().to_string();
+    let spaced: String = raw.chars().map(|c| if c.is_whitespace() { ' ' } else { c }).collect();
+    let mut s = spaced.trim();
     for scheme in ["tel:", "sip:", "sips:"] {
-        if s.len() >= scheme.len() && s[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            s = s[scheme.len()..].to_string();
+        if let Some(rest) = strip_prefix_ignore_ascii_case(s, scheme) {
+            s = rest;
         }
     }
-    if let Some(at) = s.find('@') {
-        s.truncate(at);
-    }
+    let s = s.split_once('@').map_or(s, |(user, _host)| user);
     // RFC 3966 parameters other than the extension (`;phone-context=…`).
-    if let Some(semi) = s.find(';') {
-        let (number, params) = s.split_at(semi);
-        let ext = params.split(';').find_map(|p| p.strip_prefix("ext="));
-        s = match ext {
+    let s = match s.split_once(';') {
+        Some((number, params)) => match params.split(';').find_map(|p| p.strip_prefix("ext=")) {
             Some(e) => format!("{number} ext. {e}"),
             None => number.to_string(),
-        };
-    }
+        },
+        None => s.to_string(),
+    };
     let s = s.trim().to_string();
     let international = s.starts_with('+') || s.starts_with("00");
     let mut s = if international { s.replace("(0)", "").replace("( 0 )", "") } else { s };
@@ -180,12 +181,23 @@ fn clean(raw: &str) -> String {
         // In international form the digits alone say everything, and libphonenumber's port
         // misreads a country code glued to a hyphenated group (`+4930-555-0100`): keep only
         // the digits, and an extension after the first letter (`ext. 12`, `x204`).
-        let split = s.find(|c: char| c.is_ascii_alphabetic() || c == '#').unwrap_or(s.len());
-        let (number, extension) = s.split_at(split);
-        let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+        let starts_extension = |c: &char| c.is_ascii_alphabetic() || *c == '#';
+        let digits: String = s.chars().take_while(|c| !starts_extension(c)).filter(char::is_ascii_digit).collect();
+        let extension: String = s.chars().skip_while(|c| !starts_extension(c)).collect();
         s = if extension.is_empty() { format!("+{digits}") } else { format!("+{digits} {extension}") };
     }
     s
+}
+
+/// `s` without `prefix` (ASCII, any case), compared character by character.
+fn strip_prefix_ignore_ascii_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let mut rest = s.chars();
+    for want in prefix.chars() {
+        if !rest.next()?.eq_ignore_ascii_case(&want) {
+            return None;
+        }
+    }
+    Some(rest.as_str())
 }
 
 #[cfg(test)]
@@ -248,6 +260,26 @@ mod tests {
     }
 
     #[test]
+    fn unicode_spaces_count_as_spaces_and_other_letters_never_panic() {
+        // Numbers pasted from documents carry non-breaking and other Unicode spaces.
+        check("DE", "+49\u{a0}30\u{a0}123456", "+4930123456");
+        check("DE", "+49\u{202f}30\u{2009}1234567", "+49301234567");
+        check("DE", "\u{a0}030\u{a0}1234567\u{3000}", "+49301234567");
+        check("DE", "tel:+49\u{a0}30\u{a0}1234567", "+49301234567");
+        check("DE", "\u{a0}\u{a0}", "anonymous");
+        // Not numbers: classified, never a panic on a character boundary.
+        check("DE", "é", "invalid");
+        check("DE", "\u{fffd}\u{fffd}", "invalid");
+        check("DE", "+é49", "invalid");
+        check("DE", "sïp:alice@example.com", "invalid");
+        check("DE", "00é", "invalid");
+        let n = PhoneNormalizer::new(Some("DE"), &["+49\u{a0}30\u{a0}9999000".to_string()]).expect("region");
+        assert_eq!(n.index_key("+49\u{a0}30\u{a0}1234567").as_deref(), Some("+49301234567"));
+        assert_eq!(n.index_key("é"), None);
+        assert_eq!(n.normalize("030 9999000"), Normalized::Own("+49309999000".into()), "an own number given with non-breaking spaces");
+    }
+
+    #[test]
     fn unknown_region_is_an_error_naming_it() {
         let err = PhoneNormalizer::new(Some("XX"), &[]).expect_err("XX is no region");
         assert!(err.to_string().contains("`XX`"));
@@ -284,5 +316,57 @@ mod notation_tests {
         dedup.dedup();
         assert_eq!(dedup.len(), de.len());
         assert_eq!(n.notations("garbage"), vec!["garbage".to_string()]);
+    }
+}
+
+#[cfg(test)]
+mod property_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Characters phone numbers are written with, and the ones that tripped byte offsets.
+    const PHONEISH: &str = "[+0-9 ()./;:@=#a-zA-Z\\-\u{a0}\u{202f}\u{2009}\u{3000}é€\u{fffd}\u{200b}]{0,40}";
+
+    fn classify(n: &Normalized) -> (Option<String>, Option<&'static str>) {
+        (n.e164().map(str::to_string), n.skip_reason())
+    }
+
+    fn normalizer() -> PhoneNormalizer {
+        PhoneNormalizer::new(Some("DE"), &["+49 30 9999000".to_string()]).expect("region")
+    }
+
+    proptest! {
+        #[test]
+        fn every_public_function_takes_any_string(raw in any::<String>()) {
+            let n = normalizer();
+            let _ = n.normalize(&raw);
+            let _ = n.index_key(&raw);
+            let _ = n.notations(&raw);
+            let _ = PhoneNormalizer::new(Some(&raw), std::slice::from_ref(&raw));
+            let _ = PhoneNormalizer::new(None, &[raw]);
+        }
+
+        #[test]
+        fn every_public_function_takes_any_phone_like_string(raw in PHONEISH) {
+            let n = normalizer();
+            if let Some(e164) = n.normalize(&raw).e164() {
+                let notations = n.notations(e164);
+                prop_assert_eq!(notations.first().map(String::as_str), Some(e164));
+            }
+            let _ = n.index_key(&raw);
+            let _ = n.notations(&raw);
+            let _ = PhoneNormalizer::new(Some("US"), &[raw]);
+        }
+
+        #[test]
+        fn a_unicode_space_classifies_like_a_space(raw in "[+0-9 ()/\\-]{0,24}") {
+            let n = normalizer();
+            for space in ['\u{a0}', '\u{202f}', '\u{2009}', '\u{3000}'] {
+                let unicode = raw.replace(' ', &space.to_string());
+                prop_assert_eq!(classify(&n.normalize(&unicode)), classify(&n.normalize(&raw)), "{:?} vs {:?}", unicode, raw);
+                prop_assert_eq!(n.index_key(&unicode), n.index_key(&raw));
+            }
+        }
     }
 }

@@ -679,3 +679,31 @@ fn a_later_identification_replaces_only_one_that_found_nobody() {
     );
     check(&[identified(1, Identification::None)], "unknown(call-1)");
 }
+
+// ---------------------------------------------------------------------------------------
+// Agent lists from input.
+
+#[test]
+fn dedup_keeps_the_first_seen_order() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (&[], &[]),
+        (&["alice"], &["alice"]),
+        (&["bob", "alice", "bob", "carol", "alice"], &["bob", "alice", "carol"]),
+        (&["alice", "alice", "alice"], &["alice"]),
+        (&["Alice", "alice"], &["Alice", "alice"]),
+    ];
+    for (input, want) in cases {
+        let got = first_seen_unique(input.iter().map(|s| s.to_string()));
+        assert_eq!(got, *want, "{input:?}");
+    }
+}
+
+#[test]
+fn an_agent_named_twice_in_one_offer_is_offered_and_popped_once() {
+    check(&[offer("L1", 0, &["bob", "alice", "bob"])], "offered pop(bob,alice)");
+    assert_eq!(last(Policy::default(), &[offer("L1", 0, &["bob", "alice", "bob"])]).offered_to, ["bob", "alice"]);
+    // A transfer leg naming known and new agents, some twice, pops each new one once.
+    let (steps, c) = run(Policy::default(), &[offer("L1", 0, &["alice"]), offer("L2", 60, &["carol", "alice", "dave", "carol"])]);
+    assert_eq!(describe(&steps[1]), "offered pop(carol,dave) update");
+    assert_eq!(c.expect("conversation").offered_to, ["alice", "carol", "dave"]);
+}
