@@ -13,6 +13,7 @@ pub mod ivr;
 pub mod routes;
 pub mod service;
 pub mod session;
+pub mod throttle;
 pub mod views;
 pub mod workers;
 
@@ -192,7 +193,8 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl std::futur
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("the HTTP server failed")?;
+    // Connect info: the sign-in throttle counts failures per client address.
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await.context("the HTTP server failed")?;
     let _ = stop_tx.send(true);
     if let Some(t) = from_bus {
         let _ = t.await;

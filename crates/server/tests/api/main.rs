@@ -13,6 +13,8 @@ mod lifecycle;
 mod panel;
 mod salesforce;
 mod scaleout;
+mod sign_in;
 mod sipgate;
+mod streams;
 mod tryton;
 mod workflows;
