@@ -89,6 +89,9 @@ async fn send(socket: &mut WebSocket, message: Message) -> bool {
 
 const POLICY: u16 = 1008;
 const TOO_BIG: u16 = 1009;
+/// The session the stream was opened with ended: the panel shows its sign-in (as for 401)
+/// instead of reconnecting.
+const SESSION_ENDED: u16 = 4401;
 
 async fn run(app: Arc<App>, mut sub: Subscription, session: Option<Session>, mut socket: WebSocket) {
     // Subscribed before the snapshot so nothing that happens in between is lost; the panel
@@ -135,16 +138,17 @@ async fn run(app: Arc<App>, mut sub: Subscription, session: Option<Session>, mut
             },
             ended = sub.end.changed() => {
                 let reason = if ended.is_ok() { *sub.end.borrow() } else { None };
-                close(&mut socket, POLICY, reason.map_or("closed", StreamEnd::reason)).await;
+                let code = if reason == Some(StreamEnd::SignedOut) { SESSION_ENDED } else { POLICY };
+                close(&mut socket, code, reason.map_or("closed", StreamEnd::reason)).await;
                 break;
             }
             () = &mut expiry => {
-                close(&mut socket, POLICY, "the session expired; sign in again").await;
+                close(&mut socket, SESSION_ENDED, "the session expired; sign in again").await;
                 break;
             }
             _ = ping.tick() => {
                 if let Some(s) = &session && !app.not_signed_out(s).await {
-                    close(&mut socket, POLICY, StreamEnd::SignedOut.reason()).await;
+                    close(&mut socket, SESSION_ENDED, StreamEnd::SignedOut.reason()).await;
                     break;
                 }
                 if !send(&mut socket, Message::Ping(Vec::new().into())).await { break; }

@@ -62,7 +62,7 @@ async fn signing_out_closes_the_streams_opened_with_the_session_but_not_token_st
 
     let out = t.http.delete(t.url("/api/v1/session")).header(COOKIE, &cookie).header("x-csrf-token", &csrf).send().await.expect("sign out");
     assert_eq!(out.status(), 204);
-    assert_eq!(closed(&mut panel, Duration::from_secs(5)).await, (1008, "signed out".to_string()));
+    assert_eq!(closed(&mut panel, Duration::from_secs(5)).await, (4401, "signed out".to_string()), "the panel shows its sign-in on 4401");
 
     let (s, v) = t.cti(new_call("s-out", "+49 30 1234567", "alice")).await;
     assert_eq!(s, 200, "{v}");
@@ -82,7 +82,7 @@ async fn a_panel_stream_ends_when_its_session_expires() {
     let mut ws = cookie_stream(&t, &cookie, None).await.expect("still valid");
     next_of(&mut ws, "snapshot").await;
     let (code, reason) = closed(&mut ws, Duration::from_secs(10)).await;
-    assert_eq!(code, 1008);
+    assert_eq!(code, 4401);
     assert!(reason.contains("expired"), "{reason}");
     assert_eq!(cookie_stream(&t, &cookie, None).await.err(), Some(401), "and no new one opens with it");
 }
