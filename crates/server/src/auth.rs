@@ -55,13 +55,18 @@ impl App {
     pub async fn session(&self, headers: &HeaderMap) -> Option<Session> {
         let value = session::cookie(headers)?;
         let s = self.sessions.decode(value, jiff::Timestamp::now().as_second(), |id| self.agent_config(id))?;
+        self.not_signed_out(&s).await.then_some(s)
+    }
+
+    /// Whether `s` was issued after its agent last signed out (on any node).
+    pub async fn not_signed_out(&self, s: &Session) -> bool {
         match self.store.signed_out_at(&s.agent).await {
-            Ok(Some(at)) if s.issued < at.as_millisecond() => None,
-            Ok(_) => Some(s),
+            Ok(Some(at)) => s.issued >= at.as_millisecond(),
+            Ok(None) => true,
             Err(e) => {
                 // Without the database nothing else works either; refuse rather than guess.
                 tracing::warn!(error = %e, "cannot check the agent's sign-outs");
-                None
+                false
             }
         }
     }
@@ -147,10 +152,38 @@ impl Tokens {
     }
 }
 
+/// The address the connection came from (`None` when the server was not started with
+/// connect info, as in a router built without [`crate::run`]).
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())))
+    }
+}
+
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// `text` cut to at most `max_bytes` (at a char boundary, with `…` when cut), for log
+/// fields whose value the client chose: a long name must not become a long log line.
+pub fn clip_for_log(text: &str, max_bytes: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max_bytes {
+        return text.into();
+    }
+    let kept: String = text
+        .chars()
+        .scan(0, |used, c| {
+            *used += c.len_utf8();
+            (*used <= max_bytes).then_some(c)
+        })
+        .collect();
+    format!("{kept}… ({} bytes)", text.len()).into()
 }
 
 pub fn random_token() -> String {
@@ -191,5 +224,19 @@ mod tests {
         ] {
             assert_eq!(same(a, b), want, "{a:?} vs {b:?}");
         }
+    }
+
+    #[test]
+    fn log_fields_are_clipped_at_a_char_boundary() {
+        for (text, max, want) in [
+            ("alice", 64, "alice"),
+            ("abcdef", 3, "abc… (6 bytes)"),
+            ("ééé", 3, "é… (6 bytes)"),
+            ("\u{a0}x", 1, "… (3 bytes)"),
+            ("日本語", 7, "日本… (9 bytes)"),
+        ] {
+            assert_eq!(clip_for_log(text, max), want, "{text:?} at {max}");
+        }
+        assert!(clip_for_log(&"x".repeat(2_000_000), 64).len() < 100);
     }
 }

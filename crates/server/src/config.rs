@@ -398,6 +398,20 @@ pub struct PanelConfig {
     pub require_disposition: bool,
     /// Running inside Dynamics 365 (Channel Integration Framework).
     pub dynamics: Option<DynamicsPanelConfig>,
+    /// Failed sign-ins of one agent within `sign_in_window_secs` before it must wait.
+    pub sign_in_failures_per_agent: usize,
+    /// Failed sign-ins from one client address (an IPv6 /64) within the window, whatever
+    /// the agent. Behind a reverse proxy every client has the proxy's address.
+    pub sign_in_failures_per_client: usize,
+    pub sign_in_window_secs: u64,
+    /// Password checks (Argon2, ~19 MiB each) running at once; more wait.
+    pub password_checks: usize,
+    /// How long a sign-in waits for a password check before 503.
+    pub password_check_wait_ms: u64,
+    /// Agent streams (WebSockets) open at once per agent on a node; more are refused (429).
+    pub streams_per_agent: usize,
+    /// Messages waiting for one stream; a client that falls this far behind is disconnected.
+    pub stream_queue_frames: usize,
 }
 
 impl Default for PanelConfig {
@@ -410,6 +424,13 @@ impl Default for PanelConfig {
             session_secret: None,
             require_disposition: false,
             dynamics: None,
+            sign_in_failures_per_agent: 5,
+            sign_in_failures_per_client: 30,
+            sign_in_window_secs: 300,
+            password_checks: 2,
+            password_check_wait_ms: 2000,
+            streams_per_agent: 8,
+            stream_queue_frames: 256,
         }
     }
 }
@@ -672,6 +693,13 @@ impl Config {
             if a.id.trim().is_empty() {
                 return Err("[[agents]]: every agent needs an `id`".into());
             }
+            if a.id.len() > crate::session::MAX_AGENT_ID_BYTES || a.id.chars().any(char::is_control) || a.id.trim() != a.id {
+                return Err(format!(
+                    "[[agents]]: agent id `{}` must be at most {} bytes, without control characters or surrounding spaces",
+                    crate::auth::clip_for_log(&a.id, 64),
+                    crate::session::MAX_AGENT_ID_BYTES
+                ));
+            }
             if !seen.insert(&a.id) {
                 return Err(format!("[[agents]]: agent `{}` is declared twice", a.id));
             }
@@ -768,6 +796,18 @@ impl Config {
         let p = &self.panel;
         if !(1..=168).contains(&p.session_hours) {
             return Err(format!("[panel] session_hours must be 1 to 168, not {}", p.session_hours));
+        }
+        for (key, value) in [
+            ("sign_in_failures_per_agent", p.sign_in_failures_per_agent),
+            ("sign_in_failures_per_client", p.sign_in_failures_per_client),
+            ("sign_in_window_secs", usize::try_from(p.sign_in_window_secs).unwrap_or(usize::MAX)),
+            ("password_checks", p.password_checks),
+            ("streams_per_agent", p.streams_per_agent),
+            ("stream_queue_frames", p.stream_queue_frames),
+        ] {
+            if value == 0 {
+                return Err(format!("[panel] {key} must be at least 1"));
+            }
         }
         if !matches!(p.cookie_secure.as_str(), "auto" | "always" | "never") {
             return Err(format!("[panel] cookie_secure must be `auto`, `always` or `never`, not `{}`", p.cookie_secure));
@@ -929,6 +969,8 @@ mod tests {
             ("[[memorialization.fields]]\ntarget = \"x\"\nsource = \"nope\"\n", "unknown source `nope`"),
             ("[[pop_rules]]\nsingle = \"open_related\"\nrelated = \"boss\"\n", "relation named `boss`"),
             ("[[agents]]\nid = \"a\"\n[[agents]]\nid = \"a\"\n", "declared twice"),
+            ("[[agents]]\nid = \"a \"\n", "surrounding spaces"),
+            ("[panel]\nstreams_per_agent = 0\n", "streams_per_agent must be at least 1"),
             ("[server]\ndurability = \"maybe\"\n", "durability"),
             ("[[agents]]\nid = \"a\"\npassword_hash = \"secret\"\n", "cxbridge hash-password"),
             ("[panel]\nembed_origins = [\"https://x.crm.dynamics.com/main.aspx\"]\n", "not an origin"),

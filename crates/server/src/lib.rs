@@ -16,6 +16,7 @@ pub mod redact;
 pub mod routes;
 pub mod service;
 pub mod session;
+pub mod throttle;
 pub mod views;
 pub mod workers;
 

@@ -91,7 +91,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdo
     let (done_tx, done_rx) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
                 Err(e) => {
@@ -114,7 +114,8 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdo
             continue;
         };
         let io = TokioIo::new(Counted { tcp, _permit: permit });
-        let service = TowerToHyperService::new(router.clone());
+        // Connect info: the sign-in throttle counts failures per client address.
+        let service = TowerToHyperService::new(tower_http::add_extension::AddExtension::new(router.clone(), axum::extract::ConnectInfo(peer)));
         let conn = http.serve_connection(io, service).with_upgrades();
         let mut stop = stop_rx.clone();
         let done = done_rx.clone();

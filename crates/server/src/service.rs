@@ -312,8 +312,8 @@ impl App {
     }
 
     /// An agent's stream closed: this node and the others forget it.
-    pub fn stream_closed(&self, agent: &str, stream: u64) {
-        self.hub.unsubscribe(agent, stream);
+    pub fn stream_closed(&self, stream: crate::hub::Subscription) {
+        drop(stream);
         self.announce_presence();
     }
 

@@ -5,8 +5,9 @@
 //! agent's credentials), so it survives a restart, works on every node that shares the
 //! secret, and dies when the agent's password or token changes or the agent is removed.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordVerifier, phc::PasswordHash};
@@ -15,16 +16,33 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::same;
 use crate::config::{AgentConfig, PanelConfig};
+use crate::throttle::WindowCounts;
 
 pub const COOKIE: &str = "cxbridge_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// Failed sign-ins allowed per agent within `FAILURE_WINDOW` before refusing for a while.
-const MAX_FAILURES: usize = 5;
-const FAILURE_WINDOW: Duration = Duration::from_secs(300);
+/// The longest agent id a sign-in may name (and the configuration may declare). Longer
+/// names are refused before anything is counted, hashed or logged.
+pub const MAX_AGENT_ID_BYTES: usize = 128;
+/// The longest password or token a sign-in may send.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Unknown agent names are counted in this many buckets (by a keyed hash of the name): the
+/// table stays small whatever names are tried, and an unknown name is locked out like a
+/// known one, so the answers do not tell which agents exist.
+const UNKNOWN_AGENT_BUCKETS: u16 = 256;
+/// Known agents with recent failures the lockout table keeps, besides the unknown buckets.
+const AGENT_CAPACITY: usize = 4096;
+/// Client addresses the per-client throttle keeps.
+const CLIENT_CAPACITY: usize = 4096;
+
+/// Verified for agents that have no password hash (unknown, or signing in by token) so
+/// that every sign-in costs one Argon2 check with the parameters `hash_password` uses and
+/// the time taken does not tell known agents from unknown ones. Nobody knows its password.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$pjV8DRTX86tug54E5xpG+w$7sYTKHE9bszspZdbPlMlcUztxkZ9japkh+8c1ZGazBk";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -44,6 +62,84 @@ pub enum SignInError {
     BadCredentials,
     #[error("too many failed sign-ins for this agent; try again in {0} s")]
     TooManyAttempts(u64),
+    #[error("too many failed sign-ins from your address; try again in {0} s")]
+    TooManyFromClient(u64),
+    #[error("the server is busy checking other sign-ins; try again in {0} s")]
+    Busy(u64),
+}
+
+/// Whose failures a sign-in counts against: a configured agent, or the bucket of an
+/// unknown name (never the raw name, which the client chooses).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum AttemptKey {
+    Agent(String),
+    Unknown(u16),
+}
+
+struct Attempts {
+    by_agent: WindowCounts<AttemptKey>,
+    by_client: WindowCounts<IpAddr>,
+}
+
+/// A sign-in attempt, counted before its password is checked so that a parallel burst
+/// cannot check more guesses than the limit. Dropped unchecked (the server was busy, the
+/// client went away) it is taken back.
+pub struct Attempt {
+    attempts: Arc<Mutex<Attempts>>,
+    key: AttemptKey,
+    client: Option<IpAddr>,
+    at: Instant,
+    settled: bool,
+}
+
+impl Attempt {
+    /// A success clears the agent's failures and gives the client's attempt back; a failure
+    /// stays counted.
+    fn settle(mut self, succeeded: bool) {
+        self.settled = true;
+        if !succeeded {
+            return;
+        }
+        if let Ok(mut a) = self.attempts.lock() {
+            a.by_agent.forget(&self.key);
+            if let Some(c) = &self.client {
+                a.by_client.take_back(c, self.at);
+            }
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        if let Ok(mut a) = self.attempts.lock() {
+            a.by_agent.take_back(&self.key, self.at);
+            if let Some(c) = &self.client {
+                a.by_client.take_back(c, self.at);
+            }
+        }
+    }
+}
+
+/// The throttle's key for a client: IPv6 clients by their /64 (one host usually has the
+/// whole prefix), IPv4-mapped addresses as IPv4.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 pub struct Sessions {
@@ -51,7 +147,11 @@ pub struct Sessions {
     hours: u64,
     cookie_secure: String,
     embedded: bool,
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
+    attempts: Arc<Mutex<Attempts>>,
+    /// Argon2 holds ~19 MiB for each check: only this many run at once.
+    checks: Arc<Semaphore>,
+    check_wait: Duration,
+    password_checks: AtomicU64,
 }
 
 /// Checks that `hash` is a PHC string Argon2 can verify against.
@@ -85,12 +185,19 @@ fn credential_fingerprint(agent: &AgentConfig) -> String {
 
 impl Sessions {
     pub fn new(secret: &str, panel: &PanelConfig) -> Self {
+        let window = Duration::from_secs(panel.sign_in_window_secs.max(1));
         Self {
             secret: secret.as_bytes().to_vec(),
             hours: panel.session_hours,
             cookie_secure: panel.cookie_secure.clone(),
             embedded: !panel.embed_origins.is_empty(),
-            failures: Mutex::new(HashMap::new()),
+            attempts: Arc::new(Mutex::new(Attempts {
+                by_agent: WindowCounts::new(panel.sign_in_failures_per_agent, window, AGENT_CAPACITY + usize::from(UNKNOWN_AGENT_BUCKETS)),
+                by_client: WindowCounts::new(panel.sign_in_failures_per_client, window, CLIENT_CAPACITY),
+            })),
+            checks: Arc::new(Semaphore::new(panel.password_checks.max(1))),
+            check_wait: Duration::from_millis(panel.password_check_wait_ms),
+            password_checks: AtomicU64::new(0),
         }
     }
 
@@ -104,47 +211,75 @@ impl Sessions {
         mac
     }
 
-    /// Checks the agent's password (or token) and returns a new session. Argon2 is slow on
-    /// purpose: call this off the async threads.
-    pub fn sign_in(&self, agent: Option<&AgentConfig>, agent_id: &str, password: &str, now_ms: i64) -> Result<Session, SignInError> {
-        if let Some(wait) = self.locked_out(agent_id) {
-            return Err(SignInError::TooManyAttempts(wait));
+    /// Counts a sign-in attempt against the agent (an unknown name against its bucket) and
+    /// the client, before anything is checked; refused when either is at its limit.
+    pub fn begin(&self, agent: Option<&AgentConfig>, agent_id: &str, client: Option<IpAddr>, now: Instant) -> Result<Attempt, SignInError> {
+        let key = match agent {
+            Some(a) => AttemptKey::Agent(a.id.clone()),
+            None => AttemptKey::Unknown(self.unknown_bucket(agent_id)),
+        };
+        let client = client.map(client_key);
+        let mut a = self.attempts.lock().map_err(|_| SignInError::Busy(1))?;
+        if let Some(wait) = a.by_agent.wait(&key, now) {
+            return Err(SignInError::TooManyAttempts(whole_seconds(wait).max(1)));
         }
-        let ok = agent.is_some_and(|a| {
-            let by_token = a.token.as_deref().is_some_and(|t| same(t, password));
-            let by_password = a.password_hash.as_deref().is_some_and(|h| verify_password(h, password));
-            by_token | by_password
-        });
-        if !ok {
-            self.note_failure(agent_id);
-            return Err(SignInError::BadCredentials);
+        if let Some(c) = &client
+            && let Some(wait) = a.by_client.wait(c, now)
+        {
+            return Err(SignInError::TooManyFromClient(whole_seconds(wait).max(1)));
         }
-        if let Ok(mut f) = self.failures.lock() {
-            f.remove(agent_id);
+        a.by_agent.add(key.clone(), now);
+        if let Some(c) = client {
+            a.by_client.add(c, now);
         }
+        Ok(Attempt { attempts: self.attempts.clone(), key, client, at: now, settled: false })
+    }
+
+    /// A place among the password checks allowed at once; `Busy` when none frees up soon.
+    pub async fn password_check_permit(&self) -> Result<OwnedSemaphorePermit, SignInError> {
+        match tokio::time::timeout(self.check_wait, self.checks.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(SignInError::Busy(1)),
+        }
+    }
+
+    /// Checks the counted `attempt`'s password (or token) and returns a new session. Every
+    /// call runs one Argon2 verification, known agent or not, and Argon2 is slow on purpose:
+    /// call this off the async threads, holding a [`password_check_permit`](Self::password_check_permit).
+    pub fn check(&self, attempt: Attempt, agent: Option<&AgentConfig>, password: &str, now_ms: i64) -> Result<Session, SignInError> {
+        self.password_checks.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("cxbridge_panel_password_checks_total").increment(1);
+        let own_hash = agent.and_then(|a| a.password_hash.as_deref());
+        let hash_matches = verify_password(own_hash.unwrap_or(DUMMY_HASH), password);
+        let by_password = own_hash.is_some() && hash_matches;
+        let by_token = agent.and_then(|a| a.token.as_deref()).is_some_and(|t| same(t, password));
+        let signed_in = agent.filter(|_| by_password | by_token);
+        attempt.settle(signed_in.is_some());
+        let agent = signed_in.ok_or(SignInError::BadCredentials)?;
         let nonce = crate::auth::random_token();
-        Ok(Session { agent: agent_id.to_string(), issued: now_ms, expires: now_ms / 1000 + (self.hours * 3600) as i64, nonce })
+        Ok(Session { agent: agent.id.clone(), issued: now_ms, expires: now_ms / 1000 + (self.hours * 3600) as i64, nonce })
     }
 
-    fn locked_out(&self, agent: &str) -> Option<u64> {
-        let mut f = self.failures.lock().ok()?;
-        let list = f.get_mut(agent)?;
-        list.retain(|t| t.elapsed() < FAILURE_WINDOW);
-        if list.len() < MAX_FAILURES {
-            return None;
-        }
-        let oldest = list.first()?;
-        Some(FAILURE_WINDOW.saturating_sub(oldest.elapsed()).as_secs().max(1))
+    /// [`begin`](Self::begin) and [`check`](Self::check) in one go, without waiting for a
+    /// permit: for callers already off the async threads (and tests).
+    pub fn sign_in(&self, agent: Option<&AgentConfig>, agent_id: &str, password: &str, client: Option<IpAddr>, now_ms: i64) -> Result<Session, SignInError> {
+        let attempt = self.begin(agent, agent_id, client, Instant::now())?;
+        self.check(attempt, agent, password, now_ms)
     }
 
-    fn note_failure(&self, agent: &str) {
-        if let Ok(mut f) = self.failures.lock() {
-            // Bounded: an attacker cycling agent names must not grow this without end.
-            if f.len() > 10_000 {
-                f.retain(|_, l| l.last().is_some_and(|t| t.elapsed() < FAILURE_WINDOW));
-            }
-            f.entry(agent.to_string()).or_default().push(Instant::now());
-        }
+    /// How many password checks (Argon2 verifications) ran since start.
+    pub fn password_checks(&self) -> u64 {
+        self.password_checks.load(Ordering::Relaxed)
+    }
+
+    /// How many agents, unknown-name buckets and clients the sign-in limits track now.
+    pub fn tracked_sign_in_keys(&self) -> usize {
+        self.attempts.lock().map_or(0, |a| a.by_agent.len() + a.by_client.len())
+    }
+
+    fn unknown_bucket(&self, agent_id: &str) -> u16 {
+        let tag = self.mac(&["unknown-agent", agent_id]).finalize().into_bytes();
+        u16::from_be_bytes([tag[0], tag[1]]) % UNKNOWN_AGENT_BUCKETS
     }
 
     /// The cookie value: `agent.issued.expires.nonce.signature`, agent base64url-encoded.
@@ -255,8 +390,12 @@ mod tests {
     use super::*;
 
     fn agent(password: Option<&str>, token: Option<&str>) -> AgentConfig {
+        named("alice", password, token)
+    }
+
+    fn named(id: &str, password: Option<&str>, token: Option<&str>) -> AgentConfig {
         AgentConfig {
-            id: "alice".into(),
+            id: id.into(),
             password_hash: password.map(|p| hash_password(p).expect("hash")),
             token: token.map(str::to_string),
             ..AgentConfig::default()
@@ -267,14 +406,16 @@ mod tests {
         Sessions::new("test-secret", &PanelConfig::default())
     }
 
+    const LIMIT: usize = 5;
+
     #[test]
     fn password_or_token_signs_in_and_nothing_else_does() {
         let s = sessions();
         let a = agent(Some("correct horse"), Some("tok-123"));
-        assert!(s.sign_in(Some(&a), "alice", "correct horse", 0).is_ok());
-        assert!(s.sign_in(Some(&a), "alice", "tok-123", 0).is_ok());
+        assert!(s.sign_in(Some(&a), "alice", "correct horse", None, 0).is_ok());
+        assert!(s.sign_in(Some(&a), "alice", "tok-123", None, 0).is_ok());
         for (who, pw) in [(Some(&a), "wrong"), (Some(&a), ""), (None, "correct horse")] {
-            assert_eq!(s.sign_in(who, "alice", pw, 0), Err(SignInError::BadCredentials), "{pw:?}");
+            assert_eq!(s.sign_in(who, "alice", pw, None, 0), Err(SignInError::BadCredentials), "{pw:?}");
         }
     }
 
@@ -282,18 +423,75 @@ mod tests {
     fn repeated_failures_lock_the_agent_out_for_a_while() {
         let s = sessions();
         let a = agent(Some("pw"), None);
-        for _ in 0..MAX_FAILURES {
-            assert_eq!(s.sign_in(Some(&a), "alice", "guess", 0), Err(SignInError::BadCredentials));
+        for _ in 0..LIMIT {
+            assert_eq!(s.sign_in(Some(&a), "alice", "guess", None, 0), Err(SignInError::BadCredentials));
         }
-        assert!(matches!(s.sign_in(Some(&a), "alice", "pw", 0), Err(SignInError::TooManyAttempts(_))), "even the right password waits");
-        assert!(s.sign_in(Some(&agent(Some("pw"), None)), "bob", "pw", 0).is_ok(), "other agents are not affected");
+        assert!(matches!(s.sign_in(Some(&a), "alice", "pw", None, 0), Err(SignInError::TooManyAttempts(_))), "even the right password waits");
+        assert!(s.sign_in(Some(&named("bob", Some("pw"), None)), "bob", "pw", None, 0).is_ok(), "other agents are not affected");
+    }
+
+    #[test]
+    fn attempts_are_counted_before_the_check_so_no_more_than_the_limit_are_ever_in_flight() {
+        let s = sessions();
+        let a = agent(Some("pw"), None);
+        let now = Instant::now();
+        let in_flight: Vec<Attempt> = (0..LIMIT).map(|i| s.begin(Some(&a), "alice", None, now).unwrap_or_else(|e| panic!("attempt {i}: {e}"))).collect();
+        assert!(matches!(s.begin(Some(&a), "alice", None, now), Err(SignInError::TooManyAttempts(_))), "the sixth waits although none was checked yet");
+        drop(in_flight);
+        assert!(s.begin(Some(&a), "alice", None, now).is_ok(), "attempts dropped unchecked (server busy) are taken back");
+    }
+
+    #[test]
+    fn unknown_names_are_counted_in_a_few_buckets_and_locked_out_like_known_agents() {
+        let s = sessions();
+        let now = Instant::now();
+        for i in 0..5_000 {
+            if let Ok(a) = s.begin(None, &format!("mallory-{i}"), None, now) {
+                a.settle(false);
+            }
+        }
+        assert!(s.tracked_sign_in_keys() <= usize::from(UNKNOWN_AGENT_BUCKETS), "{} keys for 5,000 names", s.tracked_sign_in_keys());
+        let fresh = sessions();
+        for _ in 0..LIMIT {
+            fresh.begin(None, "mallory", None, now).expect("counted").settle(false);
+        }
+        assert!(matches!(fresh.begin(None, "mallory", None, now), Err(SignInError::TooManyAttempts(_))), "same answer as a known agent's lockout");
+    }
+
+    #[test]
+    fn one_client_is_throttled_across_agents() {
+        let s = Sessions::new("k", &PanelConfig { sign_in_failures_per_client: 3, ..PanelConfig::default() });
+        let (here, there): (IpAddr, IpAddr) = ("192.0.2.7".parse().expect("ip"), "198.51.100.1".parse().expect("ip"));
+        let now = Instant::now();
+        for id in ["a", "b", "c"] {
+            s.begin(Some(&named(id, None, None)), id, Some(here), now).expect("counted").settle(false);
+        }
+        assert!(matches!(s.begin(Some(&named("d", None, None)), "d", Some(here), now), Err(SignInError::TooManyFromClient(_))));
+        assert!(s.begin(Some(&named("d", None, None)), "d", Some(there), now).is_ok(), "another client is not affected");
+        let v6 = |a: &str| client_key(a.parse().expect("ipv6"));
+        assert_eq!(v6("2001:db8:1:2:aaaa::1"), v6("2001:db8:1:2:bbbb::2"), "one /64 is one client");
+        assert_eq!(v6("::ffff:192.0.2.7"), here);
+    }
+
+    #[test]
+    fn every_check_verifies_one_hash_even_for_unknown_and_token_only_agents() {
+        let s = sessions();
+        let token_only = agent(None, Some("tok"));
+        assert_eq!(s.sign_in(None, "nobody", "x", None, 0), Err(SignInError::BadCredentials));
+        assert!(s.sign_in(Some(&token_only), "alice", "tok", None, 0).is_ok());
+        assert_eq!(s.password_checks(), 2);
+        let dummy = PasswordHash::new(DUMMY_HASH).expect("the dummy hash parses");
+        let real = hash_password("x").expect("hash");
+        let real = PasswordHash::new(&real).expect("parses");
+        assert_eq!((dummy.algorithm, &dummy.params, dummy.version), (real.algorithm, &real.params, real.version), "the dummy costs what a real hash costs");
+        assert!(!verify_password(DUMMY_HASH, ""), "nobody signs in against the dummy hash");
     }
 
     #[test]
     fn cookies_verify_until_expiry_and_only_with_unchanged_credentials() {
         let s = sessions();
         let a = agent(None, Some("tok"));
-        let session = s.sign_in(Some(&a), "alice", "tok", 1_000_000).expect("signed in");
+        let session = s.sign_in(Some(&a), "alice", "tok", None, 1_000_000).expect("signed in");
         let value = s.encode(&session, &a);
         assert_eq!(s.decode(&value, 1_001, |_| Some(&a)), Some(session.clone()));
         assert_eq!(s.decode(&value, session.expires, |_| Some(&a)), None, "expired");

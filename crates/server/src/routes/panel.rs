@@ -15,7 +15,7 @@ use cxbridge_domain::conversation::{Conversation, Event, EventKind, Links};
 use cxbridge_domain::crm::RecordRef;
 use cxbridge_proto as proto;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, ClientAddr, clip_for_log};
 use crate::error::{ApiError, ApiPath, ApiResult, crm_problem};
 use crate::service::{App, fnv1a};
 use crate::session::{self, SignInError};
@@ -94,33 +94,56 @@ fn session_view(app: &App, s: &session::Session) -> proto::SessionView {
 }
 
 /// Sign in with the agent's password or token; the session is an HTTP-only cookie.
+///
+/// Each attempt is counted against the agent (an unknown name against a bucket of unknown
+/// names) and the client address before its password is checked, so a parallel burst checks
+/// no more guesses than the limit; password checks run a few at a time, and every one costs
+/// one Argon2 verification, whether the agent exists or not.
 #[utoipa::path(post, path = "/api/v1/session", request_body = proto::SignInRequest,
-    responses((status = 200, body = proto::SessionView), (status = 401, body = proto::Problem), (status = 429, body = proto::Problem)))]
-pub async fn sign_in(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    responses((status = 200, body = proto::SessionView), (status = 401, body = proto::Problem), (status = 422, body = proto::Problem),
+        (status = 429, body = proto::Problem), (status = 503, body = proto::Problem)))]
+pub async fn sign_in(State(app): State<Arc<App>>, ClientAddr(client): ClientAddr, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     if !session::same_origin(&headers) {
         return Err(ApiError::forbidden("sign in from the panel's own page (/agent)"));
     }
     let req: proto::SignInRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable(format!("send {{\"agent\": \"…\", \"password\": \"…\"}}: {e}")))?;
+    let agent_id = req.agent.trim().to_string();
+    // Refused before anything is counted, hashed or logged: no configured agent has such a name.
+    if agent_id.len() > session::MAX_AGENT_ID_BYTES || agent_id.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(format!("`agent` must be at most {} bytes, without control characters", session::MAX_AGENT_ID_BYTES)));
+    }
+    if req.password.len() > session::MAX_PASSWORD_BYTES {
+        return Err(ApiError::unprocessable(format!("`password` must be at most {} bytes", session::MAX_PASSWORD_BYTES)));
+    }
     let now_ms = jiff::Timestamp::now().as_millisecond();
     let now = now_ms / 1000;
-    let checker = app.clone();
-    let agent_id = req.agent.trim().to_string();
-    // Argon2 takes tens of milliseconds on purpose: keep it off the async threads.
-    let result = tokio::task::spawn_blocking(move || {
-        let agent = checker.agent_config(&agent_id);
-        checker.sessions.sign_in(agent, &agent_id, &req.password, now_ms)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("sign-in failed: {e}")))?;
+    let result = match app.sessions.begin(app.agent_config(&agent_id), &agent_id, client, Instant::now()) {
+        Err(e) => Err(e),
+        Ok(attempt) => match app.sessions.password_check_permit().await {
+            Err(e) => Err(e),
+            Ok(permit) => {
+                let checker = app.clone();
+                let id = agent_id.clone();
+                // Argon2 takes tens of milliseconds on purpose: keep it off the async threads.
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    checker.sessions.check(attempt, checker.agent_config(&id), &req.password, now_ms)
+                })
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("sign-in failed: {e}")))?
+            }
+        },
+    };
     let s = match result {
         Ok(s) => s,
         Err(e @ SignInError::BadCredentials) => {
-            tracing::info!(agent = req.agent.trim(), "failed panel sign-in");
+            tracing::info!(agent = %clip_for_log(&agent_id, 64), client = ?client, "failed panel sign-in");
             return Err(ApiError::unauthorized(format!("{e}; ask your administrator for your password or token")));
         }
-        Err(e @ SignInError::TooManyAttempts(secs)) => {
-            let mut res = ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).into_response();
+        Err(e @ (SignInError::TooManyAttempts(secs) | SignInError::TooManyFromClient(secs) | SignInError::Busy(secs))) => {
+            let status = if matches!(e, SignInError::Busy(_)) { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::TOO_MANY_REQUESTS };
+            let mut res = ApiError::new(status, e.to_string()).into_response();
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
             return Ok(res);
         }
@@ -143,13 +166,18 @@ pub async fn current_session(State(app): State<Arc<App>>, headers: HeaderMap) ->
 }
 
 /// Sign out: the cookie is cleared and every session of the agent issued until now is void
-/// (a copied cookie included), on every node.
+/// (a copied cookie included), on every node, and so are the streams opened with them (at
+/// once on this node, within a ping interval on the others). Streams an integration opened
+/// with a token stay open: the token is still valid.
 #[utoipa::path(delete, path = "/api/v1/session", responses((status = 204)))]
 pub async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {
     match app.caller(&headers, &Method::DELETE).await {
         Ok(Caller::Agent { id, .. }) => {
-            app.store.record_sign_out(&id, cxbridge_domain::Timestamp::now()).await?;
-            tracing::info!(agent = id, "agent signed out of the panel");
+            let at = cxbridge_domain::Timestamp::now();
+            app.store.record_sign_out(&id, at).await?;
+            // This node's streams end now; other nodes' at their next check of the session.
+            let ended = app.hub.end_sessions(&id, at.as_millisecond());
+            tracing::info!(agent = id, streams_ended = ended, "agent signed out of the panel");
         }
         // Not signed in (or an admin token): there is only the cookie to clear.
         Ok(Caller::Admin) => {}

@@ -17,6 +17,8 @@ mod limits;
 mod panel;
 mod salesforce;
 mod scaleout;
+mod sign_in;
 mod sipgate;
+mod streams;
 mod tryton;
 mod workflows;
