@@ -7,6 +7,7 @@ mod calls;
 mod dataverse;
 mod cli;
 mod crm;
+mod input;
 mod ivr;
 mod kamailio;
 mod lifecycle;
