@@ -10,6 +10,9 @@ pub mod cti;
 pub mod ivr;
 pub mod sipgate;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 /// A call event as a PBX reports it, before the hub resolves agents and identifies the caller.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallEvent {

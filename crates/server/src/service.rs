@@ -105,9 +105,12 @@ impl App {
 
     /// Maps the PBX's user names / ids / answering number to agent ids.
     fn resolve_agents(&self, users: &[String], user_ids: &[String], queue: Option<&str>) -> Vec<String> {
+        // Deduplicated with a set: the lists come from the PBX (capped per event, but a
+        // `Vec::contains` per name would still be quadratic).
         let mut out: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
         let mut push = |a: String| {
-            if !out.contains(&a) {
+            if seen.insert(a.clone()) {
                 out.push(a);
             }
         };
@@ -328,7 +331,7 @@ impl App {
             return;
         }
         let body = self.agent_conversation(c).await;
-        let mut popped: Vec<&str> = vec![];
+        let mut popped: HashSet<&str> = HashSet::new();
         for e in effects {
             if let Effect::Pop(agents) = e {
                 let frame = frame(&proto::AgentMessage::Pop(body.clone()));
@@ -337,7 +340,7 @@ impl App {
                         && let Some(r) = received {
                             metrics::histogram!("cxbridge_pop_latency_seconds").record(r.elapsed().as_secs_f64());
                         }
-                    popped.push(a);
+                    popped.insert(a);
                 }
             }
         }
@@ -351,7 +354,7 @@ impl App {
         if let Some(m) = message {
             let frame = frame(&m);
             for a in c.audience() {
-                if !popped.contains(&a.as_str()) {
+                if !popped.contains(a.as_str()) {
                     self.send_to_agent(&a, &frame).await;
                 }
             }
@@ -378,6 +381,13 @@ impl App {
             Some(t) => t.parse::<Timestamp>().map_err(|err| ApiError::unprocessable(format!("`occurred_at` is not an RFC 3339 time: {err}")))?,
             None => Timestamp::now(),
         };
+        let max_agents = cxbridge_domain::conversation::MAX_AGENTS_PER_EVENT;
+        if e.agents.len() > max_agents {
+            return Err(ApiError::unprocessable(format!(
+                "`agents` names {} agents; at most {max_agents} are accepted per event (send a larger ring group as a `queue` and list its agents under [[agents]] queues)",
+                e.agents.len()
+            )));
+        }
         let details = details(&e.details);
         let direction = match e.direction.as_deref() {
             None => Direction::Inbound,

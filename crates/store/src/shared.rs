@@ -110,13 +110,13 @@ pub(crate) fn transition(current: Option<&Conversation>, event: &Event, policy: 
 /// need indexing (an answer or hangup adds none).
 pub(crate) fn new_keys(c: &Conversation, previous: Option<&Conversation>) -> Vec<String> {
     let keys_of = |c: &Conversation| -> Vec<String> { std::iter::once(c.external_id.clone()).chain(c.legs.iter().map(|l| l.id.clone())).collect() };
-    let known = previous.map(keys_of).unwrap_or_default();
+    let known: std::collections::HashSet<String> = previous.map(keys_of).unwrap_or_default().into_iter().collect();
     keys_of(c).into_iter().filter(|k| !known.contains(k)).collect()
 }
 
 /// The agents concerned with the conversation that `previous` did not have yet.
 pub(crate) fn new_agents(c: &Conversation, previous: Option<&Conversation>) -> Vec<String> {
-    let known = previous.map(Conversation::audience).unwrap_or_default();
+    let known: std::collections::HashSet<String> = previous.map(Conversation::audience).unwrap_or_default().into_iter().collect();
     c.audience().into_iter().filter(|a| !known.contains(a)).collect()
 }
 

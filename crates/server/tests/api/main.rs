@@ -9,6 +9,7 @@ mod durability;
 mod files;
 mod cli;
 mod crm;
+mod input;
 mod ivr;
 mod kamailio;
 mod late_answers;
