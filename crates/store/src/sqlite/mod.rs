@@ -546,8 +546,8 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         let probed = self.probe.check(|| self.probe_write()).await;
-        match self.health.last_failure() {
-            Some(failure) => Err(StoreError::Unavailable(format!("the last commit failed: {failure}"))),
+        match self.health.recent_failure() {
+            Some(failure) => Err(StoreError::Unavailable(format!("a write failed in the last {} s: {failure}", writer::FAILURE_HOLD.as_secs()))),
             None => probed,
         }
     }
@@ -887,6 +887,7 @@ mod tests {
             conversation_key: call.into(),
             leg: None,
             at: Timestamp::now(),
+            source_time: false,
             kind: EventKind::Offered(Offer {
                 channel: Channel::Voice,
                 direction: Direction::Inbound,
@@ -903,12 +904,12 @@ mod tests {
         sqlx::query("PRAGMA query_only = ON").execute(&store.writer).await.expect("read-only writer");
         let refused = store.record_event(offer("ro-1"), Policy::default()).await;
         assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
-        assert!(store.health.last_failure().is_some_and(|f| f.contains("readonly")), "{:?}", store.health.last_failure());
+        assert!(store.health.recent_failure().is_some_and(|f| f.contains("readonly")), "{:?}", store.health.recent_failure());
+        assert!(store.ping().await.is_err(), "ping reports the refused write");
         assert!(store.conversation_by_external(Some("test"), "ro-1").await.expect("read").is_none(), "nothing of a refused event is stored");
         // The failed transaction took its connection with it: a fresh one takes writes.
         let stored = store.record_event(offer("ro-2"), Policy::default()).await;
         assert!(matches!(stored, Ok(Recorded::Applied(_))), "{stored:?}");
-        assert!(store.health.last_failure().is_none());
     }
 
     /// The health check is unauthenticated and polled: its queries must walk an index over

@@ -14,6 +14,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Sqlite, SqliteConnection, SqlitePool};
@@ -69,37 +70,38 @@ impl DerefMut for WriteTx<'_> {
     }
 }
 
-/// How the last write to the database ended: `None` = it committed.
+/// Failed writes, for the health check. A disk that is nearly full lets a small write through
+/// now and then between refusals, so a success does not clear a failure: it is reported for
+/// [`FAILURE_HOLD`] after it happened — long enough that a load balancer polling every few
+/// seconds sees a node that is refusing events, short enough that it comes back by itself.
 #[derive(Debug, Default)]
 pub(crate) struct WriteHealth {
-    last_failure: Mutex<Option<String>>,
+    last_failure: Mutex<Option<(Instant, String)>>,
 }
 
+/// How long a failed write keeps `/healthz` down.
+pub(crate) const FAILURE_HOLD: Duration = Duration::from_secs(5);
+
 impl WriteHealth {
-    pub(crate) fn succeeded(&self) {
-        if let Ok(mut f) = self.last_failure.lock() {
-            *f = None;
-        }
-    }
-
     pub(crate) fn failed(&self, e: &sqlx::Error) {
-        if is_storage_failure(e) {
-            if let Ok(mut f) = self.last_failure.lock() {
-                *f = Some(e.to_string());
-            }
+        if is_storage_failure(e)
+            && let Ok(mut f) = self.last_failure.lock()
+        {
+            *f = Some((Instant::now(), e.to_string()));
         }
     }
 
-    /// Notes the outcome of a single autocommit statement on the writer.
+    /// Notes the outcome of a statement or commit on the writer.
     pub(crate) fn observe<T>(&self, r: &Result<T, sqlx::Error>) {
-        match r {
-            Ok(_) => self.succeeded(),
-            Err(e) => self.failed(e),
+        if let Err(e) = r {
+            self.failed(e);
         }
     }
 
-    pub(crate) fn last_failure(&self) -> Option<String> {
-        self.last_failure.lock().ok().and_then(|f| f.clone())
+    /// The last storage failure, if it happened within [`FAILURE_HOLD`].
+    pub(crate) fn recent_failure(&self) -> Option<String> {
+        let f = self.last_failure.lock().ok()?;
+        f.as_ref().filter(|(at, _)| at.elapsed() < FAILURE_HOLD).map(|(_, e)| e.clone())
     }
 }
 
