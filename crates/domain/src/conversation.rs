@@ -200,6 +200,9 @@ pub struct Transfer {
     pub from_agent: Option<String>,
     /// Agents, queue or number the conversation moved to.
     pub to: String,
+    /// The agents the new leg was offered to (they may take the conversation over).
+    #[serde(default)]
+    pub agents: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -309,6 +312,23 @@ impl Conversation {
     /// The record the activity is about: the agent's choice, else the only match.
     pub fn regarding(&self) -> Option<&RecordRef> {
         self.selected.as_ref().or_else(|| self.identification.sole_record())
+    }
+
+    /// Whether `agent` may still work on the conversation: before anyone answered, every
+    /// agent it was offered to; once someone answered, only who answered and the agents it
+    /// was transferred to since (who answered before a transfer keeps it, for the wrap-up).
+    pub fn may_act(&self, agent: &str) -> bool {
+        match &self.agent {
+            None => self.offered_to.iter().any(|a| a == agent),
+            Some(a) => {
+                a == agent
+                    || self
+                        .transfers
+                        .iter()
+                        .filter(|t| t.from_agent.is_some())
+                        .any(|t| t.from_agent.as_deref() == Some(agent) || t.agents.iter().any(|x| x == agent))
+            }
+        }
     }
 
     /// Agents that should hear about this conversation now.
@@ -484,7 +504,7 @@ pub fn apply(current: Option<Conversation>, event: Event, new_id: &str, policy: 
                 // A new leg of a live conversation: a transfer. Offer it to the new agents.
                 let from_agent = c.agent.clone();
                 let to = if offer.agents.is_empty() { offer.queue.clone().unwrap_or_else(|| offer.dialed.raw.clone()) } else { offer.agents.join(", ") };
-                c.transfers.push(Transfer { at, from_agent, to });
+                c.transfers.push(Transfer { at, from_agent, to, agents: offer.agents.clone() });
                 let new_agents = agents_not_in(&c.offered_to, &offer.agents);
                 c.offered_to.extend(new_agents.iter().cloned());
                 if offer.queue.is_some() {

@@ -56,6 +56,10 @@ pub struct EntitySpec {
     /// The CRM's primary-key field (Dataverse `contactid`, Salesforce `Id`).
     #[serde(default)]
     pub id_field: Option<String>,
+    /// Fields never shown to agents nor searched (PINs, dates of birth…). The server adds
+    /// every field `[ivr.verify]` checks callers against.
+    #[serde(default)]
+    pub sensitive: Vec<String>,
 }
 
 fn default_title_field() -> String {
@@ -95,6 +99,7 @@ impl EntitySpec {
             identify: true,
             collection: None,
             id_field: None,
+            sensitive: vec![],
         }
     }
 
@@ -122,6 +127,7 @@ impl EntitySpec {
                 identify: true,
                 collection: None,
                 id_field: None,
+                sensitive: vec![],
             },
             EntitySpec {
                 name: "account".into(),
@@ -133,6 +139,7 @@ impl EntitySpec {
                 identify: true,
                 collection: None,
                 id_field: None,
+                sensitive: vec![],
             },
             EntitySpec {
                 name: "lead".into(),
@@ -144,12 +151,28 @@ impl EntitySpec {
                 identify: true,
                 collection: None,
                 id_field: None,
+                sensitive: vec![],
             },
         ]
     }
 
     pub fn relation(&self, name: &str) -> Option<&Relation> {
         self.relations.iter().find(|r| r.name == name)
+    }
+
+    pub fn is_sensitive(&self, field: &str) -> bool {
+        self.sensitive.iter().any(|f| f == field)
+    }
+
+    /// `candidate` without its sensitive fields, in its fields and in its display.
+    pub fn redact(&self, candidate: &Candidate) -> Candidate {
+        let hidden: Vec<&str> = self.display_fields.iter().filter(|d| self.is_sensitive(&d.field)).map(|d| d.label.as_str()).collect();
+        Candidate {
+            record: candidate.record.clone(),
+            title: candidate.title.clone(),
+            display: candidate.display.iter().filter(|(label, _)| !hidden.contains(&label.as_str())).cloned().collect(),
+            fields: candidate.fields.iter().filter(|(k, _)| !self.is_sensitive(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
     }
 }
 

@@ -91,9 +91,14 @@ pub struct CandidateView {
     pub id: String,
     pub title: String,
     pub display: Vec<DisplayFieldView>,
-    /// Every field of the record (workflow results; pops show `display` only).
+    /// Every field of the record (workflow results; pops show `display` only), its
+    /// sensitive fields left out.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fields: Option<BTreeMap<String, String>>,
+    /// Lets the agent who searched or created this record for a conversation link it to that
+    /// conversation (send it in the links' `grants`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grant: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -418,6 +423,10 @@ pub struct WorkflowInput {
     /// The record's id (update, timeline).
     #[serde(default)]
     pub id: Option<String>,
+    /// The conversation the agent runs it for: agents must name it for an update or a
+    /// timeline (of one of its records), and get `grant`s for what a search or create returns.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
     /// At most this many results (search, timeline), up to the workflow's limit.
     #[serde(default)]
     pub limit: Option<usize>,
@@ -534,6 +543,10 @@ pub struct PanelView {
 pub struct LinksRequest {
     pub selected: Option<RecordRefView>,
     pub pinned: Option<Vec<RecordRefView>>,
+    /// The `grant`s of records found or created for this conversation (an agent links only
+    /// the conversation's own records and those).
+    #[serde(default)]
+    pub grants: Vec<String>,
 }
 
 /// `POST /api/v1/conversations/{id}/records`: create the caller's record and select it.

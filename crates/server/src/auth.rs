@@ -23,12 +23,14 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// Whether the caller may see and act on `c`: admins always, agents when it was
-    /// offered to them or they took it.
+    /// Whether the caller may see and act on `c`: admins always; supervisors when it was
+    /// offered to them or they took it; other agents while it rings for them, and once
+    /// answered only who answered and the agents it was transferred to since.
     pub fn may_see(&self, c: &Conversation) -> bool {
         match self {
             Caller::Admin => true,
-            Caller::Agent { id, .. } => c.agent.as_deref() == Some(id) || c.offered_to.iter().any(|a| a == id),
+            Caller::Agent { id, supervisor: true } => c.agent.as_deref() == Some(id) || c.offered_to.iter().any(|a| a == id),
+            Caller::Agent { id, supervisor: false } => c.may_act(id),
         }
     }
 

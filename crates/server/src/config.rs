@@ -359,14 +359,17 @@ pub struct VerifyConfig {
     pub fields: std::collections::BTreeMap<String, String>,
     /// Failed attempts allowed from one number within `window_secs`...
     pub max_attempts_per_number: u32,
-    /// ...and on one record, from any number.
+    /// ...and on one record, from any number (every record a number matches counts).
     pub max_attempts_per_record: u32,
     pub window_secs: u64,
+    /// Failed attempts over all numbers and records per minute: callers can spoof their
+    /// number, so the limits per number and record alone do not bound the guessing.
+    pub max_attempts_per_minute: u32,
 }
 
 impl Default for VerifyConfig {
     fn default() -> Self {
-        Self { fields: Default::default(), max_attempts_per_number: 3, max_attempts_per_record: 5, window_secs: 900 }
+        Self { fields: Default::default(), max_attempts_per_number: 3, max_attempts_per_record: 5, window_secs: 900, max_attempts_per_minute: 30 }
     }
 }
 
@@ -711,8 +714,8 @@ impl Config {
         self.validate_panel()?;
         self.validate_scale_out()?;
         let v = &self.ivr.verify;
-        if v.max_attempts_per_number == 0 || v.max_attempts_per_record == 0 || v.window_secs == 0 {
-            return Err("[ivr.verify] max_attempts_per_number, max_attempts_per_record and window_secs must be at least 1".into());
+        if v.max_attempts_per_number == 0 || v.max_attempts_per_record == 0 || v.max_attempts_per_minute == 0 || v.window_secs == 0 {
+            return Err("[ivr.verify] max_attempts_per_number, max_attempts_per_record, max_attempts_per_minute and window_secs must be at least 1".into());
         }
         if let Some(e) = &self.ivr.create_unknown
             && !entities.iter().any(|x| &x.name == e)
@@ -835,7 +838,16 @@ impl Config {
 
     /// The CRM's entities: configured ones, or the provider's defaults.
     pub fn entities(&self) -> Vec<EntitySpec> {
-        if self.crm.entities.is_empty() { crate::crm_setup::default_entities(&self.crm.provider) } else { self.crm.entities.clone() }
+        let mut entities = if self.crm.entities.is_empty() { crate::crm_setup::default_entities(&self.crm.provider) } else { self.crm.entities.clone() };
+        // What callers prove who they are with is never shown to agents nor searched.
+        for e in &mut entities {
+            for f in self.ivr.verify.fields.values() {
+                if !e.sensitive.contains(f) {
+                    e.sensitive.push(f.clone());
+                }
+            }
+        }
+        entities
     }
 
     /// The memorialization mapping with the provider's default fields unless the file set its own.

@@ -10,7 +10,7 @@ use cxbridge_domain::crm::Candidate;
 use cxbridge_domain::identify::Identification;
 use cxbridge_domain::ivr::{self, Facts, Owner, Route};
 use cxbridge_domain::phone::Normalized;
-use cxbridge_store::Verification;
+use cxbridge_store::{Reservation, Verification, VerificationLimits};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -161,18 +161,27 @@ impl App {
             Identification::Multiple(cs) => cs,
             _ => vec![],
         };
-        // The per-record limit applies when the caller is one record; with several matches
-        // the number's limit is the guard.
-        let record = (candidates.len() == 1).then(|| candidates[0].record.clone());
+        // The attempt is reserved (counted as failed) before anything is compared, in one
+        // atomic step of the store: concurrent attempts, on any node, see each other. Every
+        // record the number matches counts, so sharing a number does not dodge the record limit.
+        let records: Vec<cxbridge_domain::crm::RecordRef> = candidates.iter().map(|c| c.record.clone()).collect();
+        let sole = (records.len() == 1).then(|| records[0].clone());
         let now = cxbridge_domain::Timestamp::now();
-        let since = now - std::time::Duration::from_secs(config.window_secs);
-        let (by_number, by_record) = self.store.failed_verifications(&number, record.as_ref(), since).await?;
-        let audit = |outcome: &str, record: Option<cxbridge_domain::crm::RecordRef>| Verification { at: now, number: number.clone(), record, kind: kind.to_string(), outcome: outcome.to_string() };
-        if by_number >= config.max_attempts_per_number || by_record >= config.max_attempts_per_record {
-            self.store.record_verification(&audit("locked", record.clone())).await?;
-            metrics::counter!("cxbridge_ivr_verifications_total", "outcome" => "locked").increment(1);
-            return Ok(Verified::Locked { retry_after_secs: config.window_secs });
-        }
+        let limits = VerificationLimits {
+            per_number: config.max_attempts_per_number,
+            per_record: config.max_attempts_per_record,
+            window: std::time::Duration::from_secs(config.window_secs),
+            per_minute: config.max_attempts_per_minute,
+        };
+        let attempt = Verification { at: now, number: number.clone(), record: sole.clone(), kind: kind.to_string(), outcome: String::new() };
+        let id = match self.store.reserve_verification(&attempt, &records, &limits).await? {
+            Reservation::Reserved(id) => id,
+            Reservation::Locked { retry_after_secs } => {
+                metrics::counter!("cxbridge_ivr_verifications_total", "outcome" => "locked").increment(1);
+                tracing::info!(number, kind, "caller verification locked");
+                return Ok(Verified::Locked { retry_after_secs });
+            }
+        };
         // Compare against every match (and a dummy when there is none), so the time taken
         // does not tell whether the caller is known.
         let mut found = None;
@@ -186,8 +195,8 @@ impl App {
             let _ = same_secret("unknown-caller", value);
         }
         let outcome = if found.is_some() { "verified" } else { "refused" };
-        let audited = found.as_ref().map(|c| c.record.clone()).or(record);
-        self.store.record_verification(&audit(outcome, audited)).await?;
+        let audited = found.as_ref().map(|c| c.record.clone()).or(sole);
+        self.store.finish_verification(id, outcome, audited.as_ref()).await?;
         metrics::counter!("cxbridge_ivr_verifications_total", "outcome" => outcome).increment(1);
         tracing::info!(number, kind, outcome, "caller verification");
         Ok(found.map_or(Verified::No, Verified::Yes))

@@ -89,6 +89,60 @@ impl App {
         Ok(())
     }
 
+    /// `c` as agents may see it: its matches without their sensitive fields.
+    pub fn redact(&self, c: &cxbridge_domain::crm::Candidate) -> cxbridge_domain::crm::Candidate {
+        match self.entities.iter().find(|e| e.name == c.record.entity) {
+            Some(spec) => spec.redact(c),
+            // A record of an entity we do not know: show nothing but what names it.
+            None => cxbridge_domain::crm::Candidate { fields: BTreeMap::new(), display: vec![], ..c.clone() },
+        }
+    }
+
+    pub fn redact_identification(&self, i: &Identification) -> Identification {
+        match i {
+            Identification::Single(c) => Identification::Single(self.redact(c)),
+            Identification::Multiple(cs) => Identification::Multiple(cs.iter().map(|c| self.redact(c)).collect()),
+            other => other.clone(),
+        }
+    }
+
+    fn for_agents(&self, c: &Conversation) -> Conversation {
+        Conversation { identification: self.redact_identification(&c.identification), ..c.clone() }
+    }
+
+    /// The records an agent may act on in `c`: its matches, the chosen and the pinned ones.
+    pub fn conversation_records(c: &Conversation) -> Vec<cxbridge_domain::crm::RecordRef> {
+        let mut refs: Vec<cxbridge_domain::crm::RecordRef> = c.identification.candidates().iter().map(|x| x.record.clone()).collect();
+        refs.extend(c.selected.iter().cloned());
+        refs.extend(c.pinned.iter().cloned());
+        refs
+    }
+
+    /// An agent links to `c` only its own records and those it found or created for it
+    /// (their `grants`); admins link any record. 403 for the first that is neither.
+    pub fn check_agent_links(&self, caller: &crate::auth::Caller, c: &Conversation, refs: &[&proto::RecordRefView], grants: &[String]) -> Result<(), ApiError> {
+        if caller.agent_id().is_none() {
+            return Ok(());
+        }
+        let own = Self::conversation_records(c);
+        for r in refs {
+            let known = own.iter().any(|o| o.entity == r.entity && o.id == r.id);
+            if !known && !grants.iter().any(|g| self.sessions.grant_ok(g, &c.id, &r.entity, &r.id)) {
+                return Err(ApiError::forbidden(format!(
+                    "record {}/{} is not one of this conversation's records: search for it or create it from the conversation first",
+                    r.entity, r.id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the agent (as configured: supervisor or not) may see `c`.
+    pub fn agent_may_see(&self, agent: &str, c: &Conversation) -> bool {
+        let supervisor = self.agent_config(agent).is_some_and(|a| a.supervisor);
+        crate::auth::Caller::Agent { id: agent.to_string(), supervisor }.may_see(c)
+    }
+
     /// What the hub knows of one of `c`'s records: the match it came from, else the built-in
     /// CRM's record. An external CRM's record the caller did not match is known by reference only.
     pub async fn record_candidate(&self, c: &Conversation, r: &cxbridge_domain::crm::RecordRef) -> Option<cxbridge_domain::crm::Candidate> {
@@ -249,6 +303,8 @@ impl App {
 
     /// Records a domain event, counts it and notifies whoever the transition concerns.
     pub async fn record(&self, event: Event, source: &str, kind: &str, received: Instant) -> Result<Recorded, ApiError> {
+        // An answer may take the conversation away from the other agents it rang.
+        let answer = matches!(event.kind, EventKind::Connected { .. });
         let recorded = self.store.record_event(event, self.policy).await?;
         let result = match &recorded {
             Recorded::Duplicate(_) => "duplicate",
@@ -257,13 +313,14 @@ impl App {
         };
         metrics::counter!("cxbridge_events_total", "source" => source.to_string(), "type" => kind.to_string(), "result" => result).increment(1);
         if let Recorded::Applied(t) = &recorded {
-            self.notify(&t.conversation, &t.effects, Some(received)).await;
+            self.notify_after(&t.conversation, &t.effects, Some(received), answer).await;
         }
         Ok(recorded)
     }
 
     /// The pop for `c`, with an `open_related` target resolved.
     pub async fn pop_view(&self, c: &Conversation) -> proto::PopView {
+        let c = &self.for_agents(c);
         let ctx = Context::new(c, None);
         let action = pop::decide(self.pop_rules(), c, |t| ctx.render(t));
         let related = match &action {
@@ -273,7 +330,15 @@ impl App {
             },
             _ => None,
         };
-        views::pop(&action, related.as_ref())
+        let related_opened = related.is_some();
+        let mut view = views::pop(&action, related.map(|r| self.redact(&r)).as_ref());
+        // The record a pop opens instead of the match (its account) may be linked too.
+        if related_opened
+            && let Some(r) = view.record.as_mut()
+        {
+            r.grant = Some(self.sessions.grant(&c.id, &r.entity, &r.id));
+        }
+        view
     }
 
     pub async fn conversation_view(&self, c: &Conversation) -> proto::ConversationView {
@@ -283,7 +348,7 @@ impl App {
         } else {
             None
         };
-        views::conversation(c, item.as_ref())
+        views::conversation(&self.for_agents(c), item.as_ref())
     }
 
     pub async fn agent_conversation(&self, c: &Conversation) -> proto::AgentConversation {
@@ -322,6 +387,12 @@ impl App {
 
     /// Pushes the transition's effects to the agents' streams and wakes the outbox.
     pub async fn notify(&self, c: &Conversation, effects: &[Effect], received: Option<Instant>) {
+        self.notify_after(c, effects, received, false).await;
+    }
+
+    /// [`App::notify`]; after an `answer`, the agents it rang who may no longer see the
+    /// conversation hear once who took it (their panel drops it), and nothing after that.
+    async fn notify_after(&self, c: &Conversation, effects: &[Effect], received: Option<Instant>, answer: bool) {
         if effects.contains(&Effect::Memorialize) {
             self.outbox_wake.notify_one();
         }
@@ -335,7 +406,7 @@ impl App {
         for e in effects {
             if let Effect::Pop(agents) = e {
                 let frame = frame(&proto::AgentMessage::Pop(body.clone()));
-                for a in agents {
+                for a in agents.iter().filter(|a| self.agent_may_see(a, c)) {
                     if self.send_to_agent(a, &frame).await > 0
                         && let Some(r) = received {
                             metrics::histogram!("cxbridge_pop_latency_seconds").record(r.elapsed().as_secs_f64());
@@ -353,9 +424,16 @@ impl App {
         };
         if let Some(m) = message {
             let frame = frame(&m);
+            let mut handed_over = None;
             for a in c.audience() {
-                if !popped.contains(a.as_str()) {
+                if popped.contains(a.as_str()) {
+                    continue;
+                }
+                if self.agent_may_see(&a, c) {
                     self.send_to_agent(&a, &frame).await;
+                } else if answer {
+                    let bare = handed_over.get_or_insert_with(|| self::frame(&proto::AgentMessage::Update(views::handed_over(c))));
+                    self.send_to_agent(&a, bare).await;
                 }
             }
         }
@@ -365,7 +443,7 @@ impl App {
     pub async fn snapshot(&self, agent: &str) -> Result<Vec<proto::AgentConversation>, ApiError> {
         let mut out = vec![];
         for c in self.store.conversations_for_agent(agent).await? {
-            if c.agent.as_deref().is_none_or(|a| a == agent) {
+            if c.agent.as_deref().is_none_or(|a| a == agent) && self.agent_may_see(agent, &c) {
                 out.push(self.agent_conversation(&c).await);
             }
         }

@@ -311,6 +311,16 @@ impl Sessions {
         B64.encode(&self.mac(&["csrf", &s.nonce]).finalize().into_bytes()[..18])
     }
 
+    /// A token that lets the agents of `conversation` link `entity/id` to it: given with the
+    /// records found, created or popped for that conversation, checked when they are linked.
+    pub fn grant(&self, conversation: &str, entity: &str, id: &str) -> String {
+        B64.encode(&self.mac(&["grant", conversation, entity, id]).finalize().into_bytes()[..18])
+    }
+
+    pub fn grant_ok(&self, grant: &str, conversation: &str, entity: &str, id: &str) -> bool {
+        same(grant, &self.grant(conversation, entity, id))
+    }
+
     pub fn csrf_ok(&self, s: &Session, headers: &HeaderMap) -> bool {
         headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).is_some_and(|t| same(t, &self.csrf(s)))
     }

@@ -19,6 +19,7 @@ pub fn candidate(c: &Candidate) -> proto::CandidateView {
         title: c.title.clone(),
         display: c.display.iter().map(|(l, v)| proto::DisplayFieldView { label: l.clone(), value: v.clone() }).collect(),
         fields: None,
+        grant: None,
     }
 }
 
@@ -72,6 +73,18 @@ pub fn pop(action: &PopAction, related: Option<&Candidate>) -> proto::PopView {
         PopAction::Disabled => empty_pop("disabled"),
         PopAction::Unidentified { reason } => proto::PopView { reason: Some(reason.clone()), ..empty_pop("unidentified") },
     }
+}
+
+/// What an agent the conversation rang hears once another agent answered: who took it,
+/// nothing of what it is about.
+pub fn handed_over(c: &Conversation) -> proto::AgentConversation {
+    let mut bare = c.clone();
+    bare.details = Default::default();
+    bare.identification = Identification::Skipped { reason: "answered by another agent".into() };
+    bare.selected = None;
+    bare.pinned = vec![];
+    bare.disposition = None;
+    proto::AgentConversation { conversation: conversation(&bare, None), pop: empty_pop("nothing") }
 }
 
 pub fn memorialization(item: Option<&OutboxItem>) -> proto::MemorializationView {

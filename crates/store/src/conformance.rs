@@ -9,7 +9,7 @@ use cxbridge_domain::conversation::{Address, Channel, Details, Direction, EndCau
 use cxbridge_domain::crm::{Activity, RecordRef};
 use cxbridge_domain::identify::Identification;
 
-use crate::{CrmStore, IndexChanges, OutboxState, RecordQuery, Recorded, Store, Verification};
+use crate::{CrmStore, IndexChanges, OutboxState, RecordQuery, Recorded, Reservation, Store, Verification, VerificationLimits};
 
 fn event(key: &str, call: &str, at: Timestamp, kind: EventKind) -> Event {
     Event { dedup_key: key.into(), source: "test".into(), conversation_key: call.into(), leg: None, at, source_time: true, kind }
@@ -149,6 +149,9 @@ pub async fn story<S: Store + CrmStore>(store: &S) {
     assert_eq!(store.search_records("lead", &search(BTreeMap::new(), Some("LEAD ONE"))).await.expect("text").len(), 1, "text search ignores case");
     assert!(store.search_records("lead", &search(BTreeMap::new(), Some("Lead_one"))).await.expect("text").is_empty(), "`_` is no wildcard");
     assert!(store.search_records("lead", &search(BTreeMap::new(), Some("100%"))).await.expect("text").is_empty(), "`%` is no wildcard");
+    for syntax in ["name", "\"name\"", "\":\"", "{\""] {
+        assert!(store.search_records("lead", &search(BTreeMap::new(), Some(syntax))).await.expect("text").is_empty(), "text search matches values, not `{syntax}` of the JSON");
+    }
 
     let regarding = RecordRef::new("contact", &ada.id);
     let mut activity = Activity { key: "cxbridge:x".into(), kind: "phonecall".into(), regarding: vec![regarding.clone()], fields: BTreeMap::new(), direction: cxbridge_domain::conversation::Direction::Inbound, on_behalf_of: None };
@@ -215,11 +218,31 @@ pub async fn story<S: Store + CrmStore>(store: &S) {
     ] {
         store.record_verification(&v).await.expect("audit");
     }
-    assert_eq!(store.failed_verifications("+4930111", Some(&ada), at(0)).await.expect("count"), (2, 3));
-    assert_eq!(store.failed_verifications("+4930111", Some(&ada), at(615)).await.expect("window"), (0, 1), "older attempts fall out of the window");
-    assert_eq!(store.failed_verifications("+4930333", None, at(0)).await.expect("no record"), (1, 0));
-    let trail = store.verifications(10).await.expect("trail");
-    assert_eq!((trail.len(), trail[0].number.as_str(), trail[0].record.as_ref()), (5, "+4930333", None), "newest first");
+    // Reserving an attempt counts failed and unfinished attempts against each limit.
+    let limits = |per_number, per_record, per_minute| VerificationLimits { per_number, per_record, window: Duration::from_secs(600), per_minute };
+    let bob = RecordRef::new("contact", "bob");
+    let carol = RecordRef::new("contact", "carol");
+    let reserve = |secs, number: &'static str, records: Vec<RecordRef>, l: VerificationLimits| async move {
+        let v = Verification { at: at(secs), number: number.into(), record: None, kind: "pin".into(), outcome: String::new() };
+        store.reserve_verification(&v, &records, &l).await.expect("reserve")
+    };
+    let locked = |secs| Reservation::Locked { retry_after_secs: secs };
+    assert_eq!(reserve(650, "+4930111", vec![], limits(2, 99, 99)).await, locked(600), "two refusals from the number");
+    assert_eq!(reserve(650, "+4930444", vec![bob.clone(), ada.clone()], limits(99, 3, 99)).await, locked(600), "any matching record at its limit locks");
+    assert_eq!(reserve(650, "+4930444", vec![bob.clone()], limits(99, 3, 4)).await, locked(60), "four failures in the last minute over all numbers");
+    let Reservation::Reserved(first) = reserve(1300, "+4930555", vec![bob.clone(), carol.clone()], limits(1, 1, 99)).await else {
+        panic!("older attempts fall out of the window")
+    };
+    assert_eq!(reserve(1301, "+4930666", vec![carol.clone()], limits(1, 1, 99)).await, locked(600), "an unfinished attempt counts, on every record it checks");
+    store.finish_verification(first, "verified", Some(&bob)).await.expect("finish");
+    let Reservation::Reserved(second) = reserve(1302, "+4930666", vec![carol.clone()], limits(1, 1, 99)).await else {
+        panic!("a verified attempt does not count")
+    };
+    store.finish_verification(second, "refused", Some(&carol)).await.expect("finish");
+    let trail = store.verifications(20).await.expect("trail");
+    assert_eq!((trail.len(), trail[0].number.as_str(), trail[0].record.as_ref(), trail[0].outcome.as_str()), (11, "+4930666", Some(&carol), "refused"), "newest first");
+    let outcomes: Vec<&str> = trail.iter().take(6).map(|v| v.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["refused", "locked", "verified", "locked", "locked", "locked"]);
 }
 
 /// Retention on a fresh store: the pruning job deletes delivered items, the events of

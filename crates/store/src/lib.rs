@@ -162,8 +162,31 @@ pub struct Verification {
     pub number: String,
     pub record: Option<RecordRef>,
     pub kind: String,
-    /// `verified`, `refused` or `locked`.
+    /// `verified`, `refused` or `locked`; `pending` while the comparison runs.
     pub outcome: String,
+}
+
+/// The limits a verification attempt is reserved against. Failed (`refused`) and unfinished
+/// (`pending`) attempts count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerificationLimits {
+    /// Failed attempts from one number within `window`.
+    pub per_number: u32,
+    /// Failed attempts on one record within `window`, from any number.
+    pub per_record: u32,
+    pub window: std::time::Duration,
+    /// Failed attempts over all numbers and records within the last minute.
+    pub per_minute: u32,
+}
+
+/// What reserving a verification attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// The attempt is audited as `pending` under this id and counts as failed until
+    /// [`Store::finish_verification`] says otherwise: compare, then finish it.
+    Reserved(i64),
+    /// A limit is reached; the attempt is audited as `locked`. Retry after this long.
+    Locked { retry_after_secs: u64 },
 }
 
 /// Conversations, events and the outbox.
@@ -214,10 +237,15 @@ pub trait Store: Send + Sync + 'static {
     /// When the agent last signed out, if ever.
     async fn signed_out_at(&self, agent: &str) -> Result<Option<Timestamp>>;
 
-    /// Audits a verification attempt.
+    /// Audits a finished verification attempt (its record, if any, counts as checked).
     async fn record_verification(&self, v: &Verification) -> Result<()>;
-    /// Failed (refused) attempts since `since`: from `number`, and on `record`.
-    async fn failed_verifications(&self, number: &str, record: Option<&RecordRef>, since: Timestamp) -> Result<(u32, u32)>;
+    /// Counts the failed attempts of `v.number`, of every one of `records` and of the last
+    /// minute against `limits` and, when all are below, audits `v` as `pending` — one atomic
+    /// step on every node sharing the database, so concurrent attempts cannot all pass the
+    /// check before any of them failed. Otherwise audits `v` as `locked`.
+    async fn reserve_verification(&self, v: &Verification, records: &[RecordRef], limits: &VerificationLimits) -> Result<Reservation>;
+    /// Sets the outcome (and the audited record) of a reserved attempt.
+    async fn finish_verification(&self, id: i64, outcome: &str, record: Option<&RecordRef>) -> Result<()>;
     /// The audit trail, newest first.
     async fn verifications(&self, limit: u32) -> Result<Vec<Verification>>;
 }

@@ -28,7 +28,7 @@ use sqlx::{Connection, Row};
 use tokio::sync::Notify;
 
 use crate::shared::{self, corrupt, decode, decode_all, ms, new_id, outbox_from_row};
-use crate::{CrmSchema, CrmStore, IndexChanges, OutboxItem, OutboxState, OutboxStats, Pruned, Record, Retention, RecordQuery, Recorded, Result, Store, StoreError, StoredActivity, SyncState, Verification};
+use crate::{CrmSchema, CrmStore, IndexChanges, OutboxItem, OutboxState, OutboxStats, Pruned, Record, RecordQuery, Recorded, Reservation, Result, Retention, Store, StoreError, StoredActivity, SyncState, Verification, VerificationLimits};
 
 /// The channel `pg_notify` wakes outbox workers on.
 const OUTBOX_CHANNEL: &str = "cxbridge_outbox";
@@ -680,36 +680,73 @@ impl Store for PgStore {
     }
 
     async fn record_verification(&self, v: &Verification) -> Result<()> {
-        sqlx::query("INSERT INTO ivr_verifications (at, number, entity, record_id, kind, outcome) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(ms(v.at))
-            .bind(&v.number)
-            .bind(v.record.as_ref().map(|r| r.entity.as_str()))
-            .bind(v.record.as_ref().map(|r| r.id.as_str()))
-            .bind(&v.kind)
-            .bind(&v.outcome)
-            .execute(&self.pool)
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        let id = insert_verification(&mut tx, v).await?;
+        if let Some(r) = &v.record {
+            insert_verification_record(&mut tx, id, r, v.at).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
-    async fn failed_verifications(&self, number: &str, record: Option<&RecordRef>, since: Timestamp) -> Result<(u32, u32)> {
-        let by_number: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ivr_verifications WHERE number = $1 AND at >= $2 AND outcome = 'refused'")
-            .bind(number)
-            .bind(ms(since))
-            .fetch_one(&self.pool)
+    async fn reserve_verification(&self, v: &Verification, records: &[RecordRef], limits: &VerificationLimits) -> Result<Reservation> {
+        let since = ms(v.at) - i64::try_from(limits.window.as_millis()).unwrap_or(i64::MAX);
+        let mut tx = self.pool.begin().await?;
+        // Every attempt on every node takes this one lock until its transaction ends: the counts
+        // below and the insert are one step. Attempts are few (callers typing PINs), so one lock
+        // for all of them costs nothing and is what the limit over all numbers needs anyway.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock_key("cxbridge", "ivr_verifications")).execute(&mut *tx).await?;
+        let by_number: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM ivr_verifications WHERE number = $1 AND at >= $2 AND outcome IN {}",
+            shared::COUNTED_OUTCOMES
+        )))
+        .bind(&v.number)
+        .bind(since)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut by_record = 0;
+        for r in records {
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) FROM ivr_verification_records r JOIN ivr_verifications v ON v.id = r.verification_id
+                 WHERE r.entity = $1 AND r.record_id = $2 AND r.at >= $3 AND v.outcome IN {}",
+                shared::COUNTED_OUTCOMES
+            )))
+            .bind(&r.entity)
+            .bind(&r.id)
+            .bind(since)
+            .fetch_one(&mut *tx)
             .await?;
-        let by_record: i64 = match record {
-            Some(r) => {
-                sqlx::query_scalar("SELECT COUNT(*) FROM ivr_verifications WHERE entity = $1 AND record_id = $2 AND at >= $3 AND outcome = 'refused'")
-                    .bind(&r.entity)
-                    .bind(&r.id)
-                    .bind(ms(since))
-                    .fetch_one(&self.pool)
-                    .await?
+            by_record = by_record.max(n);
+        }
+        let last_minute: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM ivr_verifications WHERE at >= $1 AND outcome IN {}", shared::COUNTED_OUTCOMES)))
+                .bind(ms(v.at) - 60_000)
+                .fetch_one(&mut *tx)
+                .await?;
+        let locked = shared::verification_lock(by_number, by_record, last_minute, limits);
+        let outcome = if locked.is_some() { "locked" } else { "pending" };
+        let id = insert_verification(&mut tx, &Verification { outcome: outcome.into(), ..v.clone() }).await?;
+        if locked.is_none() {
+            for r in records {
+                insert_verification_record(&mut tx, id, r, v.at).await?;
             }
-            None => 0,
-        };
-        Ok((by_number as u32, by_record as u32))
+        }
+        tx.commit().await?;
+        Ok(match locked {
+            Some(retry_after_secs) => Reservation::Locked { retry_after_secs },
+            None => Reservation::Reserved(id),
+        })
+    }
+
+    async fn finish_verification(&self, id: i64, outcome: &str, record: Option<&RecordRef>) -> Result<()> {
+        sqlx::query("UPDATE ivr_verifications SET outcome = $1, entity = $2, record_id = $3 WHERE id = $4")
+            .bind(outcome)
+            .bind(record.map(|r| r.entity.as_str()))
+            .bind(record.map(|r| r.id.as_str()))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn verifications(&self, limit: u32) -> Result<Vec<Verification>> {
@@ -725,6 +762,30 @@ impl Store for PgStore {
         let at: Option<i64> = sqlx::query_scalar("SELECT at FROM agent_sign_outs WHERE agent = $1").bind(agent).fetch_optional(&self.pool).await?;
         at.map(shared::ts).transpose()
     }
+}
+
+async fn insert_verification(tx: &mut PgConnection, v: &Verification) -> Result<i64> {
+    let id: i64 = sqlx::query_scalar("INSERT INTO ivr_verifications (at, number, entity, record_id, kind, outcome) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
+        .bind(ms(v.at))
+        .bind(&v.number)
+        .bind(v.record.as_ref().map(|r| r.entity.as_str()))
+        .bind(v.record.as_ref().map(|r| r.id.as_str()))
+        .bind(&v.kind)
+        .bind(&v.outcome)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(id)
+}
+
+async fn insert_verification_record(tx: &mut PgConnection, id: i64, r: &RecordRef, at: Timestamp) -> Result<()> {
+    sqlx::query("INSERT INTO ivr_verification_records (verification_id, entity, record_id, at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+        .bind(id)
+        .bind(&r.entity)
+        .bind(&r.id)
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -789,7 +850,8 @@ impl CrmStore for PgStore {
     }
 
     async fn search_records(&self, entity: &str, query: &RecordQuery) -> Result<Vec<Record>> {
-        self.schema.entity(entity)?;
+        let spec = self.schema.entity(entity)?;
+        shared::check_not_sensitive(spec, &query.fields)?;
         if let Some(phone) = &query.phone {
             return shared::search_by_phone(self, &self.schema, entity, phone, query).await;
         }
@@ -802,9 +864,17 @@ impl CrmStore for PgStore {
             binds.push(v.clone());
         }
         if let Some(text) = &query.text {
-            // ILIKE: case-insensitive like SQLite's LIKE (which folds ASCII only).
-            sql.push_str(&format!(" AND fields::text ILIKE ${} ESCAPE '\\'", binds.len() + 1));
+            // Field values only, never the JSON around them (`"pin":"98` must find no PIN),
+            // and never a sensitive field. ILIKE: case-insensitive like SQLite's LIKE (which
+            // folds ASCII only).
+            sql.push_str(&format!(" AND EXISTS (SELECT 1 FROM jsonb_each_text(fields) AS f(key, value) WHERE f.value ILIKE ${} ESCAPE '\\'", binds.len() + 1));
             binds.push(shared::contains_pattern(text));
+            if !spec.sensitive.is_empty() {
+                let placeholders: Vec<String> = (0..spec.sensitive.len()).map(|i| format!("${}", binds.len() + 1 + i)).collect();
+                sql.push_str(&format!(" AND f.key NOT IN ({})", placeholders.join(", ")));
+                binds.extend(spec.sensitive.iter().cloned());
+            }
+            sql.push(')');
         }
         sql.push_str(&format!(" ORDER BY updated_at DESC LIMIT ${}", binds.len() + 1));
         // Only placeholders are concatenated; every value is bound.

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 
 use cxbridge_domain::Timestamp;
 use cxbridge_domain::conversation::{self, Conversation, Event, Policy, Transition};
-use cxbridge_domain::crm::RecordRef;
+use cxbridge_domain::crm::{EntitySpec, RecordRef};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use crate::{CrmSchema, CrmStore, OutboxItem, OutboxState, OutboxStats, Record, RecordQuery, Result, StoreError, StoredActivity, SyncState, Verification};
+use crate::{VerificationLimits, CrmSchema, CrmStore, OutboxItem, OutboxState, OutboxStats, Record, RecordQuery, Result, StoreError, StoredActivity, SyncState, Verification};
 
 /// Most records one search returns, whatever the caller asks for.
 const SEARCH_MAX: u32 = 500;
@@ -169,6 +169,20 @@ pub(crate) fn verification_from_row((at, number, entity, id, kind, outcome): Ver
     Ok(Verification { at: ts(at)?, number, record, kind, outcome })
 }
 
+/// The outcomes a verification limit counts: failures, and attempts still being compared
+/// (so that concurrent attempts count against each other before any of them finished).
+pub(crate) const COUNTED_OUTCOMES: &str = "('pending', 'refused')";
+
+/// The wait (seconds) a new verification attempt must be refused for, if any limit is reached:
+/// `by_number` and `by_record` (the most of any of its records) within the window,
+/// `last_minute` over everyone.
+pub(crate) fn verification_lock(by_number: i64, by_record: i64, last_minute: i64, limits: &VerificationLimits) -> Option<u64> {
+    if by_number >= i64::from(limits.per_number) || by_record >= i64::from(limits.per_record) {
+        return Some(limits.window.as_secs().max(1));
+    }
+    (last_minute >= i64::from(limits.per_minute)).then_some(60)
+}
+
 // ---- built-in CRM ----
 
 fn is_field_name(name: &str) -> bool {
@@ -196,6 +210,14 @@ pub(crate) fn check_patch(patch: &BTreeMap<String, String>) -> Result<()> {
 pub(crate) fn check_query_fields(fields: &BTreeMap<String, String>) -> Result<()> {
     match fields.keys().find(|k| !is_field_name(k)) {
         Some(bad) => Err(StoreError::Invalid(format!("field name `{bad}`"))),
+        None => Ok(()),
+    }
+}
+
+/// Exact matches on a sensitive field would be an oracle for it: refused.
+pub(crate) fn check_not_sensitive(spec: &EntitySpec, fields: &BTreeMap<String, String>) -> Result<()> {
+    match fields.keys().find(|k| spec.is_sensitive(k)) {
+        Some(k) => Err(StoreError::Invalid(format!("field `{k}` of {} is sensitive: it cannot be searched", spec.name))),
         None => Ok(()),
     }
 }

@@ -261,6 +261,7 @@ pub fn default_entities() -> Vec<EntitySpec> {
         identify: true,
         collection: Some(entity_set(name)),
         id_field: Some(id.into()),
+        sensitive: vec![],
     };
     let mut contact = spec("contact", "contactid", &["telephone1", "mobilephone", "telephone2"], "fullname");
     contact.display_fields = vec![

@@ -747,6 +747,7 @@ pub fn default_entities() -> Vec<EntitySpec> {
             identify: true,
             collection: Some("Contact".into()),
             id_field: Some("Id".into()),
+            sensitive: vec![],
         },
         EntitySpec {
             name: "account".into(),
@@ -758,6 +759,7 @@ pub fn default_entities() -> Vec<EntitySpec> {
             identify: true,
             collection: Some("Account".into()),
             id_field: Some("Id".into()),
+            sensitive: vec![],
         },
         EntitySpec {
             name: "lead".into(),
@@ -769,6 +771,7 @@ pub fn default_entities() -> Vec<EntitySpec> {
             identify: true,
             collection: Some("Lead".into()),
             id_field: Some("Id".into()),
+            sensitive: vec![],
         },
     ]
 }

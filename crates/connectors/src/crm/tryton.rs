@@ -133,6 +133,7 @@ pub fn default_entities() -> Vec<EntitySpec> {
         identify: true,
         collection: Some(PARTY_MODEL.into()),
         id_field: Some("id".into()),
+        sensitive: vec![],
     }]
 }
 

@@ -521,7 +521,7 @@ fn transfer_leg_pops_new_agents_and_only_the_last_leg_ends_the_call() {
     assert_eq!(got[2].split(' ').next(), Some("connected"), "a transfer never moves the state back: {got:?}");
     assert_eq!(got[3..], ["connected update", "connected update", "ended/answered end", "completed/answered end memorialize"].map(String::from), "{got:?}");
     let c = c.expect("conversation");
-    assert_eq!(c.transfers, vec![Transfer { at: at(60), from_agent: Some("alice".into()), to: "alice, bob".into() }]);
+    assert_eq!(c.transfers, vec![Transfer { at: at(60), from_agent: Some("alice".into()), to: "alice, bob".into(), agents: vec!["alice".into(), "bob".into()] }]);
     assert_eq!(c.agent.as_deref(), Some("bob"));
     assert_eq!(c.offered_to, ["alice", "bob"]);
     assert_eq!(c.talk_time(), SignedDuration::from_secs(195));
@@ -706,4 +706,27 @@ fn an_agent_named_twice_in_one_offer_is_offered_and_popped_once() {
     let (steps, c) = run(Policy::default(), &[offer("L1", 0, &["alice"]), offer("L2", 60, &["carol", "alice", "dave", "carol"])]);
     assert_eq!(describe(&steps[1]), "offered pop(carol,dave) update");
     assert_eq!(c.expect("conversation").offered_to, ["alice", "carol", "dave"]);
+}
+
+#[test]
+fn once_answered_only_who_answered_and_later_transfer_targets_may_act() {
+    let ringing = last(Policy::default(), &[offer("L1", 0, &["alice", "bob"])]);
+    let answered = last(Policy::default(), &[offer("L1", 0, &["alice", "bob"]), connected("L1", 5, "alice")]);
+    let transferred = last(
+        Policy::default(),
+        &[offer("L1", 0, &["alice", "bob"]), connected("L1", 5, "alice"), offer("L2", 60, &["carol", "dave"]), ended("L1", 61, "forwarded"), connected("L2", 70, "carol")],
+    );
+    for (c, what, agent, may) in [
+        (&ringing, "ringing", "alice", true),
+        (&ringing, "ringing", "bob", true),
+        (&ringing, "ringing", "carol", false),
+        (&answered, "answered", "alice", true),
+        (&answered, "answered", "bob", false),
+        (&transferred, "transferred", "alice", true),
+        (&transferred, "transferred", "carol", true),
+        (&transferred, "transferred", "dave", true),
+        (&transferred, "transferred", "bob", false),
+    ] {
+        assert_eq!(c.may_act(agent), may, "{what}: {agent}");
+    }
 }

@@ -36,7 +36,7 @@ fn full_call() -> Conversation {
         ended_at: Some(at(151)),
         completed_at: Some(at(200)),
         last_event_at: at(200),
-        transfers: vec![Transfer { at: at(60), from_agent: Some("alice".into()), to: "bob".into() }],
+        transfers: vec![Transfer { at: at(60), from_agent: Some("alice".into()), to: "bob".into(), agents: vec!["bob".into()] }],
         disposition: Some(Disposition { code: "sale".into(), category: Some("won".into()) }),
         details: Details {
             notes: Some("Wants a quote.\nCall back Monday.".into()),

@@ -732,7 +732,7 @@ const takenByOther = (e) => !!e.conv.agent && e.conv.agent !== state.agent;
 function remember(e, records) {
   for (const r of records) if (r?.entity && r?.id) {
     const old = e.known.get(refKey(r));
-    e.known.set(refKey(r), old && !r.fields && old.fields ? { ...r, fields: old.fields } : r);
+    e.known.set(refKey(r), old ? { ...r, fields: r.fields || old.fields, grant: r.grant || old.grant } : r);
   }
 }
 
@@ -1052,7 +1052,7 @@ async function runSearch(e, wf, text, results, submit) {
   submit.disabled = true;
   renderSearchResults(e, results);
   try {
-    const res = await api("POST", `/workflows/${enc(wf.name)}`, { text: text.trim() });
+    const res = await api("POST", `/workflows/${enc(wf.name)}`, { text: text.trim(), conversation_id: e.id });
     e.ui.searchResults = res.records || [];
     e.ui.searchError = null;
     remember(e, e.ui.searchResults);
@@ -1143,7 +1143,10 @@ async function togglePin(e, ref) {
 async function links(e, body, done) {
   setCardError(e, null);
   try {
-    const conv = await api("PUT", `/conversations/${enc(e.id)}/links`, body);
+    // Records found or created for this conversation carry the grant that lets us link them.
+    const refs = [body.selected, ...(body.pinned || [])].filter(Boolean);
+    const grants = refs.map((r) => e.known.get(refKey(r))?.grant).filter(Boolean);
+    const conv = await api("PUT", `/conversations/${enc(e.id)}/links`, grants.length ? { ...body, grants } : body);
     mergeConversation(conv);
     if (done) announce(done);
     refreshRelated(e);
@@ -1293,9 +1296,9 @@ function openWorkflow(e, w) {
       target = workflowTarget(e, w);
       if (!target) return error(`Select a ${entityLabel(w.entity)} record first.`);
     }
-    const spec = state.panel?.entities?.find((x) => x.name === w.entity);
     const fields = [...(w.required || [])];
-    for (const f of w.allowed?.length ? w.allowed : spec?.create_fields || []) if (!fields.includes(f)) fields.push(f);
+    // Only the fields the workflow allows can be written (none when it lists none).
+    for (const f of w.allowed || []) if (!fields.includes(f)) fields.push(f);
     if (!fields.length) fields.push("name");
     const known = target ? e.known.get(refKey(target))?.fields || {} : {};
     const prefill = w.action === "create" ? phonePrefill(fields, e.conv) : known;
@@ -1325,7 +1328,7 @@ async function runWorkflow(e, w, input, form) {
   if (submit) submit.disabled = true;
   fill(e.el.wfResult, h("p", { class: "muted small" }, `${w.label || humanize(w.name)}…`));
   try {
-    const res = await api("POST", `/workflows/${enc(w.name)}`, input);
+    const res = await api("POST", `/workflows/${enc(w.name)}`, { ...input, conversation_id: e.id });
     remember(e, res.records || []);
     showWorkflowResult(e, w, res, null);
     if (w.action !== "search" && form) {

@@ -73,7 +73,7 @@ pub async fn identify(State(app): State<Arc<App>>, headers: HeaderMap, ApiQuery(
     Ok(Json(proto::IdentifyResponse {
         address: q.address.clone(),
         e164: normalized.e164().map(str::to_string),
-        identification: views::identification(&identification),
+        identification: views::identification(&app.redact_identification(&identification)),
         pop,
     }))
 }
@@ -152,6 +152,8 @@ pub async fn wrapup(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(id)
         w.agent = Some(agent.to_string());
     }
     w.disposition = checked_disposition(&app, w.disposition.take())?;
+    let refs: Vec<&proto::RecordRefView> = w.selected.iter().chain(w.pinned.iter().flatten()).collect();
+    app.check_agent_links(&caller, &c, &refs, &[])?;
     app.check_linkable(&c, w.selected.as_ref(), w.pinned.as_ref()).await?;
     let wrap = WrapUp {
         agent: w.agent.clone(),

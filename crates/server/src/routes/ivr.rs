@@ -77,7 +77,7 @@ async fn answer(app: &App, q: LookupQuery) -> ApiResult<Response> {
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
             r
         }
-        _ => Json(view(&found)).into_response(),
+        _ => Json(view(app, &found)).into_response(),
     })
 }
 
@@ -91,13 +91,13 @@ fn route_view(r: &Route) -> proto::IvrRouteView {
     proto::IvrRouteView { action: r.action().into(), target, agent, reason, rule: r.rule().map(str::to_string) }
 }
 
-fn view(l: &Lookup) -> proto::IvrLookupView {
+fn view(app: &App, l: &Lookup) -> proto::IvrLookupView {
     proto::IvrLookupView {
         ani: l.ani.clone(),
         e164: l.normalized.e164().map(str::to_string),
         blocked: l.blocked,
-        identification: views::identification(&l.identification),
-        record: l.record.as_ref().map(views::candidate),
+        identification: views::identification(&app.redact_identification(&l.identification)),
+        record: l.record.as_ref().map(|r| views::candidate(&app.redact(r))),
         owner: l.owner.as_ref().map(|o| proto::IvrOwnerView { crm_user: o.crm_user.clone(), agent: o.agent.clone(), extension: o.extension.clone(), available: o.available }),
         flags: l.flags.clone(),
         route: route_view(&l.route),
@@ -161,7 +161,7 @@ async fn verify_body(app: &App, body: &[u8]) -> ApiResult<Response> {
     let req: proto::VerifyRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::unprocessable(format!("send {{\"ani\": \"…\", \"kind\": \"pin\", \"value\": \"…\"}}: {e}")))?;
     match app.ivr_verify(&req.ani, &req.kind, &req.value).await? {
-        Verified::Yes(c) => Ok(Json(proto::VerifyResult { verified: true, record: Some(views::candidate(&c)) }).into_response()),
+        Verified::Yes(c) => Ok(Json(proto::VerifyResult { verified: true, record: Some(views::candidate(&app.redact(&c))) }).into_response()),
         Verified::No => Ok(Json(proto::VerifyResult { verified: false, record: None }).into_response()),
         Verified::Locked { retry_after_secs } => {
             let mut r = ApiError::new(axum::http::StatusCode::TOO_MANY_REQUESTS, "too many failed attempts for this caller; transfer the call to an agent").into_response();

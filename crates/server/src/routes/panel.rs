@@ -259,6 +259,8 @@ pub async fn links(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(id):
     let caller = app.caller(&headers, &Method::PUT).await?;
     let req: proto::LinksRequest = serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable(format!("the links are not valid: {e}")))?;
     let c = visible_conversation(&app, &caller, &id).await?;
+    let refs: Vec<&proto::RecordRefView> = req.selected.iter().chain(req.pinned.iter().flatten()).collect();
+    app.check_agent_links(&caller, &c, &refs, &req.grants)?;
     app.check_linkable(&c, req.selected.as_ref(), req.pinned.as_ref()).await?;
     let links = Links {
         selected: req.selected.as_ref().map(|r| RecordRef::new(&r.entity, &r.id)),
@@ -291,7 +293,7 @@ pub async fn new_record(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath
     let links = Links { selected: Some(created.record.clone()), pinned: None };
     let c = record_links(&app, &c, links, &body, received).await?;
     tracing::info!(conversation = c.id, entity = spec.name, id = created.record.id, agent = caller.agent_id(), "record created from the panel");
-    Ok(Json(proto::NewRecordResult { record: views::candidate_with_fields(&created), conversation: app.conversation_view(&c).await }))
+    Ok(Json(proto::NewRecordResult { record: views::candidate_with_fields(&app.redact(&created)), conversation: app.conversation_view(&c).await }))
 }
 
 
@@ -306,9 +308,9 @@ async fn current_records(app: &App, c: &Conversation) -> Vec<proto::CandidateVie
     let mut out = vec![];
     for r in refs {
         out.push(match app.record_candidate(c, &r).await {
-            Some(k) => views::candidate_with_fields(&k),
+            Some(k) => views::candidate_with_fields(&app.redact(&k)),
             // An external CRM's record we only know by reference (created or searched in the panel).
-            None => proto::CandidateView { entity: r.entity.clone(), id: r.id.clone(), title: r.id.clone(), display: vec![], fields: None },
+            None => proto::CandidateView { entity: r.entity.clone(), id: r.id.clone(), title: r.id.clone(), display: vec![], fields: None, grant: None },
         });
     }
     out

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
-use cxbridge_domain::crm::{RecordRef, SearchQuery};
+use cxbridge_domain::crm::{EntitySpec, RecordRef, SearchQuery};
 use cxbridge_proto as proto;
 
 use crate::config::WorkflowConfig;
@@ -33,7 +33,7 @@ pub fn views(config: &crate::config::Config) -> Vec<proto::WorkflowView> {
 
 /// Runs a workflow against the configured CRM.
 #[utoipa::path(post, path = "/api/v1/workflows/{name}", request_body = proto::WorkflowInput,
-    responses((status = 200, body = proto::WorkflowResult), (status = 404, body = proto::Problem), (status = 422, body = proto::Problem), (status = 502, body = proto::Problem)),
+    responses((status = 200, body = proto::WorkflowResult), (status = 403, body = proto::Problem), (status = 404, body = proto::Problem), (status = 422, body = proto::Problem), (status = 502, body = proto::Problem)),
     security(("bearer" = [])))]
 pub async fn run(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(name): ApiPath<String>, body: Bytes) -> ApiResult<Json<proto::WorkflowResult>> {
     let caller = app.caller(&headers, &Method::POST).await?;
@@ -51,7 +51,31 @@ pub async fn run(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(name):
         .iter()
         .find(|e| e.name == w.entity)
         .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("workflow `{}` names unknown entity `{}`", w.name, w.entity)))?;
-    check_fields(w, &input.fields)?;
+    check_fields(w, spec, &input.fields)?;
+    // An agent runs a workflow for one of their conversations, on that conversation's records.
+    let conversation = match input.conversation_id.as_deref().filter(|s| !s.trim().is_empty()) {
+        Some(id) => Some(super::panel::visible_conversation(&app, &caller, id).await?),
+        None if caller.agent_id().is_some() && matches!(w.action.as_str(), "update" | "timeline") => {
+            return Err(ApiError::unprocessable("`conversation_id` is required: an agent works on the records of one of their conversations"));
+        }
+        None => None,
+    };
+    let check_record = |id: &str| -> ApiResult<()> {
+        match (caller.agent_id(), &conversation) {
+            (Some(_), Some(c)) if !App::conversation_records(c).iter().any(|r| r.entity == spec.name && r.id == id) => {
+                Err(ApiError::forbidden(format!("{} `{id}` is not one of this conversation's records", spec.name)))
+            }
+            _ => Ok(()),
+        }
+    };
+    // What the agent gets back: no sensitive field, and a grant to link it to the conversation.
+    let shown = |c: &cxbridge_domain::crm::Candidate| {
+        let mut v = views::candidate_with_fields(&app.redact(c));
+        if let (Some(_), Some(conv)) = (caller.agent_id(), &conversation) {
+            v.grant = Some(app.sessions.grant(&conv.id, &c.record.entity, &c.record.id));
+        }
+        v
+    };
     let limit = input.limit.unwrap_or(w.limit).clamp(1, w.limit.max(1));
     let mut result = proto::WorkflowResult { workflow: w.name.clone(), action: w.action.clone(), records: vec![], timeline: vec![] };
     match w.action.as_str() {
@@ -63,7 +87,7 @@ pub async fn run(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(name):
                 return Err(ApiError::unprocessable("a search needs `text` or at least one of `fields`"));
             }
             let found = app.crm.search(spec, &SearchQuery { text, filters, limit }).await.map_err(crm_problem)?;
-            result.records = found.iter().map(views::candidate_with_fields).collect();
+            result.records = found.iter().map(shown).collect();
         }
         "create" => {
             let mut fields = w.fields.clone();
@@ -73,20 +97,22 @@ pub async fn run(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(name):
                 return Err(ApiError::unprocessable(format!("missing required field(s): {}", missing.join(", "))));
             }
             let created = app.crm.create(spec, &fields).await.map_err(crm_problem)?;
-            result.records = vec![views::candidate_with_fields(&created)];
+            result.records = vec![shown(&created)];
         }
         "update" => {
             let id = required_id(&input)?;
+            check_record(id)?;
             if input.fields.is_empty() {
                 return Err(ApiError::unprocessable("an update needs at least one of `fields`"));
             }
             let mut fields = w.fields.clone();
             fields.extend(input.fields.clone());
             let updated = app.crm.update(spec, id, &fields).await.map_err(crm_problem)?;
-            result.records = vec![views::candidate_with_fields(&updated)];
+            result.records = vec![shown(&updated)];
         }
         _ => {
             let id = required_id(&input)?;
+            check_record(id)?;
             let entries = app.crm.timeline(&RecordRef::new(&spec.name, id), limit).await.map_err(crm_problem)?;
             result.timeline = entries
                 .into_iter()
@@ -102,15 +128,22 @@ fn required_id(input: &proto::WorkflowInput) -> ApiResult<&str> {
     input.id.as_deref().filter(|s| !s.trim().is_empty()).ok_or_else(|| ApiError::unprocessable("`id` of the record is required"))
 }
 
-fn check_fields(w: &WorkflowConfig, fields: &BTreeMap<String, String>) -> ApiResult<()> {
-    if w.allowed.is_empty() {
-        return Ok(());
+/// The fields a caller gives (values to write, or search filters): only those the workflow
+/// names in `allowed` or `required` — none when it names none — and never a sensitive one.
+fn check_fields(w: &WorkflowConfig, spec: &EntitySpec, fields: &BTreeMap<String, String>) -> ApiResult<()> {
+    let sensitive: Vec<&str> = fields.keys().filter(|k| spec.is_sensitive(k)).map(String::as_str).collect();
+    if !sensitive.is_empty() {
+        return Err(ApiError::unprocessable(format!(
+            "field(s) {} of {} are sensitive ([ivr.verify] checks callers against them, or the entity lists them): no workflow sets or searches them",
+            sensitive.join(", "),
+            spec.name
+        )));
     }
     let refused: Vec<&str> = fields.keys().filter(|k| !w.allowed.contains(k) && !w.required.contains(k)).map(String::as_str).collect();
     if refused.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::unprocessable(format!("field(s) not allowed in workflow `{}`: {}; allowed: {}", w.name, refused.join(", "), w.allowed.join(", "))))
+        return Ok(());
     }
+    let allowed: Vec<&str> = w.allowed.iter().chain(&w.required).map(String::as_str).collect();
+    let allowed = if allowed.is_empty() { "none (list them in the workflow's `allowed`)".to_string() } else { allowed.join(", ") };
+    Err(ApiError::unprocessable(format!("field(s) not allowed in workflow `{}`: {}; allowed: {allowed}", w.name, refused.join(", "))))
 }
-

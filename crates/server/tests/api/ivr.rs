@@ -311,3 +311,71 @@ async fn bad_ivr_events_are_refused_and_change_nothing() {
     let (_, v) = t.get("/api/v1/conversations?external_id=x").await;
     assert_eq!(v["conversations"], json!([]), "nothing recorded");
 }
+
+#[tokio::test]
+async fn parallel_guesses_are_counted_before_any_is_checked() {
+    let t = spawn_with(VERIFY).await;
+    t.create("contact", json!({"name": "Ada", "phone": "+49 30 1234567", "pin": "4711"})).await;
+    // 100 wrong PINs at once (1000..1099, never 4711).
+    let guesses = (0..100).map(|i| {
+        let t = &t;
+        async move { verify(t, "+49 30 1234567", "pin", &format!("{}", 1000 + i)).await.0 }
+    });
+    let answers = futures::future::join_all(guesses).await;
+    assert!(answers.iter().all(|s| *s == 200 || *s == 429), "{answers:?}");
+    let checked = answers.iter().filter(|s| **s != 429).count();
+    assert!(checked <= 3, "at most the per-number limit (3) may be checked, {checked} of 100 were: {answers:?}");
+    let (s, v, retry) = verify(&t, "+49 30 1234567", "pin", "4711").await;
+    assert_eq!((s, retry.as_deref()), (429, Some("600")), "the right PIN is refused while locked: {v}");
+}
+
+const VERIFY_SHARED: &str = r#"
+[phone]
+default_region = "DE"
+[ivr]
+token = "test-ivr-token"
+[ivr.verify]
+fields = { pin = "pin" }
+max_attempts_per_number = 10
+max_attempts_per_record = 2
+window_secs = 600
+"#;
+
+#[tokio::test]
+async fn a_number_shared_by_two_records_counts_against_both() {
+    let t = spawn_with(VERIFY_SHARED).await;
+    // A household line: two records share it; each also has a mobile of its own.
+    t.create("contact", json!({"name": "Ada", "phone": "+49 30 1234567", "mobile": "+49 171 1111111", "pin": "4711"})).await;
+    t.create("contact", json!({"name": "Byron", "phone": "+49 30 1234567", "mobile": "+49 171 2222222", "pin": "1815"})).await;
+    for _ in 0..2 {
+        let (s, v, _) = verify(&t, "+49 30 1234567", "pin", "0000").await;
+        assert_eq!((s, v["verified"].as_bool()), (200, Some(false)), "{v}");
+    }
+    for (mobile, pin) in [("+49 171 1111111", "4711"), ("+49 171 2222222", "1815")] {
+        let (s, v, _) = verify(&t, mobile, "pin", pin).await;
+        assert_eq!(s, 429, "two failures on the shared line lock each of its records, also from {mobile}: {v}");
+    }
+}
+
+const VERIFY_GLOBAL: &str = r#"
+[phone]
+default_region = "DE"
+[ivr]
+token = "test-ivr-token"
+[ivr.verify]
+fields = { pin = "pin" }
+max_attempts_per_minute = 5
+"#;
+
+#[tokio::test]
+async fn guesses_from_many_numbers_hit_the_limit_over_all_numbers() {
+    let t = spawn_with(VERIFY_GLOBAL).await;
+    t.create("contact", json!({"name": "Ada", "phone": "+49 30 1234567", "pin": "4711"})).await;
+    // A caller spoofing a new number for every guess never reaches the per-number limit.
+    for i in 0..5 {
+        let (s, _, _) = verify(&t, &format!("+49 40 55500{i:02}"), "pin", "0000").await;
+        assert_eq!(s, 200);
+    }
+    let (s, v, retry) = verify(&t, "+49 30 1234567", "pin", "4711").await;
+    assert_eq!((s, retry.as_deref()), (429, Some("60")), "five failures this minute lock everyone: {v}");
+}

@@ -188,8 +188,13 @@ async fn choosing_pinning_and_wrapping_up_from_the_panel_writes_the_activity_to_
     let id = offered(&t, "p-pick", "+49 30 5550199", "alice").await;
 
     let (s, v) = alice.put(&format!("/api/v1/conversations/{id}/links"), json!({"selected": {"entity": "contact", "id": "nobody"}})).await;
-    assert_eq!(s, 422, "{v}");
-    assert!(v["detail"].as_str().unwrap_or("").contains("does not exist"), "{v}");
+    assert_eq!(s, 403, "only the conversation's own records: {v}");
+    // An admin links any record that exists (here the account, which did not match).
+    let admin_links = |body: Value| t.http.put(t.url(&format!("/api/v1/conversations/{id}/links"))).bearer_auth(ADMIN).json(&body).send();
+    let r = admin_links(json!({"selected": {"entity": "contact", "id": "nobody"}})).await.expect("admin links");
+    assert_eq!(r.status().as_u16(), 422, "a record that does not exist");
+    let r = admin_links(json!({"pinned": [{"entity": "account", "id": account}]})).await.expect("admin links");
+    assert_eq!(r.status().as_u16(), 200);
     let (s, c) = alice
         .put(&format!("/api/v1/conversations/{id}/links"), json!({"selected": {"entity": "contact", "id": alan}, "pinned": [{"entity": "account", "id": account}, {"entity": "contact", "id": grace}]}))
         .await;
@@ -344,4 +349,168 @@ async fn a_session_survives_a_restart_of_the_hub() {
     let changed = spawn_with_server(&server, &AGENTS.replace("alice-token", "rotated-token")).await;
     let stale = Panel { base: changed.url(""), ..moved };
     assert_eq!(stale.get("/api/v1/session").await.0, 401, "a changed token ends old sessions");
+}
+
+const ACCESS: &str = r#"
+[phone]
+default_region = "DE"
+[[agents]]
+id = "alice"
+cti_users = ["alice"]
+token = "alice-token"
+supervisor = true
+[[agents]]
+id = "bob"
+cti_users = ["bob"]
+token = "bob-token"
+[[agents]]
+id = "carol"
+cti_users = ["carol"]
+token = "carol-token"
+[ivr.verify]
+fields = { pin = "pin" }
+[[workflows]]
+name = "find_contact"
+action = "search"
+entity = "contact"
+[[workflows]]
+name = "edit_contact"
+action = "update"
+entity = "contact"
+allowed = ["email", "pin"]
+[[workflows]]
+name = "edit_anything"
+action = "update"
+entity = "contact"
+[[workflows]]
+name = "contact_history"
+action = "timeline"
+entity = "contact"
+"#;
+
+fn rings(call: &str, from: &str, users: &[&str]) -> Value {
+    json!({"event": "newCall", "from": from, "to": "+49 30 9999000", "direction": "in", "callId": call, "user": users})
+}
+
+/// The content type of an agent's request (problem+json for refusals).
+async fn content_type(p: &Panel, path: &str) -> String {
+    let r = p.http.get(format!("{}{path}", p.base)).header(COOKIE, &p.cookie).send().await.expect("request");
+    r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn once_an_agent_answers_the_others_the_call_rang_lose_it() {
+    let t = spawn_with(ACCESS).await;
+    t.create("contact", json!({"name": "Ada", "phone": "+49 30 1234567", "pin": "4711"})).await;
+    let alice = sign_in(&t, "alice", "alice-token").await.expect("alice");
+    let bob = sign_in(&t, "bob", "bob-token").await.expect("bob");
+    let carol = sign_in(&t, "carol", "carol-token").await.expect("carol");
+    let mut bob_ws = bob.stream("bob").await.expect("bob's stream");
+    let mut carol_ws = carol.stream("carol").await.expect("carol's stream");
+    next_of(&mut bob_ws, "snapshot").await;
+    next_of(&mut carol_ws, "snapshot").await;
+
+    t.cti(rings("rung-1", "+49 30 1234567", &["bob", "carol", "alice"])).await;
+    let id = t.conversation_by_call("rung-1").await["id"].as_str().expect("id").to_string();
+    next_of(&mut bob_ws, "pop").await;
+    next_of(&mut carol_ws, "pop").await;
+    assert_eq!(carol.get(&format!("/api/v1/conversations/{id}")).await.0, 200, "while it rings, every agent it rings may look");
+
+    t.cti(answer("rung-1", "bob")).await;
+    let taken = next_of(&mut carol_ws, "update").await;
+    assert_eq!(taken["conversation"]["agent"], "bob", "carol hears once that bob took it: {taken}");
+    next_of(&mut bob_ws, "update").await;
+
+    let conv = format!("/api/v1/conversations/{id}");
+    for (what, (status, body)) in [
+        ("read", carol.get(&conv).await),
+        ("card", carol.get(&format!("{conv}/related")).await),
+        ("wrap up", carol.post(&format!("{conv}/wrapup"), json!({"notes": "mine now"})).await),
+        ("link", carol.put(&format!("{conv}/links"), json!({"pinned": []})).await),
+    ] {
+        assert_eq!(status, 403, "carol may not {what} the call bob answered: {body}");
+        assert!(body["detail"].as_str().is_some(), "{body}");
+    }
+    assert!(content_type(&carol, &conv).await.starts_with("application/problem+json"));
+    assert_eq!(bob.get(&conv).await.0, 200, "bob answered: he may");
+    assert_eq!(bob.get(&format!("{conv}/related")).await.0, 200);
+    assert_eq!(bob.put(&format!("{conv}/links"), json!({"pinned": []})).await.0, 200);
+    assert_eq!(alice.get(&conv).await.0, 200, "a supervisor it rang may still look");
+    assert_eq!(t.get(&conv).await.0, 200, "and so may an admin");
+
+    // What happens next reaches bob, never carol.
+    let (s, v) = t.post("/api/v1/events", json!({"type": "updated", "source": "cti", "conversation_id": "rung-1", "details": {"transcript": "my PIN is 4711"}})).await;
+    assert_eq!(s, 200, "{v}");
+    let update = next_of(&mut bob_ws, "update").await;
+    assert_eq!(update["conversation"]["transcript"], "my PIN is 4711");
+    none_of(&mut carol_ws, "update", Duration::from_millis(500)).await;
+    t.cti(hangup("rung-1", "normalClearing")).await;
+    next_of(&mut bob_ws, "end").await;
+    none_of(&mut carol_ws, "end", Duration::from_millis(300)).await;
+    assert_eq!(bob.post(&format!("{conv}/wrapup"), json!({"request_id": "w", "notes": "done"})).await.0, 200);
+    close(bob_ws).await;
+    close(carol_ws).await;
+}
+
+#[tokio::test]
+async fn agents_reach_only_the_records_of_their_own_conversation_and_never_the_pin() {
+    let t = spawn_with(ACCESS).await;
+    let ada = t.create("contact", json!({"name": "Ada", "phone": "+49 30 1234567", "pin": "4711"})).await;
+    let stranger = t.create("contact", json!({"name": "Stranger Danger", "phone": "+49 40 5550000", "pin": "9999"})).await;
+    let bob = sign_in(&t, "bob", "bob-token").await.expect("bob");
+    let mut bob_ws = bob.stream("bob").await.expect("bob's stream");
+    next_of(&mut bob_ws, "snapshot").await;
+    let id = offered(&t, "own-1", "+49 30 1234567", "bob").await;
+    let pop = next_of(&mut bob_ws, "pop").await;
+    assert!(!pop.to_string().contains("4711"), "the pop never carries the PIN: {pop}");
+    let conv = format!("/api/v1/conversations/{id}");
+
+    // A record that is not the conversation's cannot be linked, so the card never shows it.
+    for body in [json!({"selected": {"entity": "contact", "id": stranger}}), json!({"pinned": [{"entity": "contact", "id": stranger}]})] {
+        let (s, v) = bob.put(&format!("{conv}/links"), body).await;
+        assert_eq!(s, 403, "{v}");
+    }
+    let (s, v) = bob.post(&format!("{conv}/wrapup"), json!({"selected": {"entity": "contact", "id": stranger}})).await;
+    assert_eq!(s, 403, "nor through the wrap-up: {v}");
+    let (s, card) = bob.get(&format!("{conv}/related")).await;
+    assert_eq!(s, 200);
+    let ids: Vec<&str> = card["records"].as_array().expect("records").iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, vec![ada.as_str()], "{card}");
+    assert_eq!(card["records"][0]["fields"]["name"], "Ada");
+    assert!(!card.to_string().contains("4711") && card["records"][0]["fields"].get("pin").is_none(), "the card never shows the PIN: {card}");
+
+    // Workflows on records: only the conversation's.
+    let (s, v) = bob.post("/api/v1/workflows/contact_history", json!({"id": stranger, "conversation_id": id})).await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = bob.post("/api/v1/workflows/contact_history", json!({"id": ada})).await;
+    assert_eq!(s, 422, "an agent names the conversation: {v}");
+    assert_eq!(bob.post("/api/v1/workflows/contact_history", json!({"id": ada, "conversation_id": id})).await.0, 200);
+    // Nothing is writable unless the workflow allows it, and sensitive fields never are.
+    let (s, v) = bob.post("/api/v1/workflows/edit_anything", json!({"id": ada, "conversation_id": id, "fields": {"phone": "+49 30 6660000"}})).await;
+    assert_eq!(s, 422, "an update workflow without `allowed` changes nothing: {v}");
+    let (s, v) = t.post("/api/v1/workflows/edit_anything", json!({"id": ada, "fields": {"phone": "+49 30 6660000"}})).await;
+    assert_eq!(s, 422, "not for admins either: {v}");
+    let (s, v) = bob.post("/api/v1/workflows/edit_contact", json!({"id": ada, "conversation_id": id, "fields": {"pin": "0000"}})).await;
+    assert_eq!(s, 422, "the PIN is never writable from a workflow: {v}");
+    let (s, v) = bob.post("/api/v1/workflows/edit_contact", json!({"id": ada, "conversation_id": id, "fields": {"email": "ada@example.org"}})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["records"][0]["fields"]["email"], "ada@example.org");
+    assert!(v["records"][0]["fields"].get("pin").is_none(), "{v}");
+    let (_, stored) = t.get(&format!("/api/v1/crm/contact/{ada}")).await;
+    assert_eq!((stored["fields"]["pin"].as_str(), stored["fields"]["phone"].as_str()), (Some("4711"), Some("+49 30 1234567")), "{stored}");
+
+    // A record the agent found by searching for this conversation may be linked to it.
+    let (s, found) = bob.post("/api/v1/workflows/find_contact", json!({"text": "danger", "conversation_id": id})).await;
+    assert_eq!(s, 200, "{found}");
+    let hit = &found["records"][0];
+    assert_eq!(hit["id"], stranger.as_str());
+    assert!(hit["fields"].get("pin").is_none(), "{found}");
+    let grant = hit["grant"].as_str().expect("a search result for the conversation carries its grant").to_string();
+    let other = offered(&t, "own-2", "+49 30 7654321", "bob").await;
+    let (s, v) = bob.put(&format!("/api/v1/conversations/{other}/links"), json!({"selected": {"entity": "contact", "id": stranger}, "grants": [grant]})).await;
+    assert_eq!(s, 403, "a grant is for its own conversation: {v}");
+    let (s, v) = bob.put(&format!("{conv}/links"), json!({"selected": {"entity": "contact", "id": stranger}, "grants": [grant]})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["selected"]["id"], stranger.as_str());
+    close(bob_ws).await;
 }

@@ -26,6 +26,7 @@ fields = { source = "hotline" }
 name = "edit_contact"
 action = "update"
 entity = "contact"
+allowed = ["email"]
 
 [[workflows]]
 name = "contact_history"
@@ -111,4 +112,51 @@ async fn health_names_the_crm() {
     assert_eq!(s, 200);
     assert_eq!(h["crm"]["provider"], "builtin");
     assert!(h["crm"].get("index").is_none(), "the built-in CRM needs no local index: {h}");
+}
+
+#[tokio::test]
+async fn the_text_search_matches_values_never_json_nor_sensitive_fields() {
+    let t = spawn_with(&format!("{WORKFLOWS}\n[ivr.verify]\nfields = {{ pin = \"pin\" }}\n")).await;
+    let ada = t.create("contact", json!({"name": "Ada Lovelace", "phone": "030 1234567", "pin": "98765"})).await;
+    let (s, found) = t.post("/api/v1/workflows/find_contact", json!({"text": "lovelace"})).await;
+    assert_eq!((s, found["records"][0]["id"].as_str()), (200, Some(ada.as_str())), "{found}");
+    for text in ["9876", "98765", "pin", "\"pin\":\"98", "\"name\"", "\":\"", "{\""] {
+        let (s, found) = t.post("/api/v1/workflows/find_contact", json!({"text": text})).await;
+        assert_eq!((s, found["records"].as_array().map(Vec::len)), (200, Some(0)), "`{text}` must find nothing: {found}");
+        let (s, listed) = t.get(&format!("/api/v1/crm/contact?q={}", urlencode(text))).await;
+        assert_eq!((s, listed["records"].as_array().map(Vec::len)), (200, Some(0)), "`{text}` in the CRM API: {listed}");
+    }
+    let (s, v) = t.post("/api/v1/workflows/find_contact", json!({"fields": {"pin": "98765"}})).await;
+    assert_eq!(s, 422, "a sensitive field is no search filter: {v}");
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+const SENSITIVE: &str = r#"
+[phone]
+default_region = "DE"
+[[crm.entities]]
+name = "contact"
+phone_fields = ["phone"]
+display_fields = [{ label = "Name", field = "name" }, { label = "Born", field = "birthday" }]
+sensitive = ["birthday"]
+[[workflows]]
+name = "find_contact"
+action = "search"
+entity = "contact"
+"#;
+
+#[tokio::test]
+async fn an_entitys_own_sensitive_fields_are_neither_shown_nor_searched() {
+    let t = spawn_with(SENSITIVE).await;
+    t.create("contact", json!({"name": "Ada", "phone": "030 1234567", "birthday": "1815-12-10"})).await;
+    let (_, found) = t.post("/api/v1/workflows/find_contact", json!({"text": "ada"})).await;
+    assert_eq!(found["records"].as_array().map(Vec::len), Some(1), "{found}");
+    assert!(!found.to_string().contains("1815"), "neither a field nor a display value: {found}");
+    let (_, found) = t.post("/api/v1/workflows/find_contact", json!({"text": "1815"})).await;
+    assert_eq!(found["records"].as_array().map(Vec::len), Some(0), "{found}");
+    let (_, identified) = t.get("/api/v1/identify?address=%2B49301234567").await;
+    assert!(!identified.to_string().contains("1815"), "{identified}");
 }

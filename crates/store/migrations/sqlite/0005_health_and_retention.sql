@@ -13,7 +13,7 @@ CREATE TABLE outbox_totals (
 );
 INSERT INTO outbox_totals (id, delivered) SELECT 1, COUNT(*) FROM outbox WHERE state = 'delivered';
 
--- What the pruning job walks: old delivered items, old events, old audit rows.
+-- What the pruning job walks: old delivered items and old events (old audit rows: by the
+-- index on ivr_verifications (at) of 0006).
 CREATE INDEX outbox_by_state_updated ON outbox (state, updated_at);
 CREATE INDEX events_by_received ON events (received_at);
-CREATE INDEX ivr_verifications_by_at ON ivr_verifications (at);

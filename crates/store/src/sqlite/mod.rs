@@ -23,7 +23,7 @@ mod writer;
 use writer::{WriteHealth, WriteTx, is_storage_failure};
 
 use crate::shared::{self, corrupt, decode, decode_all, ms, new_id, outbox_from_row};
-use crate::{CrmStore, IndexChanges, OutboxItem, OutboxState, OutboxStats, Pruned, Record, Retention, RecordQuery, Recorded, Result, Store, StoreError, StoredActivity, SyncState, Verification};
+use crate::{CrmStore, IndexChanges, OutboxItem, OutboxState, OutboxStats, Pruned, Record, RecordQuery, Recorded, Reservation, Result, Retention, Store, StoreError, StoredActivity, SyncState, Verification, VerificationLimits};
 
 /// Both backends use it, so it lives beside the traits; re-exported here because the server
 /// and the tests name it by this path.
@@ -562,36 +562,71 @@ impl Store for SqliteStore {
     }
 
     async fn record_verification(&self, v: &Verification) -> Result<()> {
-        sqlx::query("INSERT INTO ivr_verifications (at, number, entity, record_id, kind, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-            .bind(ms(v.at))
-            .bind(&v.number)
-            .bind(v.record.as_ref().map(|r| r.entity.as_str()))
-            .bind(v.record.as_ref().map(|r| r.id.as_str()))
-            .bind(&v.kind)
-            .bind(&v.outcome)
-            .execute(&self.writer)
-            .await?;
+        let mut tx = WriteTx::begin(&self.writer, &self.health).await?;
+        let id = insert_verification(&mut tx, v).await?;
+        if let Some(r) = &v.record {
+            insert_verification_record(&mut tx, id, r, v.at).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
-    async fn failed_verifications(&self, number: &str, record: Option<&RecordRef>, since: Timestamp) -> Result<(u32, u32)> {
-        let by_number: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ivr_verifications WHERE number = ?1 AND at >= ?2 AND outcome = 'refused'")
-            .bind(number)
-            .bind(ms(since))
-            .fetch_one(&self.reader)
+    async fn reserve_verification(&self, v: &Verification, records: &[RecordRef], limits: &VerificationLimits) -> Result<Reservation> {
+        // One writer connection: the counts and the insert run in one transaction that no
+        // other attempt can interleave with.
+        let since = ms(v.at) - i64::try_from(limits.window.as_millis()).unwrap_or(i64::MAX);
+        let mut tx = WriteTx::begin(&self.writer, &self.health).await?;
+        let by_number: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM ivr_verifications WHERE number = ?1 AND at >= ?2 AND outcome IN {}",
+            shared::COUNTED_OUTCOMES
+        )))
+        .bind(&v.number)
+        .bind(since)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut by_record = 0;
+        for r in records {
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) FROM ivr_verification_records r JOIN ivr_verifications v ON v.id = r.verification_id
+                 WHERE r.entity = ?1 AND r.record_id = ?2 AND r.at >= ?3 AND v.outcome IN {}",
+                shared::COUNTED_OUTCOMES
+            )))
+            .bind(&r.entity)
+            .bind(&r.id)
+            .bind(since)
+            .fetch_one(&mut *tx)
             .await?;
-        let by_record: i64 = match record {
-            Some(r) => {
-                sqlx::query_scalar("SELECT COUNT(*) FROM ivr_verifications WHERE entity = ?1 AND record_id = ?2 AND at >= ?3 AND outcome = 'refused'")
-                    .bind(&r.entity)
-                    .bind(&r.id)
-                    .bind(ms(since))
-                    .fetch_one(&self.reader)
-                    .await?
+            by_record = by_record.max(n);
+        }
+        let last_minute: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM ivr_verifications WHERE at >= ?1 AND outcome IN {}", shared::COUNTED_OUTCOMES)))
+                .bind(ms(v.at) - 60_000)
+                .fetch_one(&mut *tx)
+                .await?;
+        let locked = shared::verification_lock(by_number, by_record, last_minute, limits);
+        let outcome = if locked.is_some() { "locked" } else { "pending" };
+        let id = insert_verification(&mut tx, &Verification { outcome: outcome.into(), ..v.clone() }).await?;
+        if locked.is_none() {
+            for r in records {
+                insert_verification_record(&mut tx, id, r, v.at).await?;
             }
-            None => 0,
-        };
-        Ok((by_number as u32, by_record as u32))
+        }
+        tx.commit().await?;
+        Ok(match locked {
+            Some(retry_after_secs) => Reservation::Locked { retry_after_secs },
+            None => Reservation::Reserved(id),
+        })
+    }
+
+    async fn finish_verification(&self, id: i64, outcome: &str, record: Option<&RecordRef>) -> Result<()> {
+        sqlx::query("UPDATE ivr_verifications SET outcome = ?1, entity = ?2, record_id = ?3 WHERE id = ?4")
+            .bind(outcome)
+            .bind(record.map(|r| r.entity.as_str()))
+            .bind(record.map(|r| r.id.as_str()))
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     async fn verifications(&self, limit: u32) -> Result<Vec<Verification>> {
@@ -607,6 +642,30 @@ impl Store for SqliteStore {
         let at: Option<i64> = sqlx::query_scalar("SELECT at FROM agent_sign_outs WHERE agent = ?1").bind(agent).fetch_optional(&self.reader).await?;
         at.map(shared::ts).transpose()
     }
+}
+
+async fn insert_verification(tx: &mut SqliteConnection, v: &Verification) -> Result<i64> {
+    let done = sqlx::query("INSERT INTO ivr_verifications (at, number, entity, record_id, kind, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+        .bind(ms(v.at))
+        .bind(&v.number)
+        .bind(v.record.as_ref().map(|r| r.entity.as_str()))
+        .bind(v.record.as_ref().map(|r| r.id.as_str()))
+        .bind(&v.kind)
+        .bind(&v.outcome)
+        .execute(&mut *tx)
+        .await?;
+    Ok(done.last_insert_rowid())
+}
+
+async fn insert_verification_record(tx: &mut SqliteConnection, id: i64, r: &RecordRef, at: Timestamp) -> Result<()> {
+    sqlx::query("INSERT OR IGNORE INTO ivr_verification_records (verification_id, entity, record_id, at) VALUES (?1, ?2, ?3, ?4)")
+        .bind(id)
+        .bind(&r.entity)
+        .bind(&r.id)
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -672,7 +731,8 @@ impl CrmStore for SqliteStore {
     }
 
     async fn search_records(&self, entity: &str, query: &RecordQuery) -> Result<Vec<Record>> {
-        self.schema.entity(entity)?;
+        let spec = self.schema.entity(entity)?;
+        shared::check_not_sensitive(spec, &query.fields)?;
         if let Some(phone) = &query.phone {
             return shared::search_by_phone(self, &self.schema, entity, phone, query).await;
         }
@@ -685,8 +745,15 @@ impl CrmStore for SqliteStore {
             binds.push(v.clone());
         }
         if let Some(text) = &query.text {
-            sql.push_str(" AND fields LIKE ? ESCAPE '\\'");
+            // Field values only, never the JSON around them (`"pin":"98` must find no PIN),
+            // and never a sensitive field.
+            sql.push_str(" AND EXISTS (SELECT 1 FROM json_each(crm_records.fields) AS f WHERE f.value LIKE ? ESCAPE '\\'");
             binds.push(shared::contains_pattern(text));
+            if !spec.sensitive.is_empty() {
+                sql.push_str(&format!(" AND f.key NOT IN ({})", vec!["?"; spec.sensitive.len()].join(", ")));
+                binds.extend(spec.sensitive.iter().cloned());
+            }
+            sql.push(')');
         }
         sql.push_str(" ORDER BY updated_at DESC LIMIT ?");
         // Only placeholders are concatenated; every value is bound.
