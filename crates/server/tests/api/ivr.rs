@@ -333,7 +333,7 @@ const VERIFY_SHARED: &str = r#"
 [phone]
 default_region = "DE"
 [ivr]
-token = "test-ivr-token"
+token = "test-ivr-token-0123456789"
 [ivr.verify]
 fields = { pin = "pin" }
 max_attempts_per_number = 10
@@ -361,7 +361,7 @@ const VERIFY_GLOBAL: &str = r#"
 [phone]
 default_region = "DE"
 [ivr]
-token = "test-ivr-token"
+token = "test-ivr-token-0123456789"
 [ivr.verify]
 fields = { pin = "pin" }
 max_attempts_per_minute = 5
