@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
-use async_nats::jetstream::context::CreateStreamErrorKind;
+use async_nats::jetstream::context::{ConsumerInfoErrorKind, CreateStreamErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::stream::{self, ConsumerErrorKind};
 use async_nats::jetstream::{self, Context};
@@ -530,6 +530,19 @@ impl Topology {
         stream.get_or_create_consumer(&self.consumer, self.consumer_config()).await.map_err(|e| self.consumer_error(e))
     }
 
+    /// Whether the server says our stream or consumer does not exist (not: cannot be asked).
+    async fn consumer_gone(&self, js: &Context) -> bool {
+        let stream = match js.get_stream(&self.stream).await {
+            Ok(s) => s,
+            Err(e) => return matches!(e.kind(), GetStreamErrorKind::JetStream(inner) if inner.error_code() == ErrorCode::STREAM_NOT_FOUND),
+        };
+        match stream.consumer_info(&self.consumer).await {
+            Ok(_) => false,
+            Err(e) => matches!(e.kind(), ConsumerInfoErrorKind::NotFound | ConsumerInfoErrorKind::StreamNotFound)
+                || matches!(e.kind(), ConsumerInfoErrorKind::JetStream(inner) if inner.error_code() == ErrorCode::CONSUMER_NOT_FOUND || inner.error_code() == ErrorCode::STREAM_NOT_FOUND),
+        }
+    }
+
     fn consumer_error(&self, e: impl std::fmt::Display) -> BusError {
         BusError::Consumer { stream: self.stream.clone(), consumer: self.consumer.clone(), detail: e.to_string() }
     }
@@ -858,8 +871,15 @@ async fn consumer_task(js: Context, shared: Arc<Shared>, topology: Arc<Topology>
                         return; // the receiver is gone: nobody to deliver to
                     }
                 }
-                // The pull stream re-pulls by itself when the connection comes back.
+                // The pull stream re-pulls by itself when the connection comes back. But a
+                // stream or consumer deleted while a pull was pending can also end in nothing
+                // but missing heartbeats (the server's "consumer deleted" notice is not always
+                // sent): ask, and recreate them when they are gone.
                 Err(e) if e.kind() == MessagesErrorKind::MissingHeartbeat => {
+                    if topology.consumer_gone(&js).await {
+                        shared.fail("the bus's stream or consumer was deleted; recreating it".into());
+                        break;
+                    }
                     tracing::warn!(node = %shared.node_id, "bus: no heartbeat from JetStream; waiting for the connection");
                 }
                 Err(e) => {
