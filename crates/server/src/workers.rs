@@ -230,9 +230,7 @@ pub async fn prune_once(app: &App, stop: &mut watch::Receiver<bool>) -> cxbridge
     loop {
         match app.store.prune(&retention, PRUNE_BATCH).await {
             Ok(p) => {
-                total.outbox += p.outbox;
-                total.events += p.events;
-                total.verifications += p.verifications;
+                total += p;
                 if !p.more_waiting(PRUNE_BATCH) || *stop.borrow() {
                     break;
                 }

@@ -283,9 +283,7 @@ pub async fn retention_story<S: Store>(store: &S) {
     let mut total = crate::Pruned::default();
     for _ in 0..20 {
         let p = store.prune(&all_old, 1).await.expect("prune");
-        total.outbox += p.outbox;
-        total.events += p.events;
-        total.verifications += p.verifications;
+        total += p;
         if !p.more_waiting(1) {
             break;
         }

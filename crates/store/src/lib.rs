@@ -147,6 +147,14 @@ pub struct Pruned {
     pub verifications: u64,
 }
 
+impl std::ops::AddAssign for Pruned {
+    fn add_assign(&mut self, other: Pruned) {
+        self.outbox += other.outbox;
+        self.events += other.events;
+        self.verifications += other.verifications;
+    }
+}
+
 impl Pruned {
     /// Whether any kind deleted a full batch, so more may be waiting.
     pub fn more_waiting(&self, batch: u32) -> bool {
