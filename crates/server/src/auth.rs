@@ -194,8 +194,25 @@ pub fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A password a person reads off the screen and types: four groups of four from letters
+/// and digits that cannot be mistaken for one another (no `0`/`o`, `1`/`l`/`i`), about 79
+/// bits.
+pub fn typeable_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    let groups: Vec<String> =
+        (0..4).map(|_| (0..4).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()).collect();
+    groups.join("-")
+}
+
 /// Reads the token stored in `dir/name`, or creates one there (mode 0600).
 pub fn stored_token(dir: &Path, name: &str) -> std::io::Result<String> {
+    stored_secret(dir, name, random_token)
+}
+
+/// Reads the secret stored in `dir/name`, or stores a new one from `generate` (mode 0600).
+pub fn stored_secret(dir: &Path, name: &str, generate: fn() -> String) -> std::io::Result<String> {
     let path = dir.join(name);
     if let Ok(t) = std::fs::read_to_string(&path) {
         let t = t.trim().to_string();
@@ -203,7 +220,7 @@ pub fn stored_token(dir: &Path, name: &str) -> std::io::Result<String> {
             return Ok(t);
         }
     }
-    let token = random_token();
+    let token = generate();
     crate::files::write_private(&path, &format!("{token}\n"))?;
     tracing::info!(path = %path.display(), "generated a token; read it from this file");
     Ok(token)

@@ -84,7 +84,8 @@ pub fn configure(config: &mut Config) -> anyhow::Result<Option<String>> {
     let mut password = None;
     if config.agents.is_empty() {
         crate::files::private_dir(&config.server.data_dir)?;
-        let secret = crate::auth::stored_token(&config.server.data_dir, "demo-agent-password")?;
+        // Typed by a person from the screen, so short groups of unambiguous characters.
+        let secret = crate::auth::stored_secret(&config.server.data_dir, "demo-password", crate::auth::typeable_password)?;
         for (id, name, supervisor) in [("alice", "Alice Example", true), ("bob", "Bob Example", false)] {
             config.agents.push(AgentConfig {
                 id: id.into(),

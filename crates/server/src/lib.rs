@@ -139,6 +139,17 @@ fn bus_secret(config: &Config) -> anyhow::Result<Option<String>> {
     secret("CXBRIDGE_BUS_SECRET", config.bus.secret.as_ref(), "[bus] secret", &config.server.data_dir, "bus-secret", true).map(Some)
 }
 
+/// The built-in CRM's records alone, for `cxbridge import`: no secrets are generated, no
+/// CRM is connected, nothing else is started.
+pub async fn open_crm_store(config: &Config) -> anyhow::Result<Arc<dyn CrmStore>> {
+    let data = &config.server.data_dir;
+    files::private_dir(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    let normalizer = PhoneNormalizer::new(Some(&config.phone.default_region), &config.phone.own_numbers)
+        .map_err(|e| anyhow::anyhow!("[phone] default_region: {e}"))?;
+    let (_, crm_store) = open_store(config, CrmSchema { entities: config.entities(), normalizer }).await?;
+    Ok(crm_store)
+}
+
 /// Opens the store and builds the application state from `config`.
 pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
     let data = &config.server.data_dir;

@@ -43,6 +43,7 @@ enum Command {
     /// Run the hub.
     Serve(ServeArgs),
     /// Run the hub with sample CRM data and a few simulated calls; prints where to look.
+    #[command(mut_arg("data", |a| a.help("Data directory (default ./cxbridge-demo-data, kept apart from a real hub's ./cxbridge-data)")))]
     Demo {
         #[command(flatten)]
         serve: ServeArgs,
@@ -51,11 +52,27 @@ enum Command {
         call_every: u64,
     },
     /// Load records from a CSV file (header row = field names) into the built-in CRM.
+    ///
+    /// The header must name fields the entity has (`id`, its title, phone, e-mail, display
+    /// and relation fields). A row without `id` gets one derived from its key fields, so a
+    /// re-run of the same file updates those records instead of adding them again. Exits
+    /// with status 1 when any row was refused (the good rows are imported).
     Import {
         /// Entity to import into (contact, account, lead, or a configured one).
         entity: String,
-        /// The CSV file.
+        /// The CSV file (UTF-8; comma, semicolon, tab or pipe separated).
         file: PathBuf,
+        /// Field separator (default: detected from the header row).
+        #[arg(long, value_enum)]
+        delimiter: Option<cxbridge_server::import::Delimiter>,
+        /// Field(s) that recognise a row without `id` on a re-run (default: the entity's
+        /// title, phone and e-mail fields). Repeat or separate with commas.
+        #[arg(long, value_delimiter = ',')]
+        key: Vec<String>,
+        /// Accept a column the configuration does not name for the entity. Repeat or
+        /// separate with commas.
+        #[arg(long = "field", value_delimiter = ',')]
+        fields: Vec<String>,
         #[command(flatten)]
         serve: ServeArgs,
     },
@@ -104,8 +121,12 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
 }
 
 fn init_logs(json: bool) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CXBRIDGE_LOG").unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes only for a person at a terminal: a journal, a file or a pipe gets plain
+    // text (https://no-color.org is honoured too).
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if json { builder.json().init() } else { builder.init() }
 }
 
@@ -139,6 +160,9 @@ async fn serve(config: Config, demo: Option<(Option<String>, Duration)>) -> anyh
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data = %app.config.server.data_dir.display(), "cxbridge is listening");
     println!("cxbridge listening on http://{addr}");
+    if demo.is_none() {
+        print_first_steps(&app, addr);
+    }
     if let Some((password, every)) = demo {
         cxbridge_server::demo::start(app.clone(), addr, password, every).await?;
     }
@@ -156,10 +180,36 @@ async fn serve(config: Config, demo: Option<(Option<String>, Duration)>) -> anyh
     }
 }
 
+/// A failure the command has already explained: exit with status 1, print nothing more.
+#[derive(Debug, thiserror::Error)]
+#[error("already reported")]
+struct AlreadyReported;
+
+/// Where the panel is and, while no agent can sign in to it, how to add one.
+fn print_first_steps(app: &cxbridge_server::service::App, addr: SocketAddr) {
+    let base = match &app.config.server.public_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        // 0.0.0.0 is where the hub listens, not an address a browser can open.
+        None if addr.ip().is_unspecified() => format!("http://127.0.0.1:{}", addr.port()),
+        None => format!("http://{addr}"),
+    };
+    println!("agent panel: {base}/agent");
+    let can_sign_in = app.config.agents.iter().any(|a| a.password_hash.is_some() || a.token.is_some());
+    if !can_sign_in {
+        println!("no agent can sign in yet: add one to the configuration file and restart, e.g.");
+        println!("  [[agents]]");
+        println!("  id = \"alice\"");
+        println!("  cti_users = [\"alice\"]            # the PBX's name or extension for her");
+        println!("  password_hash = \"…\"               # the output of: cxbridge hash-password");
+        println!("(docs/configuration.md, section [[agents]]; `cxbridge demo` shows a ready-made hub)");
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<AlreadyReported>() => std::process::ExitCode::FAILURE,
         Err(e) => {
             // The chain of causes, one line, without a backtrace: it is for the admin.
             eprintln!("error: {e:#}");
@@ -184,25 +234,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let password = cxbridge_server::demo::configure(&mut config)?;
             serve(config, Some((password, Duration::from_secs(call_every.max(1))))).await
         }
-        Command::Import { entity, file, serve } => {
+        Command::Import { entity, file, delimiter, key, fields, serve } => {
+            use std::io::IsTerminal;
             let config = load(&serve)?;
             init_logs(false);
-            let app = cxbridge_server::build(config).await?;
+            let options = cxbridge_server::import::ImportOptions { delimiter, key, extra_fields: fields };
+            let importer = cxbridge_server::import::Importer::new(&config, &entity, options)?;
             let f = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+            let crm_store = cxbridge_server::open_crm_store(&config).await?;
             let started = std::time::Instant::now();
-            let report = cxbridge_server::import::import_csv(app.crm_store.as_ref(), &entity, std::io::BufReader::new(f), |n| {
-                eprint!("\rimported {n} rows ({:.0} rows/s)", n as f64 / started.elapsed().as_secs_f64().max(0.001));
-            })
-            .await?;
-            eprintln!();
-            for e in &report.errors {
+            // A terminal sees one line that counts up; a log gets a line now and then.
+            let terminal = std::io::stderr().is_terminal();
+            let mut last_line = 0u64;
+            let report = importer
+                .run(crm_store.as_ref(), f, |n| {
+                    let rate = n as f64 / started.elapsed().as_secs_f64().max(0.001);
+                    if terminal {
+                        eprint!("\rimported {n} rows ({rate:.0} rows/s)");
+                    } else if n - last_line >= 100_000 {
+                        eprintln!("imported {n} rows ({rate:.0} rows/s)");
+                        last_line = n;
+                    }
+                })
+                .await?;
+            if terminal && report.imported > 0 {
+                eprintln!();
+            }
+            if report.detected && report.delimiter != cxbridge_server::import::Delimiter::Comma {
+                eprintln!("{}: read as {}-separated (detected from the header row; --delimiter chooses)", file.display(), report.delimiter.name());
+            }
+            for e in report.errors.iter().take(cxbridge_server::import::ERRORS_SHOWN) {
                 eprintln!("{}:{}: {}", file.display(), e.line, e.message);
             }
-            println!("imported {} {entity} records in {:.1}s; {} bad rows skipped", report.imported, started.elapsed().as_secs_f64(), report.errors.len());
-            if report.imported == 0 && !report.errors.is_empty() {
-                std::process::exit(1);
+            if let Some(more) = report.errors.len().checked_sub(cxbridge_server::import::ERRORS_SHOWN).filter(|n| *n > 0) {
+                eprintln!("{}: … and {more} more refused rows", file.display());
             }
-            Ok(())
+            let refused = match report.errors.len() {
+                0 => String::new(),
+                1 => "; 1 row refused (above): fix it and run the import again, it updates what is there".to_string(),
+                n => format!("; {n} rows refused (above): fix them and run the import again, it updates what is there"),
+            };
+            println!("imported {} {entity} records in {:.1}s{refused}", report.imported, started.elapsed().as_secs_f64());
+            if report.errors.is_empty() { Ok(()) } else { Err(AlreadyReported.into()) }
         }
         Command::HashPassword => {
             use std::io::{BufRead, IsTerminal};

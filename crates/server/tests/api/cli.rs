@@ -52,18 +52,97 @@ fn import_loads_a_csv_and_names_bad_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("contacts.csv");
     std::fs::write(&csv, "id,name,phone\n1,Ada,+49 30 1234567\n2,Bob,+49 30 7654321,extra\n3,Cy,0301111111\n").expect("write");
-    let out = cxbridge()
-        .args(["import", "contact"])
-        .arg(&csv)
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .env("CXBRIDGE_ADMIN_TOKEN", "cli-admin-token-0123456789")
-        .env("CXBRIDGE_CTI_TOKEN", "cli-cti-token-0123456789")
-        .output()
-        .expect("run");
+    let data = dir.path().join("data");
+    let out = cxbridge().args(["import", "contact"]).arg(&csv).arg("--data").arg(&data).env_remove("CXBRIDGE_CONFIG").output().expect("run");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "a refused row makes the exit status non-zero: {stderr}");
+    assert!(stdout.contains("imported 2 contact records") && stdout.contains("1 row refused"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "one summary: {stdout}");
+    assert!(stderr.contains("contacts.csv:3: the row has 4 fields, the header row 3"), "{stderr}");
+    assert!(!stderr.contains("\x1b["), "no colour codes in a pipe: {stderr}");
+    let files: Vec<String> = std::fs::read_dir(&data).expect("data dir").filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(!files.iter().any(|f| f.contains("token") || f.contains("secret")), "an import generates no secrets: {files:?}");
+
+    std::fs::write(&csv, "id;name;phone\n4;Dee;030 2222222\n").expect("write");
+    let out = cxbridge().args(["import", "contact"]).arg(&csv).arg("--data").arg(&data).env_remove("CXBRIDGE_CONFIG").output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 2 contact records"));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("contacts.csv:3:"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("semicolon-separated"), "says how it read the file");
+
+    std::fs::write(&csv, "id,name,phnoe\n5,Eve,030 3333333\n").expect("write");
+    let out = cxbridge().args(["import", "contact"]).arg(&csv).arg("--data").arg(&data).env_remove("CXBRIDGE_CONFIG").output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `phone`"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 0 contact records"));
+}
+
+#[test]
+fn import_is_refused_when_the_crm_is_not_the_built_in_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("cxbridge.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = \"{}\"\n[crm]\nprovider = \"salesforce\"\n[crm.salesforce]\nlogin_url = \"https://example.my.salesforce.com\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+            data.display()
+        ),
+    )
+    .expect("write");
+    let csv = dir.path().join("contacts.csv");
+    std::fs::write(&csv, "id,name\n1,Ada\n").expect("write");
+    let out = cxbridge().args(["import", "contact"]).arg(&csv).arg("--config").arg(&config).output().expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("built-in CRM") && stderr.contains("salesforce"), "{stderr}");
+    assert!(!data.exists(), "nothing was created, no tokens generated");
+}
+
+#[test]
+fn demo_help_names_its_own_data_directory() {
+    let out = cxbridge().args(["demo", "--help"]).output().expect("run");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let data = help.lines().find(|l| l.trim_start().starts_with("--data")).unwrap_or_default();
+    assert!(data.contains("./cxbridge-demo-data"), "{data}");
+    let out = cxbridge().args(["serve", "--help"]).output().expect("run");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let data = help.lines().find(|l| l.trim_start().starts_with("--data")).unwrap_or_default();
+    assert!(data.contains("./cxbridge-data") && !data.contains("demo"), "{data}");
+}
+
+#[test]
+fn serve_prints_the_panel_and_how_to_add_an_agent() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = cxbridge()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .env_remove("CXBRIDGE_CONFIG")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let errs = tx.clone();
+    std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(tx.send(format!("out {l}")))));
+    std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).for_each(|l| drop(errs.send(format!("err {l}")))));
+    let mut lines = vec![];
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        let done = line.contains("cxbridge demo");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = lines.join("\n");
+    assert!(lines.iter().any(|l| l.starts_with("out agent panel: http://127.0.0.1:") && l.ends_with("/agent")), "{text}");
+    assert!(text.contains("no agent can sign in") && text.contains("cxbridge hash-password"), "{text}");
+    assert!(lines.iter().any(|l| l.starts_with("err ")), "the logs were read too: {text}");
+    assert!(!text.contains('\x1b'), "log lines written to a pipe carry no colour codes: {text}");
 }
 
 #[tokio::test]
@@ -100,6 +179,8 @@ async fn demo_prints_how_to_sign_in_and_the_agent_can() {
     assert!(text.contains(&format!("agent panel:   {base}/agent")), "{text}");
     assert!(text.contains("admin token:"), "{text}");
     assert_eq!(signed_in.expect("sign-in answered").status(), 200, "the printed password signs alice in: {text}");
+    let typeable = password.split('-').all(|g| g.len() == 4 && g.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+    assert!(typeable && password.len() == 19, "a password a person can read and type: {password}");
     let panel = panel.expect("panel answered");
     assert_eq!(panel.status(), 200);
     assert!(panel.text().await.unwrap_or_default().contains("<html"), "the panel page is embedded in the binary");

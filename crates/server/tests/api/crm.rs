@@ -55,18 +55,62 @@ async fn bad_crm_requests_get_problems_and_change_nothing() {
     assert_eq!(r.headers()["content-type"], "application/problem+json");
 }
 
+fn importer(t: &TestApp, options: cxbridge_server::import::ImportOptions) -> cxbridge_server::import::Importer {
+    cxbridge_server::import::Importer::new(&t.app.config, "contact", options).expect("importer")
+}
+
 #[tokio::test]
 async fn csv_import_reports_bad_rows_by_line_and_keeps_good_ones() {
     let t = spawn().await;
     let csv = "id,name,phone\nc1,Ada,030 1234567\nc2,Bob\n,,\nc3,Cy,+49 40 7654321\n";
     let mut progress = vec![];
-    let report = cxbridge_server::import::import_csv(t.app.crm_store.as_ref(), "contact", csv.as_bytes(), |n| progress.push(n)).await.expect("import");
+    let report = importer(&t, Default::default()).run(t.app.crm_store.as_ref(), csv.as_bytes(), |n| progress.push(n)).await.expect("import");
     assert_eq!(report.imported, 2);
     let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
     assert_eq!(lines, [3, 4], "{:?}", report.errors);
+    assert!(report.errors[0].message.contains("2 fields, the header row 3"), "{:?}", report.errors);
     assert_eq!(progress.last(), Some(&2));
     let (_, v) = t.get("/api/v1/crm/contact?phone=%2B49407654321").await;
     assert_eq!(v["records"][0]["id"], "c3");
+}
+
+#[tokio::test]
+async fn csv_import_refuses_a_misspelled_column_and_stores_nothing() {
+    let t = spawn().await;
+    let csv = "id,name,phnoe\nc1,Ada,030 1234567\n";
+    let report = importer(&t, Default::default()).run(t.app.crm_store.as_ref(), csv.as_bytes(), |_| {}).await.expect("import");
+    assert_eq!(report.imported, 0);
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert_eq!(report.errors[0].line, 1);
+    assert!(report.errors[0].message.contains("did you mean `phone`"), "{:?}", report.errors);
+    let (_, v) = t.get("/api/v1/crm/contact/c1").await;
+    assert_ne!(v["fields"]["name"], "Ada", "nothing of the file is stored: {v}");
+    // Named on the command line, the column is taken as it is; a capitalised header is the field.
+    let options = cxbridge_server::import::ImportOptions { extra_fields: vec!["phnoe".into()], ..Default::default() };
+    let report = importer(&t, options).run(t.app.crm_store.as_ref(), "id,Name,phnoe\nc1,Ada,x\n".as_bytes(), |_| {}).await.expect("import");
+    assert_eq!((report.imported, report.errors.len()), (1, 0), "{:?}", report.errors);
+    let (_, v) = t.get("/api/v1/crm/contact/c1").await;
+    assert_eq!(v["fields"]["name"], "Ada", "{v}");
+}
+
+#[tokio::test]
+async fn csv_import_of_rows_without_id_updates_them_on_a_rerun() {
+    let t = spawn().await;
+    // A German spreadsheet export: semicolons, a comma inside a value, the number written twice
+    // two ways; two people behind one switchboard number stay two records.
+    let first = "Name;Phone;company\nAda Lovelace;030 1234567;Acme, Inc\nGrace Hopper;+49 30 7654321;Navy\nAlan Turing;+49 30 7654321;\n;;\n";
+    let report = importer(&t, Default::default()).run(t.app.crm_store.as_ref(), first.as_bytes(), |_| {}).await.expect("import");
+    assert_eq!(report.delimiter, cxbridge_server::import::Delimiter::Semicolon);
+    assert_eq!(report.imported, 3, "{:?}", report.errors);
+    let again = "Name;Phone;company\nAda Lovelace;+49 30 1234567;Acme Rockets\nGrace Hopper;+49 30 7654321;Navy\nAlan Turing;+4930 7654321;\n";
+    let report = importer(&t, Default::default()).run(t.app.crm_store.as_ref(), again.as_bytes(), |_| {}).await.expect("import");
+    assert_eq!((report.imported, report.errors.len()), (3, 0), "{:?}", report.errors);
+    let (_, v) = t.get("/api/v1/crm/contact?phone=%2B49301234567").await;
+    let records = v["records"].as_array().cloned().unwrap_or_default();
+    assert_eq!(records.len(), 1, "the re-run updated Ada instead of adding her again: {v}");
+    assert_eq!(records[0]["fields"]["company"], "Acme Rockets");
+    let (_, v) = t.get("/api/v1/crm/contact?phone=%2B49307654321").await;
+    assert_eq!(v["records"].as_array().map(Vec::len), Some(2), "Grace and Alan share a number and stay two: {v}");
 }
 
 #[tokio::test]
