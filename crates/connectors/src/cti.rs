@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{CallEvent, MAX_ID_LEN, Reply, WireError, check_agents, check_len, direction, kind, parse_form_body};
+use crate::{CallEvent, MAX_ID_LEN, Reply, WireError, check_agents, check_len, direction, kind, parse_form_body, voicemail_or};
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -20,6 +20,9 @@ struct JsonBody {
     direction: Option<String>,
     #[serde(rename = "callId")]
     call_id: Option<String>,
+    /// Zammad reads `callId || call_id`, and its own specs post `call_id`.
+    #[serde(rename = "call_id")]
+    call_id_snake: Option<String>,
     user: Option<OneOrMany>,
     queue: Option<String>,
     #[serde(rename = "answeringNumber")]
@@ -35,6 +38,8 @@ struct FormBody {
     direction: Option<String>,
     #[serde(rename = "callId")]
     call_id: Option<String>,
+    #[serde(rename = "call_id")]
+    call_id_snake: Option<String>,
     #[serde(default)]
     user: Vec<String>,
     #[serde(default, rename = "user[]")]
@@ -70,7 +75,7 @@ pub fn parse_json(body: &[u8]) -> Result<CallEvent, WireError> {
         from: b.from,
         to: b.to,
         direction: b.direction,
-        call_id: b.call_id,
+        call_id: b.call_id.filter(|s| !s.is_empty()).or(b.call_id_snake),
         users,
         queue: b.queue,
         answering_number: b.answering_number,
@@ -88,7 +93,7 @@ pub fn parse_form(body: &[u8]) -> Result<CallEvent, WireError> {
         from: b.from,
         to: b.to,
         direction: b.direction,
-        call_id: b.call_id,
+        call_id: b.call_id.filter(|s| !s.is_empty()).or(b.call_id_snake),
         users,
         queue: b.queue,
         answering_number: b.answering_number,
@@ -101,9 +106,9 @@ fn build(f: Fields) -> Result<CallEvent, WireError> {
     let call_id = f.call_id.filter(|s| !s.is_empty()).ok_or(WireError::Missing("callId"))?;
     check_len("callId", &call_id, MAX_ID_LEN)?;
     let dir = direction(f.direction.as_deref().ok_or(WireError::Missing("direction"))?)?;
-    let kind = kind(&event, f.cause.as_deref())?;
     let users: Vec<String> = f.users.into_iter().filter(|u| !u.trim().is_empty()).collect();
     check_agents("user", &users)?;
+    let kind = voicemail_or(kind(&event, f.cause.as_deref())?, &users, f.answering_number.as_deref());
     Ok(CallEvent {
         source: "cti",
         kind,
@@ -157,6 +162,39 @@ mod tests {
         assert_eq!(e.users, ["Alice", "Bob"]);
         assert_eq!(e.from, "+49301234567");
         assert_eq!(e.answering_number.as_deref(), Some("201"));
+    }
+
+    #[test]
+    fn call_id_is_read_as_zammad_reads_it() {
+        // Zammad: `params['callId'] || params['call_id']`; its own specs post `call_id`.
+        let cases: &[(&[u8], bool, &str)] = &[
+            (br#"{"event":"newCall","direction":"in","call_id":"snake"}"#, false, "snake"),
+            (br#"{"event":"newCall","direction":"in","callId":"camel","call_id":"snake"}"#, false, "camel"),
+            (br#"{"event":"newCall","direction":"in","callId":"","call_id":"snake"}"#, false, "snake"),
+            (b"event=newCall&direction=in&call_id=form-snake", true, "form-snake"),
+            (b"event=newCall&direction=in&callId=form-camel&call_id=x", true, "form-camel"),
+        ];
+        for (body, form, want) in cases {
+            let e = if *form { parse_form(body) } else { parse_json(body) }.expect("valid");
+            assert_eq!(e.call_id, *want, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn an_answer_by_the_voicemail_is_not_an_agents_answer() {
+        let cases: &[(&[u8], CallEventKind)] = &[
+            (br#"{"event":"answer","direction":"in","callId":"c","user":"voicemail"}"#, CallEventKind::Voicemail),
+            (br#"{"event":"answer","direction":"in","callId":"c","user":["Voicemail"]}"#, CallEventKind::Voicemail),
+            (br#"{"event":"answer","direction":"in","callId":"c","user":"Alice"}"#, CallEventKind::Answer),
+            (br#"{"event":"answer","direction":"in","callId":"c","user":["voicemail","Alice"]}"#, CallEventKind::Answer),
+            // The number that answered names a phone: that is a person.
+            (br#"{"event":"answer","direction":"in","callId":"c","user":"voicemail","answeringNumber":"201"}"#, CallEventKind::Answer),
+        ];
+        for (body, want) in cases {
+            assert_eq!(parse_json(body).expect("valid").kind, *want, "{}", String::from_utf8_lossy(body));
+        }
+        let e = parse_form(b"event=answer&direction=in&callId=c&user%5B%5D=voicemail").expect("valid");
+        assert_eq!(e.kind, CallEventKind::Voicemail);
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub struct CallEvent {
 pub enum CallEventKind {
     NewCall,
     Answer,
+    /// The PBX's voicemail took the call (an `answer` by the user `voicemail`): the caller
+    /// still reached nobody.
+    Voicemail,
+    /// Digits the caller keyed in (sipgate's `dtmf` push).
+    Dtmf { digits: String },
     Hangup { cause: EndCause },
 }
 
@@ -47,6 +52,8 @@ impl CallEventKind {
         match self {
             CallEventKind::NewCall => "newCall",
             CallEventKind::Answer => "answer",
+            CallEventKind::Voicemail => "voicemail",
+            CallEventKind::Dtmf { .. } => "dtmf",
             CallEventKind::Hangup { .. } => "hangup",
         }
     }
@@ -55,7 +62,11 @@ impl CallEventKind {
 impl CallEvent {
     /// Replays of the same PBX request carry the same key.
     pub fn dedup_key(&self) -> String {
-        format!("{}:{}:{}", self.source, self.call_id, self.kind.name())
+        match &self.kind {
+            // A caller keys in several times during one call.
+            CallEventKind::Dtmf { digits } => format!("{}:{}:dtmf:{digits}", self.source, self.call_id),
+            k => format!("{}:{}:{}", self.source, self.call_id, k.name()),
+        }
     }
 }
 
@@ -106,6 +117,14 @@ pub(crate) fn kind(event: &str, cause: Option<&str>) -> Result<CallEventKind, Wi
         "hangup" => Ok(CallEventKind::Hangup { cause: EndCause::parse(cause.unwrap_or("normalClearing")) }),
         other => Err(WireError::UnknownEvent(other.to_string())),
     }
+}
+
+/// An `answer` whose only user is `voicemail` (and no answering phone number) is the PBX's
+/// voicemail taking the call: Zammad keeps such a call missed, and so do we, since nobody
+/// spoke to the caller.
+pub(crate) fn voicemail_or(kind: CallEventKind, users: &[String], answering_number: Option<&str>) -> CallEventKind {
+    let by_voicemail = matches!(users, [only] if only.trim().eq_ignore_ascii_case("voicemail"));
+    if kind == CallEventKind::Answer && answering_number.is_none_or(|n| n.trim().is_empty()) && by_voicemail { CallEventKind::Voicemail } else { kind }
 }
 
 /// Refuses a list of agent names or ids longer than the domain's per-event limit.

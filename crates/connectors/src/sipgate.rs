@@ -5,7 +5,9 @@
 use quick_xml::escape::escape;
 use serde::Deserialize;
 
-use crate::{CallEvent, MAX_ID_LEN, Reply, WireError, check_agents, check_len, direction, kind, parse_form_body};
+use cxbridge_domain::conversation::Direction;
+
+use crate::{CallEvent, CallEventKind, MAX_ID_LEN, Reply, WireError, check_agents, check_len, direction, kind, parse_form_body, voicemail_or};
 
 /// Fields we use; the others (`fullUserId[]`, `xcid`, …) are ignored.
 #[derive(Debug, Deserialize)]
@@ -30,10 +32,21 @@ struct FormBody {
     answering_number: Option<String>,
     diversion: Option<String>,
     cause: Option<String>,
+    /// The digits of a `dtmf` push (sent after a `<Gather onData>`).
+    dtmf: Option<String>,
 }
+
+/// The most digits a `dtmf` push is accepted with (sipgate's `<Gather maxDigits>` is small).
+const MAX_DTMF_LEN: usize = 64;
 
 /// Parses a sipgate.io push request body.
 pub fn parse_form(body: &[u8]) -> Result<CallEvent, WireError> {
+    parse_form_at(body, None)
+}
+
+/// Parses a push sent to a URL that names the direction (`…/in`, `…/out`, as Zammad's
+/// sipgate integration sets them): it stands in for a `direction` the body leaves out.
+pub fn parse_form_at(body: &[u8], path_direction: Option<Direction>) -> Result<CallEvent, WireError> {
     let b: FormBody = parse_form_body(body)?;
     let event = b.event.filter(|s| !s.is_empty()).ok_or(WireError::Missing("event"))?;
     let call_id = b.call_id.filter(|s| !s.is_empty()).ok_or(WireError::Missing("callId"))?;
@@ -41,18 +54,26 @@ pub fn parse_form(body: &[u8]) -> Result<CallEvent, WireError> {
     let conversation_key = b.orig_call_id.filter(|s| !s.is_empty()).unwrap_or_else(|| call_id.clone());
     check_len("origCallId", &conversation_key, MAX_ID_LEN)?;
     // answer and hangup callbacks may leave out the direction; the conversation knows it.
-    let dir = match b.direction.as_deref() {
-        Some(d) => direction(d)?,
-        None if event == "newCall" => return Err(WireError::Missing("direction")),
-        None => cxbridge_domain::conversation::Direction::Inbound,
+    let dir = match (b.direction.as_deref(), path_direction) {
+        (Some(d), _) => direction(d)?,
+        (None, Some(d)) => d,
+        (None, None) if event == "newCall" => return Err(WireError::Missing("direction")),
+        (None, None) => Direction::Inbound,
     };
     let users: Vec<String> = b.user.into_iter().chain(b.user_list).filter(|u| !u.trim().is_empty()).collect();
     check_agents("user", &users)?;
     let user_ids: Vec<String> = b.user_id.into_iter().chain(b.user_id_list).filter(|u| !u.trim().is_empty()).collect();
     check_agents("userId", &user_ids)?;
+    let kind = if event == "dtmf" {
+        let digits = b.dtmf.unwrap_or_default();
+        check_len("dtmf", &digits, MAX_DTMF_LEN)?;
+        CallEventKind::Dtmf { digits }
+    } else {
+        voicemail_or(kind(&event, b.cause.as_deref())?, &users, b.answering_number.as_deref())
+    };
     Ok(CallEvent {
         source: "sipgate",
-        kind: kind(&event, b.cause.as_deref())?,
+        kind,
         call_id,
         conversation_key,
         from: b.from.unwrap_or_default(),
@@ -94,7 +115,6 @@ pub fn reply(r: &Reply, callback_url: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::CallEventKind;
 
     #[test]
     fn new_call_with_orig_call_id_and_lists() {
@@ -115,6 +135,27 @@ mod tests {
         let e = parse_form(b"event=newCall&from=anonymous&to=4930999&direction=in&callId=c1").expect("valid");
         assert_eq!(e.from, "anonymous");
         assert_eq!(e.conversation_key, "c1");
+    }
+
+    #[test]
+    fn dtmf_pushes_carry_their_digits_and_each_press_is_its_own_event() {
+        let a = parse_form(b"event=dtmf&callId=c1&origCallId=o1&dtmf=12").expect("dtmf");
+        assert_eq!(a.kind, CallEventKind::Dtmf { digits: "12".into() });
+        assert_eq!(a.conversation_key, "o1");
+        let b = parse_form(b"event=dtmf&callId=c1&dtmf=3").expect("dtmf");
+        assert_ne!(a.dedup_key(), b.dedup_key(), "two presses are two events");
+        let long = format!("event=dtmf&callId=c1&dtmf={}", "1".repeat(65));
+        assert!(matches!(parse_form(long.as_bytes()), Err(WireError::TooLong { field: "dtmf", .. })));
+    }
+
+    #[test]
+    fn the_direction_in_the_url_stands_in_for_a_missing_one() {
+        let e = parse_form_at(b"event=newCall&from=4930&to=4989&callId=c1", Some(Direction::Outbound)).expect("path direction");
+        assert_eq!(e.direction, Direction::Outbound);
+        let e = parse_form_at(b"event=newCall&from=4930&to=4989&callId=c1&direction=in", Some(Direction::Outbound)).expect("body wins");
+        assert_eq!(e.direction, Direction::Inbound);
+        let e = parse_form_at(b"event=answer&callId=c1&user%5B%5D=voicemail", None).expect("voicemail");
+        assert_eq!(e.kind, CallEventKind::Voicemail);
     }
 
     #[test]

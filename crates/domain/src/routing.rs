@@ -4,7 +4,8 @@
 use serde::Deserialize;
 
 /// One row of the outbound caller-id table: destinations matching `destination` (with `*`
-/// wildcards, on E.164 digits without `+`) leave with `caller_id`.
+/// wildcards) leave with `caller_id`. The pattern is tried on the digits as the PBX dialled
+/// them (as Zammad does) and on the E.164 digits without `+`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallerIdRule {
@@ -47,13 +48,20 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
-/// The caller id for an outbound call to `destination_e164`: the first matching rule,
-/// else `default`.
-pub fn outbound_caller_id<'a>(rules: &'a [CallerIdRule], default: Option<&'a str>, destination_e164: &str) -> Option<&'a str> {
-    let digits = destination_e164.trim_start_matches('+');
+/// The caller id for an outbound call to `dialled` (as the PBX sent it) whose E.164 form is
+/// `destination_e164`: the first rule matching either, else `default`.
+///
+/// Matching the dialled digits keeps a Zammad table working unchanged: its `41*` row is meant
+/// for `4147110000000` however the hub's region would read that number nationally.
+pub fn outbound_caller_id<'a>(rules: &'a [CallerIdRule], default: Option<&'a str>, dialled: &str, destination_e164: Option<&str>) -> Option<&'a str> {
+    let dialled: String = dialled.chars().filter(char::is_ascii_digit).collect();
+    let e164 = destination_e164.map(|e| e.trim_start_matches('+'));
     rules
         .iter()
-        .find(|r| wildcard_match(r.destination.trim_start_matches('+'), digits))
+        .find(|r| {
+            let pattern = r.destination.trim_start_matches('+');
+            (!dialled.is_empty() && wildcard_match(pattern, &dialled)) || e164.is_some_and(|e| wildcard_match(pattern, e))
+        })
         .map(|r| r.caller_id.as_str())
         .or(default)
 }
@@ -86,9 +94,28 @@ mod tests {
             CallerIdRule { destination: "+4930*".into(), caller_id: "+49309999000".into(), note: None },
             CallerIdRule { destination: "49*".into(), caller_id: "+49899999000".into(), note: None },
         ];
-        assert_eq!(outbound_caller_id(&rules, None, "+49301234567"), Some("+49309999000"));
-        assert_eq!(outbound_caller_id(&rules, None, "+49891234567"), Some("+49899999000"));
-        assert_eq!(outbound_caller_id(&rules, Some("+1555"), "+14155550100"), Some("+1555"));
-        assert_eq!(outbound_caller_id(&rules, None, "+14155550100"), None);
+        let cases = [
+            // (dialled as the PBX sent it, its E.164 form, default, expected caller id)
+            ("+49301234567", Some("+49301234567"), None, Some("+49309999000")),
+            ("030 1234567", Some("+49301234567"), None, Some("+49309999000")),
+            ("0891234567", Some("+49891234567"), None, Some("+49899999000")),
+            ("+14155550100", Some("+14155550100"), Some("+1555"), Some("+1555")),
+            ("+14155550100", Some("+14155550100"), None, None),
+            // Not a number the hub could read, matched as dialled.
+            ("4930999", None, None, Some("+49309999000")),
+        ];
+        for (dialled, e164, default, want) in cases {
+            assert_eq!(outbound_caller_id(&rules, default, dialled, e164), want, "{dialled}");
+        }
+    }
+
+    #[test]
+    fn a_zammad_table_matches_the_digits_as_dialled() {
+        // A DE hub reads 4147110000000 as a national number (+49 4147 110000000); Zammad's
+        // `41*` row is for the dialled digits, a Swiss number.
+        let rules = vec![CallerIdRule { destination: "41*".into(), caller_id: "41715550000".into(), note: None }];
+        assert_eq!(outbound_caller_id(&rules, None, "4147110000000", Some("+494147110000000")), Some("41715550000"));
+        assert_eq!(outbound_caller_id(&rules, None, "+41 44 668 18 00", Some("+41446681800")), Some("41715550000"));
+        assert_eq!(outbound_caller_id(&rules, None, "030 4100", Some("+49304100")), None);
     }
 }

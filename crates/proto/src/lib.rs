@@ -16,6 +16,10 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// The detail again, on the PBX webhooks only: Zammad answers `{"error": "…"}` and the
+    /// bridges written for it log that member (an RFC 9457 extension member).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Free-form data of a conversation that may arrive at any time.

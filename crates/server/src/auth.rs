@@ -172,6 +172,21 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The user name and password of an `Authorization: Basic …` header (jambonz's only
+/// webhook authentication). `None` when absent or not valid base64 of `user:password`.
+pub fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
 /// `text` cut to at most `max_bytes` (at a char boundary, with `…` when cut), for log
 /// fields whose value the client chose: a long name must not become a long log line.
 pub fn clip_for_log(text: &str, max_bytes: usize) -> std::borrow::Cow<'_, str> {

@@ -349,6 +349,23 @@ pub struct IvrConfig {
     /// When nobody matches an IVR event's caller, create a record in this entity (`lead`,
     /// `contact`) so the activity has someone to be about. Unset: the activity stands alone.
     pub create_unknown: Option<String>,
+    /// How the jambonz call hook (`/api/v1/ivr/jambonz`) writes its verbs.
+    pub jambonz: JambonzConfig,
+}
+
+/// `[ivr.jambonz]`: the jambonz account the call hook answers.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct JambonzConfig {
+    /// The account's SIP realm (`acme.sip.jambonz.cloud`): an agent's extension `201` is
+    /// dialled as the registered device `201@acme.sip.jambonz.cloud`.
+    pub sip_realm: Option<String>,
+    /// The URL a call no rule routes is redirected to (your own jambonz application). Unset:
+    /// such a call is declined with 480, since jambonz hangs up once the verbs run out.
+    pub continue_hook: Option<String>,
+    /// The user name of the webhook's HTTP Basic auth (its password is the IVR token).
+    /// Unset: any user name.
+    pub username: Option<String>,
 }
 
 /// `[ivr.verify]`: what a caller may prove and how often they may try.

@@ -135,16 +135,16 @@ pub fn configure(config: &mut Config) -> anyhow::Result<Option<String>> {
 pub async fn start(app: Arc<App>, addr: SocketAddr, password: Option<String>, every: Duration) -> anyhow::Result<()> {
     seed(&app).await?;
     let token = app.tokens.admin.first().cloned().unwrap_or_default();
-    println!("demo: sample contacts loaded; a simulated call every {} s, mostly to alice", every.as_secs());
-    println!("  agent panel:   http://{addr}/agent");
+    crate::say!("demo: sample contacts loaded; a simulated call every {} s, mostly to alice", every.as_secs());
+    crate::say!("  agent panel:   http://{addr}/agent");
     match &password {
-        Some(p) => println!("  sign in as:    alice (supervisor) or bob, password {p}"),
-        None => println!("  sign in as:    an agent of your configuration"),
+        Some(p) => crate::say!("  sign in as:    alice (supervisor) or bob, password {p}"),
+        None => crate::say!("  sign in as:    an agent of your configuration"),
     }
-    println!("  admin token:   {token}");
-    println!("  CTI webhook:   http://{addr}/api/v1/cti/{}", app.tokens.cti);
-    println!("  try:           curl -H 'Authorization: Bearer {token}' 'http://{addr}/api/v1/identify?address=415-555-0142'");
-    println!("  health:        http://{addr}/healthz");
+    crate::say!("  admin token:   {token}");
+    crate::say!("  CTI webhook:   http://{addr}/api/v1/cti/{}", app.tokens.cti);
+    crate::say!("  try:           curl -H 'Authorization: Bearer {token}' 'http://{addr}/api/v1/identify?address=415-555-0142'");
+    crate::say!("  health:        http://{addr}/healthz");
     tokio::spawn(simulate(app, every));
     Ok(())
 }

@@ -11,6 +11,8 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds for a `Retry-After` header: when trying again later will help.
     pub retry_after: Option<u32>,
+    /// Repeat the detail as Zammad's `error` member (the PBX webhooks).
+    pub zammad_error: bool,
 }
 
 /// How long a sender should wait before resending after the database refused a write (disk
@@ -19,7 +21,12 @@ const STORE_RETRY_AFTER_SECS: u32 = 5;
 
 impl ApiError {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self { status, detail: detail.into(), retry_after: None }
+        Self { status, detail: detail.into(), retry_after: None, zammad_error: false }
+    }
+    /// Adds Zammad's `{"error": "…"}` member, for PBX bridges written against Zammad.
+    pub fn zammad_compatible(mut self) -> Self {
+        self.zammad_error = true;
+        self
     }
     pub fn with_retry_after(mut self, secs: u32) -> Self {
         self.retry_after = Some(secs);
@@ -63,6 +70,7 @@ impl IntoResponse for ApiError {
             kind: "about:blank".into(),
             title: self.status.canonical_reason().unwrap_or("Error").into(),
             status: self.status.as_u16(),
+            error: self.zammad_error.then(|| self.detail.clone()),
             detail: self.detail,
         };
         let mut res = (self.status, axum::Json(problem)).into_response();

@@ -1,6 +1,17 @@
 //! The cxbridge server: HTTP API, agent WebSocket hub, background workers.
 //! `main.rs` is the CLI around [`run`]; tests start the same [`run`] on port 0.
 
+/// Prints a line for the person who started the hub. A stdout whose reader went away (a
+/// supervisor that read the first line, `cxbridge serve | head -1`) must not stop a running
+/// hub, so a failed write is ignored where `println!` would panic.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod auth;
 pub mod config;
 pub mod crm_index;

@@ -159,7 +159,7 @@ async fn serve(config: Config, demo: Option<(Option<String>, Duration)>) -> anyh
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}; is another process using it? Use --listen"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data = %app.config.server.data_dir.display(), "cxbridge is listening");
-    println!("cxbridge listening on http://{addr}");
+    cxbridge_server::say!("cxbridge listening on http://{addr}");
     if demo.is_none() {
         print_first_steps(&app, addr);
     }
@@ -193,15 +193,15 @@ fn print_first_steps(app: &cxbridge_server::service::App, addr: SocketAddr) {
         None if addr.ip().is_unspecified() => format!("http://127.0.0.1:{}", addr.port()),
         None => format!("http://{addr}"),
     };
-    println!("agent panel: {base}/agent");
+    cxbridge_server::say!("agent panel: {base}/agent");
     let can_sign_in = app.config.agents.iter().any(|a| a.password_hash.is_some() || a.token.is_some());
     if !can_sign_in {
-        println!("no agent can sign in yet: add one to the configuration file and restart, e.g.");
-        println!("  [[agents]]");
-        println!("  id = \"alice\"");
-        println!("  cti_users = [\"alice\"]            # the PBX's name or extension for her");
-        println!("  password_hash = \"…\"               # the output of: cxbridge hash-password");
-        println!("(docs/configuration.md, section [[agents]]; `cxbridge demo` shows a ready-made hub)");
+        cxbridge_server::say!("no agent can sign in yet: add one to the configuration file and restart, e.g.");
+        cxbridge_server::say!("  [[agents]]");
+        cxbridge_server::say!("  id = \"alice\"");
+        cxbridge_server::say!("  cti_users = [\"alice\"]            # the PBX's name or extension for her");
+        cxbridge_server::say!("  password_hash = \"…\"               # the output of: cxbridge hash-password");
+        cxbridge_server::say!("(docs/configuration.md, section [[agents]]; `cxbridge demo` shows a ready-made hub)");
     }
 }
 

@@ -236,9 +236,8 @@ impl App {
             },
             Direction::Outbound => {
                 // Outbound, the customer is the destination.
-                let dest = customer.e164().map_or_else(|| ev.to.clone(), str::to_string);
                 let r = &self.config.routing;
-                match routing::outbound_caller_id(&r.outbound_caller_ids, r.default_caller_id.as_deref(), &dest) {
+                match routing::outbound_caller_id(&r.outbound_caller_ids, r.default_caller_id.as_deref(), &ev.to, customer.e164()) {
                     Some(caller_id) => Reply::Dial { caller_id: caller_id.to_string(), number: ev.to.clone() },
                     None => Reply::Accept,
                 }
@@ -285,6 +284,17 @@ impl App {
             CallEventKind::Answer => {
                 let agent = self.answering_agent(ev.answering_number.as_deref(), &ev.users, &ev.user_ids);
                 (EventKind::Connected { agent }, Reply::Accept)
+            }
+            CallEventKind::Voicemail => {
+                // Not an answer: the conversation stays unanswered and ends as missed.
+                let mut details = Details::default();
+                details.attributes.insert("answered_by".into(), "voicemail".into());
+                (EventKind::Updated(details), Reply::Accept)
+            }
+            CallEventKind::Dtmf { digits } => {
+                let mut details = Details::default();
+                details.attributes.insert("dtmf".into(), digits.clone());
+                (EventKind::Updated(details), Reply::Accept)
             }
             CallEventKind::Hangup { cause } => (EventKind::Ended { cause: cause.clone() }, Reply::Accept),
         };

@@ -41,6 +41,8 @@ use crate::views;
         super::workflows::list,
         super::workflows::run,
         super::ivr::lookup,
+        super::ivr::jambonz_get,
+        super::ivr::jambonz_post,
         super::ivr::verify,
         super::ivr::verifications,
         super::ivr::event,
@@ -64,6 +66,8 @@ impl utoipa::Modify for BearerAuth {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         if let Some(c) = openapi.components.as_mut() {
             c.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+            // jambonz webhooks: user name (optional) and the IVR token as the password.
+            c.add_security_scheme("basic", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()));
         }
     }
 }

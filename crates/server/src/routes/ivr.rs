@@ -66,19 +66,107 @@ async fn answer(app: &App, q: LookupQuery) -> ApiResult<Response> {
         return Err(ApiError::unprocessable("`ani` is longer than any phone number"));
     }
     let found = app.ivr_lookup(&q.ani, q.dnis.as_deref()).await;
-    let caller = found.normalized.e164().map_or_else(|| found.ani.clone(), str::to_string);
     Ok(match format {
         "flat" => Json(flat(&found)).into_response(),
         "text" => text(&flat(&found)),
-        "zammad" => Json(formats::zammad(&found.route, &caller)).into_response(),
-        "jambonz" => Json(formats::jambonz(&found.route, &caller)).into_response(),
+        "zammad" => Json(formats::zammad(&found.route)).into_response(),
+        "jambonz" => jambonz_verbs(app, &found),
         "sipgate" => {
-            let mut r = formats::sipgate(&found.route).into_response();
+            let mut r = formats::sipgate(&found.route, external_number(app, &found.route).as_deref()).into_response();
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
             r
         }
         _ => Json(view(app, &found)).into_response(),
     })
+}
+
+fn jambonz_verbs(app: &App, found: &Lookup) -> Response {
+    let caller = found.normalized.e164().map_or_else(|| found.ani.clone(), str::to_string);
+    let j = &app.config.ivr.jambonz;
+    let options = formats::JambonzOptions { sip_realm: j.sip_realm.clone(), continue_hook: j.continue_hook.clone() };
+    Json(formats::jambonz(&found.route, &caller, &options)).into_response()
+}
+
+/// The external number (E.164) a route dials, for PBXs that can dial nothing else
+/// (sipgate): the target itself when it is a phone number, else the routed agent's own
+/// external number from `[[agents]] numbers`.
+fn external_number(app: &App, route: &Route) -> Option<String> {
+    let Route::Dial { target, agent, .. } = route else { return None };
+    let e164 = |raw: &str| app.normalizer.normalize(raw).e164().map(str::to_string);
+    e164(target).or_else(|| {
+        let agent = app.config.agents.iter().find(|a| Some(&a.id) == agent.as_ref())?;
+        agent.numbers.iter().find_map(|n| e164(n))
+    })
+}
+
+/// What the jambonz call hook sends (docs.jambonz.org/reference/webhooks/call-hook-post):
+/// many more fields than these, all ignored.
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+pub struct JambonzCallHook {
+    /// The calling party.
+    pub from: Option<String>,
+    /// The called party.
+    pub to: Option<String>,
+    pub call_sid: Option<String>,
+    /// `inbound` or `outbound`.
+    pub direction: Option<String>,
+}
+
+/// jambonz's webhooks authenticate with HTTP Basic only: the password is the IVR token
+/// (the user name is checked when `[ivr.jambonz] username` is set). A Bearer token or the
+/// token in the path work too.
+fn authorize_jambonz(app: &App, headers: &HeaderMap, path_token: Option<&str>) -> ApiResult<()> {
+    if let Some((user, password)) = crate::auth::basic(headers) {
+        let user_ok = app.config.ivr.jambonz.username.as_ref().is_none_or(|u| *u == user);
+        if user_ok && (app.tokens.is_ivr(&password) || app.tokens.is_admin(&password)) {
+            return Ok(());
+        }
+        return Err(ApiError::unauthorized("the jambonz webhook's user name or password is wrong: the password is the IVR token ([ivr] token, CXBRIDGE_IVR_TOKEN or DATA_DIR/ivr-token)"));
+    }
+    authorize(app, headers, path_token)
+}
+
+async fn jambonz_answer(app: &App, hook: JambonzCallHook) -> ApiResult<Response> {
+    tracing::debug!(call_sid = hook.call_sid.as_deref(), direction = hook.direction.as_deref(), "jambonz call hook");
+    let ani = hook.from.unwrap_or_default();
+    if ani.len() > 256 {
+        return Err(ApiError::unprocessable("`from` is longer than any caller address"));
+    }
+    // jambonz may send a SIP URI (`sip:+4930…@host`); the phone normalizer reads those.
+    let found = app.ivr_lookup(&ani, hook.to.as_deref()).await;
+    Ok(jambonz_verbs(app, &found))
+}
+
+/// The jambonz call hook, `GET` (its query parameters): who is calling, answered with verbs.
+#[utoipa::path(get, path = "/api/v1/ivr/jambonz", params(JambonzCallHook), tag = "ivr",
+    responses((status = 200, description = "jambonz verbs", body = Vec<serde_json::Value>), (status = 400, body = proto::Problem), (status = 401, body = proto::Problem)),
+    security(("basic" = []), ("bearer" = [])))]
+pub async fn jambonz_get(State(app): State<Arc<App>>, headers: HeaderMap, ApiQuery(hook): ApiQuery<JambonzCallHook>) -> ApiResult<Response> {
+    authorize_jambonz(&app, &headers, None)?;
+    jambonz_answer(&app, hook).await
+}
+
+/// The jambonz call hook, `POST` (jambonz's default: a JSON body).
+#[utoipa::path(post, path = "/api/v1/ivr/jambonz", request_body = JambonzCallHook, tag = "ivr",
+    responses((status = 200, description = "jambonz verbs", body = Vec<serde_json::Value>), (status = 401, body = proto::Problem), (status = 422, body = proto::Problem)),
+    security(("basic" = []), ("bearer" = [])))]
+pub async fn jambonz_post(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Response> {
+    authorize_jambonz(&app, &headers, None)?;
+    jambonz_answer(&app, parse_hook(&body)?).await
+}
+
+pub async fn jambonz_get_with_token(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, ApiQuery(hook): ApiQuery<JambonzCallHook>) -> ApiResult<Response> {
+    authorize_jambonz(&app, &headers, Some(&token))?;
+    jambonz_answer(&app, hook).await
+}
+
+pub async fn jambonz_post_with_token(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Response> {
+    authorize_jambonz(&app, &headers, Some(&token))?;
+    jambonz_answer(&app, parse_hook(&body)?).await
+}
+
+fn parse_hook(body: &[u8]) -> ApiResult<JambonzCallHook> {
+    serde_json::from_slice(body).map_err(|e| ApiError::unprocessable(format!("the jambonz call hook is not valid JSON with string `from` and `to`: {e}")))
 }
 
 fn route_view(r: &Route) -> proto::IvrRouteView {

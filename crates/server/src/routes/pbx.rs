@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cxbridge_connectors::{WireError, cti, sipgate};
+use cxbridge_domain::conversation::Direction;
 
 use crate::error::{ApiError, ApiPath};
 use crate::service::App;
@@ -37,22 +38,50 @@ fn reject_token(app: &App, token: &str) -> Result<(), ApiError> {
 
 /// `POST /api/v1/cti/{token}`: Zammad-compatible generic CTI, JSON or form.
 pub async fn cti(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    cti_event(&app, &token, &headers, &body).await.map_err(ApiError::zammad_compatible)
+}
+
+async fn cti_event(app: &App, token: &str, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
     let received = Instant::now();
-    reject_token(&app, &token)?;
-    let ev = if is_form(&headers) { cti::parse_form(&body) } else { cti::parse_json(&body) }.map_err(wire_error)?;
+    reject_token(app, token)?;
+    let ev = if is_form(headers) { cti::parse_form(body) } else { cti::parse_json(body) }.map_err(wire_error)?;
     let done = app.ingest_call(ev, received).await?;
     Ok(axum::Json(cti::reply(&done.reply)).into_response())
 }
 
 /// `POST /api/v1/sipgate/{token}`: sipgate.io push, form in, XML out.
 pub async fn sipgate(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    sipgate_event(&app, &token, None, &headers, &body).await
+}
+
+/// `POST /api/v1/sipgate/{token}/in` and `…/out`: the URLs Zammad's sipgate integration
+/// gives sipgate (`/api/v1/sipgate/in`, `/out`), with our token, so an account moved from
+/// Zammad keeps its shape. The direction in the URL stands in for one the body leaves out.
+pub async fn sipgate_with_direction(State(app): State<Arc<App>>, ApiPath((token, direction)): ApiPath<(String, String)>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let dir = match direction.as_str() {
+        "in" => Direction::Inbound,
+        "out" => Direction::Outbound,
+        other => return Err(ApiError::not_found(format!("no sipgate URL ends in `/{other}`: use /api/v1/sipgate/{{token}}, …/in or …/out"))),
+    };
+    sipgate_event(&app, &token, Some(dir), &headers, &body).await
+}
+
+async fn sipgate_event(app: &App, token: &str, path_direction: Option<Direction>, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
     let received = Instant::now();
-    reject_token(&app, &token)?;
-    let ev = sipgate::parse_form(&body).map_err(wire_error)?;
+    reject_token(app, token)?;
+    let ev = sipgate::parse_form_at(body, path_direction).map_err(wire_error)?;
     let is_new_call = ev.kind == cxbridge_connectors::CallEventKind::NewCall;
+    let direction = ev.direction;
     let done = app.ingest_call(ev, received).await?;
-    // Ask for answer and hangup callbacks on every new call (they are opt-in per call).
-    let callback = is_new_call.then(|| callback_url(&app, &headers, &token));
+    // Ask for answer and hangup callbacks on every new call (they are opt-in per call), at
+    // the same kind of URL the call came in on.
+    let callback = is_new_call.then(|| {
+        let base = callback_url(app, headers, token);
+        match path_direction {
+            Some(_) => format!("{base}/{}", if direction == Direction::Inbound { "in" } else { "out" }),
+            None => base,
+        }
+    });
     let xml = sipgate::reply(&done.reply, callback.as_deref());
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/xml")], xml).into_response())
 }

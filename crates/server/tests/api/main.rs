@@ -4,6 +4,7 @@
 mod helpers;
 
 mod calls;
+mod conformance;
 mod dataverse;
 mod durability;
 mod files;

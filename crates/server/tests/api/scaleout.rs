@@ -122,6 +122,21 @@ async fn start(id: String, config: PathBuf, data: PathBuf, database_url: String,
     .ok()
     .flatten()
     .unwrap_or_else(|| panic!("{id} did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default()));
+    // Keep reading what the node prints after the address, as a supervisor would: a pipe
+    // nobody reads fills up, and one closed early is not what a deployment does either.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Traffic only once the node answers its health check, as behind a load balancer.
+    let http = reqwest::Client::new();
+    let ready = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if http.get(format!("http://{addr}/healthz")).timeout(Duration::from_secs(5)).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(ready.is_ok(), "{id} listens on {addr} but never answered /healthz:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
     Node { id, addr, log, child }
 }
 
@@ -135,15 +150,28 @@ impl Cluster {
     /// Returns the status and the node that answered.
     async fn post_any(&self, first: usize, path: &str, body: &Value, alive: &[usize]) -> (u16, Value, usize) {
         let start = alive.iter().position(|n| *n == first).unwrap_or(0);
+        let mut last_error = String::new();
         for k in 0..alive.len() {
             let n = alive[(start + k) % alive.len()];
-            let sent = self.http.post(self.nodes[n].url(path)).bearer_auth(ADMIN).json(body).timeout(Duration::from_secs(10)).send().await;
-            if let Ok(r) = sent {
-                let status = r.status().as_u16();
-                return (status, r.json().await.unwrap_or(Value::Null), n);
+            let mut sent = self.http.post(self.nodes[n].url(path)).bearer_auth(ADMIN).json(body).timeout(Duration::from_secs(20)).send().await;
+            // A connection that was never made carried nothing: a load balancer retries it.
+            for _ in 0..3 {
+                if !matches!(&sent, Err(e) if e.is_connect()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                sent = self.http.post(self.nodes[n].url(path)).bearer_auth(ADMIN).json(body).timeout(Duration::from_secs(20)).send().await;
+            }
+            match sent {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    return (status, r.json().await.unwrap_or(Value::Null), n);
+                }
+                Err(e) => last_error = format!("{e:?}"),
             }
         }
-        panic!("no node answered {path}");
+        let logs: Vec<String> = alive.iter().map(|n| format!("--- {} ---\n{}", self.nodes[*n].id, self.nodes[*n].log_tail())).collect();
+        panic!("no node answered {path}: {last_error}\n{}", logs.join("\n"));
     }
 
     /// One answered call of `agent`, each event to a different node (round-robin from
