@@ -22,6 +22,82 @@ pub struct Problem {
     pub error: Option<String>,
 }
 
+/// A string schema limited to `values` (for fields that stay `String` in Rust so that a
+/// wrong value gets the hub's own message, but whose values a client must know).
+pub fn string_enum(values: &[&str]) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::String).enum_values(Some(values.iter().copied())).build()
+}
+
+pub fn native_event_types() -> utoipa::openapi::Object {
+    string_enum(&["offered", "connected", "ended", "updated", "closed"])
+}
+pub fn directions() -> utoipa::openapi::Object {
+    string_enum(&["inbound", "outbound"])
+}
+pub fn pbx_directions() -> utoipa::openapi::Object {
+    string_enum(&["in", "out"])
+}
+pub fn pbx_events() -> utoipa::openapi::Object {
+    string_enum(&["newCall", "answer", "hangup"])
+}
+pub fn sipgate_events() -> utoipa::openapi::Object {
+    string_enum(&["newCall", "answer", "hangup", "dtmf"])
+}
+pub fn end_causes() -> utoipa::openapi::Object {
+    string_enum(&["normalClearing", "busy", "cancel", "noAnswer", "congestion", "notFound", "forwarded"])
+}
+
+/// A Zammad generic CTI event (`POST /api/v1/cti/{token}`, docs/pbx/zammad-cti.md).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CtiEvent {
+    #[schema(schema_with = pbx_events)]
+    pub event: String,
+    #[schema(schema_with = pbx_directions)]
+    pub direction: String,
+    /// The call's id (≤ 250 characters); `call_id` is read too.
+    #[serde(rename = "callId")]
+    pub call_id: String,
+    /// The caller (in) or the caller's extension (out), any notation.
+    pub from: Option<String>,
+    /// The dialled number.
+    pub to: Option<String>,
+    /// Agent names: a string or a list of at most 100.
+    pub user: Option<Value>,
+    pub queue: Option<String>,
+    #[serde(rename = "answeringNumber")]
+    pub answering_number: Option<String>,
+    #[schema(schema_with = end_causes)]
+    pub cause: Option<String>,
+}
+
+/// A sipgate.io push (`POST /api/v1/sipgate/{token}`, form-encoded, docs/pbx/sipgate.md).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SipgatePush {
+    #[schema(schema_with = sipgate_events)]
+    pub event: String,
+    #[serde(rename = "callId")]
+    pub call_id: String,
+    /// The id of the whole call across transfers.
+    #[serde(rename = "origCallId")]
+    pub orig_call_id: Option<String>,
+    /// Required for `newCall` unless the URL ends in `/in` or `/out`.
+    #[schema(schema_with = pbx_directions)]
+    pub direction: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    #[serde(rename = "user[]")]
+    pub user: Option<Vec<String>>,
+    #[serde(rename = "userId[]")]
+    pub user_id: Option<Vec<String>>,
+    #[serde(rename = "answeringNumber")]
+    pub answering_number: Option<String>,
+    pub diversion: Option<String>,
+    #[schema(schema_with = end_causes)]
+    pub cause: Option<String>,
+    /// The digits of a `dtmf` push.
+    pub dtmf: Option<String>,
+}
+
 /// Free-form data of a conversation that may arrive at any time.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +122,7 @@ pub struct NativeEvent {
     pub event_id: Option<String>,
     /// `offered`, `connected`, `ended`, `updated`, `closed`.
     #[serde(rename = "type")]
+    #[schema(schema_with = native_event_types)]
     pub kind: String,
     /// Your stable id of the conversation (all legs).
     pub conversation_id: String,
@@ -60,6 +137,7 @@ pub struct NativeEvent {
     /// `voice` (default), `sms`, `webchat`, `email`, `whatsapp`, … or a BYOC channel name.
     pub channel: Option<String>,
     /// `inbound` (default) or `outbound`.
+    #[schema(schema_with = directions)]
     pub direction: Option<String>,
     /// The customer's address (phone number or channel handle).
     pub from: Option<String>,

@@ -113,6 +113,25 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestP
     }
 }
 
+/// A query string parsed like [`ApiQuery`], whose refusal the handler raises only after it has
+/// checked who is asking (`query.parse()?` after the authentication): a caller without a
+/// valid token learns that first, not which parameters the route takes.
+pub struct PendingQuery<T>(Result<T, ApiError>);
+
+impl<T> PendingQuery<T> {
+    pub fn parse(self) -> ApiResult<T> {
+        self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for PendingQuery<T> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(PendingQuery(ApiQuery::<T>::from_request_parts(parts, state).await.map(|ApiQuery(v)| v)))
+    }
+}
+
 /// `Path<T>` whose refusals are problem+json.
 pub struct ApiPath<T>(pub T);
 

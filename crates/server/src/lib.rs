@@ -238,6 +238,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl std::futur
     let limits = listen::Limits::from_config(&app.config.server);
     let request_limit = limits.request_timeout;
     let router = routes::router(app.clone())
+        .layer(axum::middleware::from_fn(routes::framework_problems))
         .layer(axum::middleware::from_fn(move |req, next| listen::request_timeout(request_limit, req, next)))
         // The default span logs the raw URI, tokens in paths and queries included.
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<axum::body::Body>| {

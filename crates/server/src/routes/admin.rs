@@ -1,4 +1,4 @@
-//! Health, metrics, the OpenAPI document and the outbox admin endpoints.
+//! Health, metrics and the outbox admin endpoints.
 
 use std::sync::Arc;
 
@@ -10,73 +10,10 @@ use cxbridge_domain::Timestamp;
 use cxbridge_proto as proto;
 use cxbridge_store::OutboxState;
 use serde::Deserialize;
-use utoipa::OpenApi;
 
-use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
+use crate::error::{ApiError, ApiPath, ApiResult, PendingQuery};
 use crate::service::App;
 use crate::views;
-
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "cxbridge", description = "Contact centre ↔ CRM hub. Errors are application/problem+json."),
-    paths(
-        healthz,
-        outbox_list,
-        outbox_replay,
-        super::api::events,
-        super::api::identify,
-        super::api::find_conversations,
-        super::api::conversation,
-        super::api::wrapup,
-        super::crm::search,
-        super::crm::create,
-        super::crm::read,
-        super::crm::update,
-        super::crm::delete,
-        super::crm::activities,
-        super::crm::related,
-        super::crm::activity,
-        super::crm::create_activity,
-        super::stream::stream,
-        super::workflows::list,
-        super::workflows::run,
-        super::ivr::lookup,
-        super::ivr::jambonz_get,
-        super::ivr::jambonz_post,
-        super::ivr::verify,
-        super::ivr::verifications,
-        super::ivr::event,
-        super::panel::sign_in,
-        super::panel::current_session,
-        super::panel::sign_out,
-        super::panel::bootstrap,
-        super::panel::links,
-        super::panel::new_record,
-        super::panel::related,
-    ),
-    components(schemas(proto::AgentMessage, proto::AgentConversation)),
-    modifiers(&BearerAuth),
-)]
-pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        if let Some(c) = openapi.components.as_mut() {
-            c.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
-            // jambonz webhooks: user name (optional) and the IVR token as the password.
-            c.add_security_scheme("basic", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()));
-        }
-    }
-}
-
-pub async fn openapi() -> Response {
-    let mut doc = ApiDoc::openapi();
-    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
-    Json(doc).into_response()
-}
 
 /// Health at a glance: database, CRM, outbox, connected agents, and with several nodes the
 /// bus and the other nodes. `degraded` (still 200): dead outbox items, or the bus is down.
@@ -149,17 +86,24 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxQuery {
     /// `pending`, `delivered` or `dead`.
+    #[param(schema_with = outbox_states)]
     pub state: Option<String>,
     pub limit: Option<u32>,
 }
 
+fn outbox_states() -> utoipa::openapi::Object {
+    proto::string_enum(&["pending", "delivered", "dead"])
+}
+
 /// Outbox items, newest change first.
 #[utoipa::path(get, path = "/api/v1/outbox", params(OutboxQuery), responses((status = 200, body = proto::OutboxList)), security(("bearer" = [])))]
-pub async fn outbox_list(State(app): State<Arc<App>>, headers: HeaderMap, ApiQuery(q): ApiQuery<OutboxQuery>) -> ApiResult<Json<proto::OutboxList>> {
+pub async fn outbox_list(State(app): State<Arc<App>>, headers: HeaderMap, query: PendingQuery<OutboxQuery>) -> ApiResult<Json<proto::OutboxList>> {
     app.require_admin(&headers).await?;
+    let q = query.parse()?;
     let state = match q.state.as_deref() {
         None => None,
         Some(s) => Some(OutboxState::parse(s).ok_or_else(|| ApiError::unprocessable(format!("`state` must be pending, delivered or dead, not `{s}`")))?),

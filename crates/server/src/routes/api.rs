@@ -13,7 +13,7 @@ use cxbridge_proto as proto;
 use cxbridge_store::Recorded;
 use serde::Deserialize;
 
-use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
+use crate::error::{ApiError, ApiPath, ApiResult, PendingQuery};
 use crate::service::{App, details, fnv1a};
 use crate::views;
 
@@ -46,12 +46,14 @@ pub async fn events(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct IdentifyQuery {
     /// Phone number (any notation) or channel address.
     pub address: String,
     pub channel: Option<String>,
     pub queue: Option<String>,
+    #[param(schema_with = proto::directions)]
     pub direction: Option<String>,
     pub campaign: Option<String>,
 }
@@ -59,8 +61,9 @@ pub struct IdentifyQuery {
 /// Identify a caller and show the pop the rules choose.
 #[utoipa::path(get, path = "/api/v1/identify", params(IdentifyQuery),
     responses((status = 200, body = proto::IdentifyResponse)), security(("bearer" = [])))]
-pub async fn identify(State(app): State<Arc<App>>, headers: HeaderMap, ApiQuery(q): ApiQuery<IdentifyQuery>) -> ApiResult<Json<proto::IdentifyResponse>> {
+pub async fn identify(State(app): State<Arc<App>>, headers: HeaderMap, query: PendingQuery<IdentifyQuery>) -> ApiResult<Json<proto::IdentifyResponse>> {
     app.require_admin(&headers).await?;
+    let q = query.parse()?;
     let normalized = app.normalizer.normalize(&q.address);
     let identification = app.identify(&normalized).await;
     // Evaluate the pop rules on a conversation that looks like the one asked about.
@@ -109,6 +112,7 @@ fn probe_conversation(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FindQuery {
     pub external_id: String,
@@ -118,8 +122,9 @@ pub struct FindQuery {
 /// Find a conversation by an id its source knows it by.
 #[utoipa::path(get, path = "/api/v1/conversations", params(FindQuery),
     responses((status = 200, body = proto::ConversationList)), security(("bearer" = [])))]
-pub async fn find_conversations(State(app): State<Arc<App>>, headers: HeaderMap, ApiQuery(q): ApiQuery<FindQuery>) -> ApiResult<Json<proto::ConversationList>> {
+pub async fn find_conversations(State(app): State<Arc<App>>, headers: HeaderMap, query: PendingQuery<FindQuery>) -> ApiResult<Json<proto::ConversationList>> {
     app.require_admin(&headers).await?;
+    let q = query.parse()?;
     let found = app.store.conversation_by_external(q.source.as_deref(), &q.external_id).await?;
     let mut conversations = vec![];
     if let Some(c) = found {

@@ -25,7 +25,12 @@ fn parse_fields(body: &[u8]) -> ApiResult<BTreeMap<String, String>> {
 }
 
 /// Search: `?phone=…` (any notation), `?q=…` (text), `?limit=…`, any other `?field=value` exact.
-#[utoipa::path(get, path = "/api/v1/crm/{entity}", responses((status = 200, body = proto::RecordList)), security(("bearer" = [])))]
+/// Records of the built-in CRM matching every given field (`?city=Berlin`), a phone number
+/// in any notation (`phone`) and a text (`q`), at most `limit` (default 50).
+#[utoipa::path(get, path = "/api/v1/crm/{entity}",
+    params(("phone" = Option<String>, Query, description = "A phone number, any notation"), ("q" = Option<String>, Query, description = "Text in the record's title"),
+        ("limit" = Option<u32>, Query, description = "At most this many records (default 50)")),
+    responses((status = 200, body = proto::RecordList)), security(("bearer" = [])))]
 pub async fn search(
     State(app): State<Arc<App>>,
     headers: HeaderMap,

@@ -15,12 +15,13 @@ use cxbridge_proto as proto;
 use serde::Deserialize;
 
 use crate::auth::bearer;
-use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
+use crate::error::{ApiError, ApiPath, ApiResult, PendingQuery};
 use crate::ivr::{Lookup, Verified};
 use crate::service::App;
 use crate::views;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LookupQuery {
     /// The caller's number, any notation (`+` may arrive as a space: it is restored).
@@ -28,7 +29,12 @@ pub struct LookupQuery {
     /// The dialed number, for rules on it.
     pub dnis: Option<String>,
     /// `json` (default), `flat`, `text`, `zammad`, `sipgate` or `jambonz`.
+    #[param(schema_with = lookup_formats)]
     pub format: Option<String>,
+}
+
+fn lookup_formats() -> utoipa::openapi::Object {
+    proto::string_enum(&["json", "flat", "text", "zammad", "sipgate", "jambonz"])
 }
 
 const FORMATS: &str = "json, flat, text, zammad, sipgate or jambonz";
@@ -46,15 +52,17 @@ fn authorize(app: &App, headers: &HeaderMap, path_token: Option<&str>) -> ApiRes
 #[utoipa::path(get, path = "/api/v1/ivr/lookup", params(LookupQuery),
     responses((status = 200, body = proto::IvrLookupView), (status = 401, body = proto::Problem), (status = 422, body = proto::Problem)),
     security(("bearer" = [])))]
-pub async fn lookup(State(app): State<Arc<App>>, headers: HeaderMap, ApiQuery(q): ApiQuery<LookupQuery>) -> ApiResult<Response> {
+pub async fn lookup(State(app): State<Arc<App>>, headers: HeaderMap, query: PendingQuery<LookupQuery>) -> ApiResult<Response> {
     authorize(&app, &headers, None)?;
-    answer(&app, q).await
+    answer(&app, query.parse()?).await
 }
 
 /// The same, with the token in the path for IVRs that cannot send headers.
-pub async fn lookup_with_token(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, ApiQuery(q): ApiQuery<LookupQuery>) -> ApiResult<Response> {
+#[utoipa::path(get, path = "/api/v1/ivr/{token}/lookup", params(LookupQuery),
+    responses((status = 200, body = proto::IvrLookupView, description = "JSON, or per `format` text/plain or application/xml")))]
+pub async fn lookup_with_token(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, query: PendingQuery<LookupQuery>) -> ApiResult<Response> {
     authorize(&app, &headers, Some(&token))?;
-    answer(&app, q).await
+    answer(&app, query.parse()?).await
 }
 
 async fn answer(app: &App, q: LookupQuery) -> ApiResult<Response> {
@@ -102,6 +110,7 @@ fn external_number(app: &App, route: &Route) -> Option<String> {
 /// What the jambonz call hook sends (docs.jambonz.org/reference/webhooks/call-hook-post):
 /// many more fields than these, all ignored.
 #[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 pub struct JambonzCallHook {
     /// The calling party.
     pub from: Option<String>,
@@ -138,16 +147,16 @@ async fn jambonz_answer(app: &App, hook: JambonzCallHook) -> ApiResult<Response>
 }
 
 /// The jambonz call hook, `GET` (its query parameters): who is calling, answered with verbs.
-#[utoipa::path(get, path = "/api/v1/ivr/jambonz", params(JambonzCallHook), tag = "ivr",
+#[utoipa::path(get, path = "/api/v1/ivr/jambonz", params(JambonzCallHook),
     responses((status = 200, description = "jambonz verbs", body = Vec<serde_json::Value>), (status = 400, body = proto::Problem), (status = 401, body = proto::Problem)),
     security(("basic" = []), ("bearer" = [])))]
-pub async fn jambonz_get(State(app): State<Arc<App>>, headers: HeaderMap, ApiQuery(hook): ApiQuery<JambonzCallHook>) -> ApiResult<Response> {
+pub async fn jambonz_get(State(app): State<Arc<App>>, headers: HeaderMap, query: PendingQuery<JambonzCallHook>) -> ApiResult<Response> {
     authorize_jambonz(&app, &headers, None)?;
-    jambonz_answer(&app, hook).await
+    jambonz_answer(&app, query.parse()?).await
 }
 
 /// The jambonz call hook, `POST` (jambonz's default: a JSON body).
-#[utoipa::path(post, path = "/api/v1/ivr/jambonz", request_body = JambonzCallHook, tag = "ivr",
+#[utoipa::path(post, path = "/api/v1/ivr/jambonz", request_body = JambonzCallHook,
     responses((status = 200, description = "jambonz verbs", body = Vec<serde_json::Value>), (status = 401, body = proto::Problem), (status = 422, body = proto::Problem)),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn jambonz_post(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Response> {
@@ -155,9 +164,9 @@ pub async fn jambonz_post(State(app): State<Arc<App>>, headers: HeaderMap, body:
     jambonz_answer(&app, parse_hook(&body)?).await
 }
 
-pub async fn jambonz_get_with_token(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, ApiQuery(hook): ApiQuery<JambonzCallHook>) -> ApiResult<Response> {
+pub async fn jambonz_get_with_token(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, query: PendingQuery<JambonzCallHook>) -> ApiResult<Response> {
     authorize_jambonz(&app, &headers, Some(&token))?;
-    jambonz_answer(&app, hook).await
+    jambonz_answer(&app, query.parse()?).await
 }
 
 pub async fn jambonz_post_with_token(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Response> {
@@ -240,6 +249,9 @@ pub async fn verify(State(app): State<Arc<App>>, headers: HeaderMap, body: axum:
     verify_body(&app, &body).await
 }
 
+/// The same, with the token in the path.
+#[utoipa::path(post, path = "/api/v1/ivr/{token}/verify", request_body = proto::VerifyRequest,
+    responses((status = 200, body = proto::VerifyResult), (status = 429, body = proto::Problem)))]
 pub async fn verify_with_token(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Response> {
     authorize(&app, &headers, Some(&token))?;
     verify_body(&app, &body).await
@@ -260,6 +272,7 @@ async fn verify_body(app: &App, body: &[u8]) -> ApiResult<Response> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     pub limit: Option<u32>,
@@ -267,8 +280,9 @@ pub struct AuditQuery {
 
 /// The verification audit trail (admins).
 #[utoipa::path(get, path = "/api/v1/ivr/verifications", params(AuditQuery), responses((status = 200, body = proto::VerificationList)), security(("bearer" = [])))]
-pub async fn verifications(State(app): State<Arc<App>>, headers: HeaderMap, ApiQuery(q): ApiQuery<AuditQuery>) -> ApiResult<Json<proto::VerificationList>> {
+pub async fn verifications(State(app): State<Arc<App>>, headers: HeaderMap, query: PendingQuery<AuditQuery>) -> ApiResult<Json<proto::VerificationList>> {
     app.require_admin(&headers).await?;
+    let q = query.parse()?;
     let list = app.store.verifications(q.limit.unwrap_or(100).min(1000)).await?;
     Ok(Json(proto::VerificationList {
         verifications: list

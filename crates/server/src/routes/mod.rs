@@ -11,18 +11,21 @@ mod admin;
 mod api;
 mod crm;
 mod ivr;
+mod openapi;
 mod panel;
 mod pbx;
+mod problems;
 mod stream;
 mod workflows;
 
-pub use admin::ApiDoc;
+pub use openapi::{ApiDoc, document as openapi_document};
+pub use problems::{MAX_HEADER_BYTES, MAX_URI_BYTES, framework_problems};
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(admin::healthz))
         .route("/metrics", get(admin::metrics))
-        .route("/api/v1/openapi.json", get(admin::openapi))
+        .route("/api/v1/openapi.json", get(openapi::openapi))
         .route("/api/v1/cti/{token}", post(pbx::cti))
         .route("/api/v1/sipgate/{token}", post(pbx::sipgate))
         .route("/api/v1/sipgate/{token}/{direction}", post(pbx::sipgate_with_direction))

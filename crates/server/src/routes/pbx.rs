@@ -37,6 +37,10 @@ fn reject_token(app: &App, token: &str) -> Result<(), ApiError> {
 }
 
 /// `POST /api/v1/cti/{token}`: Zammad-compatible generic CTI, JSON or form.
+/// Replies `{}`, `{"action":"reject",…}` or `{"action":"dial",…}` (docs/pbx/zammad-cti.md).
+#[utoipa::path(post, path = "/api/v1/cti/{token}",
+    request_body(content = cxbridge_proto::CtiEvent, content_type = "application/json", description = "also application/x-www-form-urlencoded, `user[]` repeated"),
+    responses((status = 200, description = "Zammad's reply", body = Object)))]
 pub async fn cti(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     cti_event(&app, &token, &headers, &body).await.map_err(ApiError::zammad_compatible)
 }
@@ -49,7 +53,10 @@ async fn cti_event(app: &App, token: &str, headers: &HeaderMap, body: &[u8]) -> 
     Ok(axum::Json(cti::reply(&done.reply)).into_response())
 }
 
-/// `POST /api/v1/sipgate/{token}`: sipgate.io push, form in, XML out.
+/// `POST /api/v1/sipgate/{token}`: sipgate.io push, form in, XML out (docs/pbx/sipgate.md).
+#[utoipa::path(post, path = "/api/v1/sipgate/{token}",
+    request_body(content = cxbridge_proto::SipgatePush, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "sipgate.io XML `<Response …/>`", content_type = "application/xml", body = String)))]
 pub async fn sipgate(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     sipgate_event(&app, &token, None, &headers, &body).await
 }
@@ -57,6 +64,9 @@ pub async fn sipgate(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String
 /// `POST /api/v1/sipgate/{token}/in` and `…/out`: the URLs Zammad's sipgate integration
 /// gives sipgate (`/api/v1/sipgate/in`, `/out`), with our token, so an account moved from
 /// Zammad keeps its shape. The direction in the URL stands in for one the body leaves out.
+#[utoipa::path(post, path = "/api/v1/sipgate/{token}/{direction}",
+    request_body(content = cxbridge_proto::SipgatePush, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "sipgate.io XML `<Response …/>`", content_type = "application/xml", body = String)))]
 pub async fn sipgate_with_direction(State(app): State<Arc<App>>, ApiPath((token, direction)): ApiPath<(String, String)>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let dir = match direction.as_str() {
         "in" => Direction::Inbound,
