@@ -28,11 +28,26 @@ pub fn string_enum(values: &[&str]) -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::String).enum_values(Some(values.iter().copied())).build()
 }
 
+/// Like [`string_enum`], for an optional JSON field: `null` is accepted too.
+pub fn nullable_enum(values: &[&str]) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    let mut all: Vec<Value> = values.iter().map(|v| Value::String((*v).to_string())).collect();
+    all.push(Value::Null);
+    utoipa::openapi::ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null])).enum_values(Some(all)).build()
+}
+
+pub fn event_sources() -> utoipa::openapi::Object {
+    nullable_enum(&["native", "cti", "sipgate"])
+}
+
 pub fn native_event_types() -> utoipa::openapi::Object {
     string_enum(&["offered", "connected", "ended", "updated", "closed"])
 }
 pub fn directions() -> utoipa::openapi::Object {
     string_enum(&["inbound", "outbound"])
+}
+pub fn optional_directions() -> utoipa::openapi::Object {
+    nullable_enum(&["inbound", "outbound"])
 }
 pub fn pbx_directions() -> utoipa::openapi::Object {
     string_enum(&["in", "out"])
@@ -43,8 +58,86 @@ pub fn pbx_events() -> utoipa::openapi::Object {
 pub fn sipgate_events() -> utoipa::openapi::Object {
     string_enum(&["newCall", "answer", "hangup", "dtmf"])
 }
+pub fn ivr_event_kinds() -> utoipa::openapi::Object {
+    string_enum(&["missed_call", "callback_request", "voicebot"])
+}
+
+/// Fields of a CRM record: names of letters, digits, `_` or `-` (at most 64), values that are
+/// text, numbers, booleans or `null` (clears the field).
+pub fn record_fields() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+    let scalar = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .build();
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::RefOr(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::OneOf(scalar)))))
+        .property_names(Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some("^[A-Za-z0-9_-]{1,64}$")).build()))
+        .build()
+}
+
+/// A form field given once or repeated (`user[]=a&user[]=b`).
+pub fn form_list() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    let one_of = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)).max_items(Some(100)))
+        .build();
+    utoipa::openapi::RefOr::T(Schema::OneOf(one_of))
+}
+
+/// One agent name or a list of them.
+pub fn one_or_more_names() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    let one_of = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)).max_items(Some(100)))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .build();
+    utoipa::openapi::RefOr::T(Schema::OneOf(one_of))
+}
+
+/// What `GET /api/v1/ivr/lookup` answers as JSON, per `format`: the full view (`json`), a
+/// flat object of strings (`flat`), a Zammad reply (`zammad`) or jambonz verbs (`jambonz`).
+pub struct IvrAnswer;
+
+impl utoipa::PartialSchema for IvrAnswer {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
+        let strings = ObjectBuilder::new().schema_type(Type::Object).additional_properties(Some(AdditionalProperties::RefOr(ObjectBuilder::new().schema_type(Type::String).build().into())));
+        let any = AnyOfBuilder::new()
+            .item(utoipa::openapi::Ref::from_schema_name("IvrLookupView"))
+            .item(strings)
+            .item(ObjectBuilder::new().schema_type(Type::Object))
+            .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::Object)))
+            .build();
+        utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::AnyOf(any))
+    }
+}
+
+impl ToSchema for IvrAnswer {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push(("IvrLookupView".to_string(), <IvrLookupView as utoipa::PartialSchema>::schema()));
+        <IvrLookupView as ToSchema>::schemas(schemas);
+    }
+}
+
+/// The fields of a record, as `POST`/`PATCH /api/v1/crm/{entity}` take them.
+pub struct RecordFields;
+
+impl utoipa::PartialSchema for RecordFields {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        record_fields().into()
+    }
+}
+
+impl ToSchema for RecordFields {}
+
 pub fn end_causes() -> utoipa::openapi::Object {
-    string_enum(&["normalClearing", "busy", "cancel", "noAnswer", "congestion", "notFound", "forwarded"])
+    nullable_enum(&["normalClearing", "busy", "cancel", "noAnswer", "congestion", "notFound", "forwarded"])
 }
 
 /// A Zammad generic CTI event (`POST /api/v1/cti/{token}`, docs/pbx/zammad-cti.md).
@@ -56,17 +149,20 @@ pub struct CtiEvent {
     pub direction: String,
     /// The call's id (≤ 250 characters); `call_id` is read too.
     #[serde(rename = "callId")]
+    #[schema(min_length = 1, max_length = 250)]
     pub call_id: String,
     /// The caller (in) or the caller's extension (out), any notation.
     pub from: Option<String>,
     /// The dialled number.
     pub to: Option<String>,
     /// Agent names: a string or a list of at most 100.
+    #[schema(schema_with = one_or_more_names)]
     pub user: Option<Value>,
     pub queue: Option<String>,
     #[serde(rename = "answeringNumber")]
     pub answering_number: Option<String>,
-    #[schema(schema_with = end_causes)]
+    /// `normalClearing`, `busy`, `cancel`, `noAnswer`, `congestion`, `notFound`, `forwarded`;
+    /// other causes are kept as they are.
     pub cause: Option<String>,
 }
 
@@ -76,6 +172,7 @@ pub struct SipgatePush {
     #[schema(schema_with = sipgate_events)]
     pub event: String,
     #[serde(rename = "callId")]
+    #[schema(min_length = 1, max_length = 250)]
     pub call_id: String,
     /// The id of the whole call across transfers.
     #[serde(rename = "origCallId")]
@@ -85,14 +182,18 @@ pub struct SipgatePush {
     pub direction: Option<String>,
     pub from: Option<String>,
     pub to: Option<String>,
+    /// One value, or repeated for several.
     #[serde(rename = "user[]")]
+    #[schema(schema_with = form_list)]
     pub user: Option<Vec<String>>,
     #[serde(rename = "userId[]")]
+    #[schema(schema_with = form_list)]
     pub user_id: Option<Vec<String>>,
     #[serde(rename = "answeringNumber")]
     pub answering_number: Option<String>,
     pub diversion: Option<String>,
-    #[schema(schema_with = end_causes)]
+    /// `normalClearing`, `busy`, `cancel`, `noAnswer`, `congestion`, `notFound`, `forwarded`;
+    /// other causes are kept as they are.
     pub cause: Option<String>,
     /// The digits of a `dtmf` push.
     pub dtmf: Option<String>,
@@ -125,19 +226,22 @@ pub struct NativeEvent {
     #[schema(schema_with = native_event_types)]
     pub kind: String,
     /// Your stable id of the conversation (all legs).
+    #[schema(max_length = 250, pattern = "\\S")]
     pub conversation_id: String,
     /// Whose id `conversation_id` is: `native` (default), or `cti` / `sipgate` to add details
     /// (a transcript, a summary, a recording) to a call a PBX reported, by its call id.
     #[serde(default)]
+    #[schema(schema_with = event_sources)]
     pub source: Option<String>,
     /// Your id of this leg, when conversations have legs (transfers).
     pub leg_id: Option<String>,
     /// RFC 3339; defaults to the time of receipt.
+    #[schema(format = DateTime)]
     pub occurred_at: Option<String>,
     /// `voice` (default), `sms`, `webchat`, `email`, `whatsapp`, … or a BYOC channel name.
     pub channel: Option<String>,
     /// `inbound` (default) or `outbound`.
-    #[schema(schema_with = directions)]
+    #[schema(schema_with = optional_directions)]
     pub direction: Option<String>,
     /// The customer's address (phone number or channel handle).
     pub from: Option<String>,
@@ -292,6 +396,7 @@ pub struct ConversationList {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DispositionInput {
+    #[schema(pattern = "\\S")]
     pub code: String,
     pub category: Option<String>,
 }
@@ -372,8 +477,10 @@ pub struct ActivityInput {
     /// Idempotency key: posting the same key again updates that activity.
     pub key: Option<String>,
     /// `task`, `phonecall`, `chat`, `message`, or your own kind.
+    #[schema(pattern = "\\S")]
     pub kind: String,
     /// The records it is about; the first is the primary one.
+    #[schema(min_items = 1)]
     pub regarding: Vec<RecordRefView>,
     #[serde(default)]
     pub fields: serde_json::Map<String, Value>,
@@ -554,6 +661,7 @@ pub struct WorkflowList {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignInRequest {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\x00-\\x1f\\x7f]+$")]
     pub agent: String,
     /// The agent's password, or its access token.
     pub password: String,
@@ -725,7 +833,9 @@ pub struct VerifyRequest {
     /// The caller's number.
     pub ani: String,
     /// What they give: a key of `[ivr.verify] fields` (`pin`, `order`, …).
+    #[schema(min_length = 1)]
     pub kind: String,
+    #[schema(min_length = 1)]
     pub value: String,
 }
 
@@ -760,8 +870,10 @@ pub struct VerificationList {
 #[serde(deny_unknown_fields)]
 pub struct IvrEventInput {
     /// Your id of this IVR call; a repeat with the same id changes nothing.
+    #[schema(max_length = 200, pattern = "\\S")]
     pub event_id: String,
     /// `missed_call`, `callback_request` or `voicebot`.
+    #[schema(schema_with = ivr_event_kinds)]
     pub kind: String,
     /// The caller's number.
     pub ani: String,
@@ -769,6 +881,7 @@ pub struct IvrEventInput {
     pub dnis: Option<String>,
     pub queue: Option<String>,
     /// RFC 3339; defaults to the time of receipt.
+    #[schema(format = DateTime)]
     pub occurred_at: Option<String>,
     /// Where to call back (`callback_request`; default: the caller's number).
     pub callback_number: Option<String>,

@@ -87,6 +87,15 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// A `limit` query parameter: `default` when absent, refused outside 1..=`max`.
+pub fn limit_param(limit: Option<u32>, default: u32, max: u32) -> ApiResult<u32> {
+    match limit {
+        None => Ok(default),
+        Some(l) if (1..=max).contains(&l) => Ok(l),
+        Some(l) => Err(ApiError::unprocessable(format!("`limit` must be 1 to {max}, not {l}"))),
+    }
+}
+
 /// A CRM refusal is the caller's to fix (422, with the CRM's words); a CRM that did not
 /// answer is a bad gateway (502), nothing was changed.
 pub fn crm_problem(e: cxbridge_domain::crm::CrmError) -> ApiError {

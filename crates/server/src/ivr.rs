@@ -213,7 +213,7 @@ impl App {
             "voicebot" => ("voicebot", EndCause::NormalClearing),
             other => return Err(ApiError::unprocessable(format!("`kind` must be missed_call, callback_request or voicebot, not `{other}`"))),
         };
-        if e.event_id.trim().is_empty() || e.event_id.len() > 200 {
+        if e.event_id.trim().is_empty() || e.event_id.chars().count() > 200 {
             return Err(ApiError::unprocessable("`event_id` must be 1 to 200 characters: your id of this IVR call, so a retry is recognized"));
         }
         let at = match &e.occurred_at {

@@ -462,7 +462,7 @@ impl App {
 
     /// Converts a native API event.
     pub async fn native_event(&self, e: &proto::NativeEvent, body_hash: u64) -> Result<Event, ApiError> {
-        if e.conversation_id.trim().is_empty() || e.conversation_id.len() > 250 {
+        if e.conversation_id.trim().is_empty() || e.conversation_id.chars().count() > 250 {
             return Err(ApiError::unprocessable("`conversation_id` must be 1 to 250 characters"));
         }
         let at = match &e.occurred_at {

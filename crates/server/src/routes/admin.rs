@@ -92,6 +92,8 @@ pub struct OutboxQuery {
     /// `pending`, `delivered` or `dead`.
     #[param(schema_with = outbox_states)]
     pub state: Option<String>,
+    /// At most this many items (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -108,12 +110,12 @@ pub async fn outbox_list(State(app): State<Arc<App>>, headers: HeaderMap, query:
         None => None,
         Some(s) => Some(OutboxState::parse(s).ok_or_else(|| ApiError::unprocessable(format!("`state` must be pending, delivered or dead, not `{s}`")))?),
     };
-    let items = app.store.outbox_list(state, q.limit.unwrap_or(100).min(1000)).await?;
+    let items = app.store.outbox_list(state, crate::error::limit_param(q.limit, 100, 1000)?).await?;
     Ok(Json(proto::OutboxList { items: items.iter().map(views::outbox_item).collect() }))
 }
 
 /// Try a dead (or delivered) item again now.
-#[utoipa::path(post, path = "/api/v1/outbox/{id}/replay", responses((status = 200, body = proto::OutboxItemView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/outbox/{id}/replay", params(("id" = i64, Path, description = "The outbox item's id")), responses((status = 200, body = proto::OutboxItemView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
 pub async fn outbox_replay(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<proto::OutboxItemView>> {
     // Supervisors retry failed memorializations from the panel.
     match app.caller(&headers, &axum::http::Method::POST).await? {

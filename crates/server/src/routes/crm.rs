@@ -47,7 +47,7 @@ pub async fn search(
     Ok(Json(proto::RecordList { records: records.iter().map(views::record).collect() }))
 }
 
-#[utoipa::path(post, path = "/api/v1/crm/{entity}", request_body = Object,
+#[utoipa::path(post, path = "/api/v1/crm/{entity}", request_body = proto::RecordFields,
     responses((status = 201, body = proto::RecordView), (status = 422, body = proto::Problem)), security(("bearer" = [])))]
 pub async fn create(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(entity): ApiPath<String>, body: Bytes) -> ApiResult<Response> {
     app.require_admin(&headers).await?;
@@ -63,7 +63,7 @@ pub async fn read(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath((enti
     Ok(Json(views::record(&r)))
 }
 
-#[utoipa::path(patch, path = "/api/v1/crm/{entity}/{id}", request_body = Object,
+#[utoipa::path(patch, path = "/api/v1/crm/{entity}/{id}", request_body = proto::RecordFields,
     responses((status = 200, body = proto::RecordView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
 pub async fn update(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath((entity, id)): ApiPath<(String, String)>, body: Bytes) -> ApiResult<Json<proto::RecordView>> {
     app.require_admin(&headers).await?;
@@ -125,7 +125,7 @@ pub async fn create_activity(State(app): State<Arc<App>>, headers: HeaderMap, bo
     }
     for r in &input.regarding {
         if app.crm_store.record(&r.entity, &r.id).await?.is_none() {
-            return Err(ApiError::unprocessable(format!("record {}/{} does not exist", r.entity, r.id)));
+            return Err(ApiError::unprocessable(format!("record {}/{} does not exist; `regarding` must name existing records", r.entity, r.id)));
         }
     }
     let key = input.key.clone().filter(|k| !k.is_empty()).unwrap_or_else(|| format!("api:{}", uuid::Uuid::now_v7()));

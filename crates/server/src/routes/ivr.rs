@@ -25,6 +25,7 @@ use crate::views;
 #[serde(deny_unknown_fields)]
 pub struct LookupQuery {
     /// The caller's number, any notation (`+` may arrive as a space: it is restored).
+    #[param(max_length = 64)]
     pub ani: String,
     /// The dialed number, for rules on it.
     pub dnis: Option<String>,
@@ -50,7 +51,9 @@ fn authorize(app: &App, headers: &HeaderMap, path_token: Option<&str>) -> ApiRes
 
 /// Who is calling and where the call should go.
 #[utoipa::path(get, path = "/api/v1/ivr/lookup", params(LookupQuery),
-    responses((status = 200, body = proto::IvrLookupView), (status = 401, body = proto::Problem), (status = 422, body = proto::Problem)),
+    responses((status = 200, description = "Per `format`: json, flat, zammad, jambonz as JSON; text as text/plain; sipgate as XML",
+        content((proto::IvrAnswer = "application/json"), (String = "text/plain"), (String = "application/xml"))),
+        (status = 401, body = proto::Problem), (status = 422, body = proto::Problem)),
     security(("bearer" = [])))]
 pub async fn lookup(State(app): State<Arc<App>>, headers: HeaderMap, query: PendingQuery<LookupQuery>) -> ApiResult<Response> {
     authorize(&app, &headers, None)?;
@@ -59,7 +62,8 @@ pub async fn lookup(State(app): State<Arc<App>>, headers: HeaderMap, query: Pend
 
 /// The same, with the token in the path for IVRs that cannot send headers.
 #[utoipa::path(get, path = "/api/v1/ivr/{token}/lookup", params(LookupQuery),
-    responses((status = 200, body = proto::IvrLookupView, description = "JSON, or per `format` text/plain or application/xml")))]
+    responses((status = 200, description = "Per `format`: json, flat, zammad, jambonz as JSON; text as text/plain; sipgate as XML",
+        content((proto::IvrAnswer = "application/json"), (String = "text/plain"), (String = "application/xml")))))]
 pub async fn lookup_with_token(State(app): State<Arc<App>>, ApiPath(token): ApiPath<String>, headers: HeaderMap, query: PendingQuery<LookupQuery>) -> ApiResult<Response> {
     authorize(&app, &headers, Some(&token))?;
     answer(&app, query.parse()?).await
@@ -70,7 +74,7 @@ async fn answer(app: &App, q: LookupQuery) -> ApiResult<Response> {
     if !["json", "flat", "text", "zammad", "sipgate", "jambonz"].contains(&format) {
         return Err(ApiError::unprocessable(format!("`format` must be {FORMATS}, not `{format}`")));
     }
-    if q.ani.len() > 64 {
+    if q.ani.chars().count() > 64 {
         return Err(ApiError::unprocessable("`ani` is longer than any phone number"));
     }
     let found = app.ivr_lookup(&q.ani, q.dnis.as_deref()).await;
@@ -113,6 +117,8 @@ fn external_number(app: &App, route: &Route) -> Option<String> {
 #[into_params(parameter_in = Query)]
 pub struct JambonzCallHook {
     /// The calling party.
+    #[param(max_length = 256)]
+    #[schema(max_length = 256)]
     pub from: Option<String>,
     /// The called party.
     pub to: Option<String>,
@@ -138,7 +144,7 @@ fn authorize_jambonz(app: &App, headers: &HeaderMap, path_token: Option<&str>) -
 async fn jambonz_answer(app: &App, hook: JambonzCallHook) -> ApiResult<Response> {
     tracing::debug!(call_sid = hook.call_sid.as_deref(), direction = hook.direction.as_deref(), "jambonz call hook");
     let ani = hook.from.unwrap_or_default();
-    if ani.len() > 256 {
+    if ani.chars().count() > 256 {
         return Err(ApiError::unprocessable("`from` is longer than any caller address"));
     }
     // jambonz may send a SIP URI (`sip:+4930…@host`); the phone normalizer reads those.
@@ -275,6 +281,8 @@ async fn verify_body(app: &App, body: &[u8]) -> ApiResult<Response> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// At most this many entries (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -283,7 +291,7 @@ pub struct AuditQuery {
 pub async fn verifications(State(app): State<Arc<App>>, headers: HeaderMap, query: PendingQuery<AuditQuery>) -> ApiResult<Json<proto::VerificationList>> {
     app.require_admin(&headers).await?;
     let q = query.parse()?;
-    let list = app.store.verifications(q.limit.unwrap_or(100).min(1000)).await?;
+    let list = app.store.verifications(crate::error::limit_param(q.limit, 100, 1000)?).await?;
     Ok(Json(proto::VerificationList {
         verifications: list
             .iter()

@@ -195,8 +195,8 @@ fn add_problems(op: &mut Operation, path: &str, method: &str, names_something: b
             statuses.push((403, "Not allowed for this caller (an agent on an admin route, a session change without the CSRF token)"));
         }
     }
-    if names_something {
-        statuses.push((404, "Nothing of that name"));
+    if names_something || (has_body && path.starts_with("/api/v1/")) {
+        statuses.push((404, "Nothing of that name, or the body names a conversation or entity that is not known"));
     }
     if has_body {
         statuses.push((413, "The body is larger than 2 MiB"));

@@ -44,17 +44,15 @@ async fn as_problem(res: Response) -> Response {
     let text = axum::body::to_bytes(body, MAX_DETAIL_BYTES).await.ok().and_then(|b| String::from_utf8(b.to_vec()).ok()).unwrap_or_default();
     let status = parts.status;
     let detail = match status {
-        StatusCode::METHOD_NOT_ALLOWED => {
-            let allowed: Vec<&str> = parts.headers.get_all(header::ALLOW).iter().filter_map(|v| v.to_str().ok()).filter(|v| !v.is_empty()).collect();
-            format!("this endpoint does not take that method; it takes {} (see /api/v1/openapi.json)", allowed.join(", "))
-        }
+        // The router adds the `Allow` header after this layer has run.
+        StatusCode::METHOD_NOT_ALLOWED => "this endpoint does not take that method; the Allow header lists the ones it takes (see /api/v1/openapi.json)".to_string(),
         StatusCode::PAYLOAD_TOO_LARGE => "the body is larger than the 2 MiB the hub accepts; nothing was stored".to_string(),
         _ if !text.trim().is_empty() => text.trim().to_string(),
         _ => status.canonical_reason().unwrap_or("error").to_string(),
     };
     let mut problem = ApiError::new(status, detail).into_response();
-    // Keep what the client needs from the original (which methods are allowed, when to retry).
-    for name in [header::ALLOW, header::RETRY_AFTER] {
+    // Keep what the client needs from the original (when to retry).
+    for name in [header::RETRY_AFTER] {
         if let Some(v) = parts.headers.get(&name) {
             problem.headers_mut().insert(name, v.clone());
         }

@@ -16,6 +16,7 @@ mod kamailio;
 mod late_answers;
 mod lifecycle;
 mod limits;
+mod openapi;
 mod panel;
 mod salesforce;
 mod scaleout;
