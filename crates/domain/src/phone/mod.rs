@@ -125,10 +125,13 @@ impl PhoneNormalizer {
             return Normalized::Anonymous;
         }
         let Some(number) = clean::digits(raw) else { return Normalized::Invalid(raw.to_string()) };
-        if !number.plus && !number.digits.starts_with('0') && number.digits.len() <= MAX_EXTENSION_DIGITS {
+        let parsed = self.parse(&number, convention);
+        // Short digits are an internal extension, unless the region's numbers are that short
+        // (Andorra's 715 276 is a valid national number, `201` nowhere is).
+        if !number.plus && !number.digits.starts_with('0') && number.digits.len() <= MAX_EXTENSION_DIGITS && !parsed.as_ref().is_some_and(Parsed::is_valid) {
             return Normalized::Internal(clean::spaces_and_digits(raw));
         }
-        match self.read(&number, convention) {
+        match parsed.map(|p| p.e164()) {
             Some(e164) if self.own.contains(&e164) => Normalized::Own(e164),
             Some(e164) => Normalized::E164(e164),
             None => Normalized::Invalid(raw.to_string()),
