@@ -7,7 +7,8 @@
 //! pairs the reference calls the same number, own-region and foreign separately.
 //!
 //! `CXBRIDGE_PHONE_CORPUS` names a corpus file (scripts/test writes one with a fresh seed);
-//! without it the committed corpus in tests/data is read.
+//! without it the committed corpus in tests/data is read, except under
+//! `CXBRIDGE_REQUIRE_PEERS=1` (CI), where a missing fresh corpus fails the test.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -25,7 +26,13 @@ struct Row {
 }
 
 fn corpus() -> (String, Vec<Row>) {
-    let path = std::env::var("CXBRIDGE_PHONE_CORPUS").unwrap_or_else(|_| format!("{}/tests/data/phone_oracle.tsv", env!("CARGO_MANIFEST_DIR")));
+    let fresh = std::env::var("CXBRIDGE_PHONE_CORPUS").ok().filter(|p| !p.is_empty());
+    // CI must check fresh numbers: the committed corpus alone would let a fix that only
+    // fits it pass.
+    if fresh.is_none() && std::env::var("CXBRIDGE_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
+        panic!("CXBRIDGE_REQUIRE_PEERS=1 but CXBRIDGE_PHONE_CORPUS is unset: the reference did not run (scripts/setup-phone-oracle, then scripts/phone-oracle-corpus)");
+    }
+    let path = fresh.unwrap_or_else(|| format!("{}/tests/data/phone_oracle.tsv", env!("CARGO_MANIFEST_DIR")));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading the corpus {path}: {e}"));
     let mut header = String::new();
     let mut rows = Vec::new();
