@@ -11,7 +11,7 @@ use cxbridge_domain::conversation::{Address, Channel, Conversation, Details, Dir
 use cxbridge_domain::crm::{Crm, EntitySpec};
 use cxbridge_domain::identify::Identification;
 use cxbridge_domain::mapping::Context;
-use cxbridge_domain::phone::{Normalized, PhoneNormalizer};
+use cxbridge_domain::phone::{DigitsWithoutPlus, Normalized, PhoneNormalizer};
 use cxbridge_domain::pop::{self, PopAction, PopRule};
 use cxbridge_domain::routing;
 use cxbridge_proto as proto;
@@ -197,7 +197,12 @@ impl App {
     }
 
     pub fn address(&self, raw: &str) -> (Address, Normalized) {
-        let n = self.normalizer.normalize(raw);
+        self.address_from(raw, DigitsWithoutPlus::National)
+    }
+
+    /// `raw` as a source that means `convention` by digits without `+` sends it.
+    pub fn address_from(&self, raw: &str, convention: DigitsWithoutPlus) -> (Address, Normalized) {
+        let n = self.normalizer.normalize_from(raw, convention);
         (Address { raw: raw.to_string(), e164: n.e164().map(str::to_string) }, n)
     }
 
@@ -254,8 +259,9 @@ impl App {
                     Direction::Inbound => (&ev.from, &ev.to),
                     Direction::Outbound => (&ev.to, &ev.from),
                 };
-                let (customer, normalized) = self.address(customer_raw);
-                let (dialed, _) = self.address(dialed_raw);
+                let convention = digits_convention(ev.source);
+                let (customer, normalized) = self.address_from(customer_raw, convention);
+                let (dialed, _) = self.address_from(dialed_raw, convention);
                 let reply = self.decide_call(&ev, &normalized);
                 let rejected = matches!(reply, Reply::Reject { .. });
                 let agents = if rejected { vec![] } else { self.resolve_agents(&ev.users, &ev.user_ids, ev.queue.as_deref()) };
@@ -552,4 +558,15 @@ pub fn string_fields(v: serde_json::Map<String, serde_json::Value>) -> Result<BT
             Ok((k, s))
         })
         .collect()
+}
+
+/// What a PBX source means by digits without `+` (docs/pbx/*.md): sipgate.io sends every
+/// number international without `+` (`492111234567`); Zammad-style CTI follows Zammad's
+/// rule (leading `00` international, leading `0` national, else international).
+pub fn digits_convention(source: &str) -> DigitsWithoutPlus {
+    match source {
+        "sipgate" => DigitsWithoutPlus::International,
+        "cti" => DigitsWithoutPlus::ZammadStyle,
+        _ => DigitsWithoutPlus::National,
+    }
 }

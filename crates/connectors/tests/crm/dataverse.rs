@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 const NUMBER: &str = "+14155550100";
 /// What `PhoneNormalizer::notations` makes of [`NUMBER`], in order.
-const NOTATIONS: &[&str] = &["+14155550100", "+1 415-555-0100", "(415) 555-0100", "14155550100", "0014155550100", "4155550100", "04155550100"];
+const NOTATIONS: &[&str] = &["+14155550100", "+1 415-555-0100", "(415) 555-0100", "14155550100", "01114155550100", "4155550100"];
 
 async fn server() -> DataverseServer {
     DataverseServer::start().await.expect("Dataverse test server")
