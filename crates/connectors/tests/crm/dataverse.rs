@@ -623,6 +623,25 @@ async fn last_page(dv: &Dataverse, contact: &EntitySpec, mut cursor: Option<Stri
     }
 }
 
+/// What docs/crm/dataverse.md says of direct queries (no local index): a number stored in
+/// one of the generated notations is found, one stored any other way is not (the
+/// normalized column is `a_normalized_phone_column_is_matched_exactly`).
+#[tokio::test]
+async fn direct_queries_find_the_generated_notations_only() {
+    let s = server().await;
+    let normalizer = PhoneNormalizer::new(Some("US"), &[]).expect("region");
+    let notations = normalizer.notations(NUMBER);
+    let found: Vec<String> = notations.iter().map(|n| s.insert("contacts", person("Found", n, json!({"telephone1": n})))).collect();
+    let others: Vec<&str> = ["415 555 0100", "+1.415.555.0100", "+1 (415) 555-0100", "415-555-0100 x12"].into_iter().filter(|n| !notations.iter().any(|g| g == n)).collect();
+    for n in &others {
+        s.insert("contacts", person("Missed", n, json!({"telephone1": n})));
+    }
+    let dv = adapter(&s);
+    let hits = dv.find_by_phone(NUMBER, &[spec("contact")], 100).await.expect("query");
+    assert_eq!(ids(&hits), found.iter().cloned().collect::<BTreeSet<_>>(), "every generated notation and nothing else ({others:?} are not found)");
+
+}
+
 #[tokio::test]
 async fn an_expired_change_tracking_token_starts_a_full_sync_over() {
     let s = server().await;
