@@ -232,6 +232,12 @@ pub struct ChangePage {
     /// Where to continue: more pages now (`more = true`), or the cursor of the next sync.
     pub cursor: String,
     pub more: bool,
+    /// Set when the CRM could no longer follow the cursor it was given (an expired
+    /// Dataverse change-tracking token, a Salesforce delete log that no longer reaches
+    /// back far enough): this page is then the first of a full sync started over, and
+    /// says why. The index drops what it had for the entity, since deletions in the gap
+    /// cannot be known.
+    pub restarted: Option<String>,
 }
 
 /// A workflow search: free text over the title field and/or exact field filters.

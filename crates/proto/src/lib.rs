@@ -597,6 +597,13 @@ pub struct IndexHealth {
     /// Seconds since then: how stale a pop from the index can be.
     pub age_secs: Option<u64>,
     pub last_error: Option<String>,
+    /// When this node last started the entity's sync over from scratch because the CRM
+    /// could no longer follow the stored cursor (RFC 3339; since the hub started).
+    #[serde(default)]
+    pub resynced_at: Option<String>,
+    /// Why, in the CRM's words (e.g. Dataverse's change-tracking token had expired).
+    #[serde(default)]
+    pub resync_reason: Option<String>,
 }
 
 /// What a workflow is called with.

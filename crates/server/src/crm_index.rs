@@ -8,8 +8,8 @@
 //! feed). Everything else goes to the CRM. [`sync`] is the worker that keeps it fresh.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,13 +24,23 @@ pub struct IndexedCrm {
     entities: Vec<EntitySpec>,
     /// Per entity (same order as `entities`): the index can answer for it.
     ready: Vec<AtomicBool>,
+    /// Per entity: the last time its sync started over from scratch, and why (shown on
+    /// `/healthz`). Kept in memory: after a restart the sync state itself says `syncing`.
+    resyncs: Mutex<BTreeMap<String, Resync>>,
+}
+
+/// A sync that started over: the CRM could no longer follow the stored cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resync {
+    pub at: Timestamp,
+    pub reason: String,
 }
 
 impl IndexedCrm {
     pub async fn new(crm: Arc<dyn Crm>, index: Arc<dyn CrmStore>, entities: Vec<EntitySpec>) -> Result<Self, cxbridge_store::StoreError> {
         let states = index.index_sync_states().await?;
         let ready = entities.iter().map(|e| AtomicBool::new(states.iter().any(|s| s.entity == e.name && s.complete))).collect();
-        Ok(Self { crm, index, entities, ready })
+        Ok(Self { crm, index, entities, ready, resyncs: Mutex::new(BTreeMap::new()) })
     }
 
     fn is_ready(&self, entity: &str) -> bool {
@@ -41,6 +51,16 @@ impl IndexedCrm {
         if let Some(i) = self.entities.iter().position(|e| e.name == entity) {
             self.ready[i].store(ready, Ordering::Relaxed);
         }
+    }
+
+    /// When and why `entity`'s sync last started over from scratch on this node.
+    pub fn last_resync(&self, entity: &str) -> Option<Resync> {
+        self.resyncs.lock().unwrap_or_else(|p| p.into_inner()).get(entity).cloned()
+    }
+
+    fn note_resync(&self, entity: &str, reason: &str) {
+        let r = Resync { at: Timestamp::now(), reason: reason.to_string() };
+        self.resyncs.lock().unwrap_or_else(|p| p.into_inner()).insert(entity.to_string(), r);
     }
 
     pub fn crm(&self) -> &Arc<dyn Crm> {
@@ -142,12 +162,23 @@ pub async fn sync_entity(indexed: &IndexedCrm, spec: &EntitySpec) -> Result<Sync
     let state: SyncState =
         indexed.index.index_sync_states().await.map_err(index_error)?.into_iter().find(|s| s.entity == spec.name).unwrap_or_default();
     let mut cursor = state.cursor;
-    let first_pass = !state.complete;
+    let mut first_pass = !state.complete;
     let mut report = SyncReport::default();
     loop {
         // A first pass starts with an empty index for the entity: no stale leftovers.
-        let reset = first_pass && cursor.is_none();
+        let mut reset = first_pass && cursor.is_none();
         let page = indexed.crm.changes(spec, cursor.as_deref()).await?;
+        if let Some(reason) = &page.restarted {
+            // The CRM cannot say what changed since the cursor (an expired token): start
+            // over like a first sync. Records deleted meanwhile would otherwise stay in the
+            // index for good, so it is emptied, and callers are looked up in the CRM
+            // directly until the pass ends.
+            tracing::warn!(entity = spec.name, reason = reason.as_str(), "the CRM cannot continue the local phone index's change feed; a full sync starts over");
+            indexed.set_ready(&spec.name, false);
+            indexed.note_resync(&spec.name, reason);
+            first_pass = true;
+            reset = true;
+        }
         report.pages += 1;
         report.upserts += page.upserts.len() as u64;
         report.deletes += page.deletes.len() as u64;

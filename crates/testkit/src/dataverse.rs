@@ -20,7 +20,9 @@
 //! - `$batch` (multipart/mixed, change sets atomic, at most 1,000 requests,
 //!   `odata.continue-on-error`).
 //! - Change tracking (`Prefer: odata.track-changes`, `odata.maxpagesize`, next and delta
-//!   links, `$deletedEntity`), only on tables where it is on.
+//!   links, `$deletedEntity`), only on tables where it is on. Delta tokens expire after
+//!   `Organization.ExpireChangeTrackingInDays` (7 by default) with 400 `0x80044352`
+//!   ExpiredVersionStamp; [`DataverseServer::pass_days`] moves the server's clock on.
 //! - `activitypointers`: every activity, for timelines.
 //!
 //! Not modelled: `$expand`, `$count`, `$apply`, FetchXML, functions and actions, paging of
@@ -59,6 +61,21 @@ pub const API_PATH: &str = "/api/data/v9.2";
 /// Dataverse refuses larger `$batch` requests.
 pub const MAX_BATCH: usize = 1000;
 const MAX_PAGE: usize = 5000;
+
+/// `Organization.ExpireChangeTrackingInDays` of a new environment: "Changes are returned if
+/// the last token is within a default value of seven days. The value of the Organization
+/// table ExpireChangeTrackingInDays column controls this duration and can be changed. If
+/// unprocessed changes are older than the configured value, the system throws an
+/// exception." (Use change tracking to synchronize data with external systems,
+/// https://learn.microsoft.com/power-apps/developer/data-platform/use-change-tracking-synchronize-data-external-systems)
+const DEFAULT_EXPIRE_CHANGE_TRACKING_IN_DAYS: i64 = 7;
+/// The exception: `ExpiredVersionStamp` (0x80044352, -2147204270) in Dataverse's web service
+/// error codes, "Version stamp associated with the client has expired. Please perform a
+/// full sync." (https://learn.microsoft.com/power-apps/developer/data-platform/org-service/web-service-error-codes).
+/// The Web API answers it as a 400 with the usual OData error body.
+const EXPIRED_VERSION_STAMP: &str = "0x80044352";
+/// The delta token's time part, as Dataverse writes it (`919042!08/22/2017 08:10:44`).
+const DELTA_TOKEN_TIME: &str = "%m/%d/%Y %H:%M:%S";
 
 const FORMATTED_VALUE: &str = "OData.Community.Display.V1.FormattedValue";
 const LOOKUP_LOGICAL_NAME: &str = "Microsoft.Dynamics.CRM.lookuplogicalname";
@@ -158,6 +175,10 @@ struct Db {
     seq: u64,
     /// (entity set, id, version) of deleted records, for delta links.
     tombstones: Vec<(String, String, u64)>,
+    /// `Organization.ExpireChangeTrackingInDays`.
+    expire_change_tracking_in_days: i64,
+    /// How far the server's clock is ahead of the real one (tests pass days in a moment).
+    clock_ahead: jiff::SignedDuration,
 }
 
 /// One request, from the wire or from a `$batch` part.
@@ -379,6 +400,19 @@ impl DataverseServer {
     /// Turns "Track changes" on or off for a table (on for contacts, accounts and leads).
     pub fn set_change_tracking(&self, collection: &str, on: bool) {
         self.shared().db.table_mut(collection).change_tracking = on;
+    }
+
+    /// Sets `Organization.ExpireChangeTrackingInDays`: how old a delta token may be.
+    pub fn set_expire_change_tracking_in_days(&self, days: u32) {
+        self.shared().db.expire_change_tracking_in_days = i64::from(days);
+    }
+
+    /// Moves the server's clock `days` ahead, as if the hub had been offline that long:
+    /// delta tokens issued before then grow old (and expire past
+    /// `ExpireChangeTrackingInDays`).
+    pub fn pass_days(&self, days: u32) {
+        let mut sh = self.shared();
+        sh.db.clock_ahead = sh.db.clock_ahead.saturating_add(jiff::SignedDuration::from_hours(24 * i64::from(days)));
     }
 }
 
@@ -813,7 +847,14 @@ struct Pending {
 
 impl Db {
     fn standard() -> Db {
-        let mut db = Db { tables: BTreeMap::new(), version: 0, seq: 0, tombstones: vec![] };
+        let mut db = Db {
+            tables: BTreeMap::new(),
+            version: 0,
+            seq: 0,
+            tombstones: vec![],
+            expire_change_tracking_in_days: DEFAULT_EXPIRE_CHANGE_TRACKING_IN_DAYS,
+            clock_ahead: jiff::SignedDuration::ZERO,
+        };
         let text = |n: usize| Column { ty: Type::Text(n), writable: true };
         let ro = |ty: Type| Column { ty, writable: false };
         let lookup = |name: &str, navs: &[(&str, &str)]| Lookup { name: name.into(), navs: navs.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect() };
@@ -929,6 +970,11 @@ impl Db {
 
     fn add(&mut self, t: Table) {
         self.tables.insert(t.set.clone(), t);
+    }
+
+    /// The server's time: the real one, moved on by [`DataverseServer::pass_days`].
+    fn clock(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now().checked_add(self.clock_ahead).unwrap_or_else(|_| jiff::Timestamp::now())
     }
 
     fn table(&self, set: &str) -> &Table {
@@ -1347,12 +1393,24 @@ impl Db {
         let select = checked_select(t, q.select.as_deref())?;
         let select_param = q.select.as_ref().map(|s| format!("$select={}&", encode(&s.join(",")))).unwrap_or_default();
         let context = format!("{api_url}/$metadata#{set}({})/$delta", q.select.as_ref().map(|s| s.join(",")).unwrap_or_else(|| "*".into()));
+        let now = self.clock();
         let delta_link = |version: u64| {
-            let token = format!("{version}!{}", jiff::Timestamp::now().strftime("%m/%d/%Y %H:%M:%S"));
+            let token = format!("{version}!{}", now.strftime(DELTA_TOKEN_TIME));
             format!("{api_url}/{set}?{select_param}$deltatoken={}", encode(&token))
         };
         if let Some(token) = &q.deltatoken {
-            let since: u64 = token.split('!').next().and_then(|v| v.parse().ok()).ok_or_else(|| syntax(format!("The delta token '{token}' is not valid.")))?;
+            let invalid = || syntax(format!("The delta token '{token}' is not valid."));
+            let (version, issued) = token.split_once('!').ok_or_else(invalid)?;
+            let since: u64 = version.parse().map_err(|_| invalid())?;
+            let issued = jiff::civil::DateTime::strptime(DELTA_TOKEN_TIME, issued)
+                .ok()
+                .and_then(|t| t.to_zoned(jiff::tz::TimeZone::UTC).ok())
+                .map(|z| z.timestamp())
+                .ok_or_else(invalid)?;
+            let max_age = jiff::SignedDuration::from_hours(24 * self.expire_change_tracking_in_days);
+            if now.duration_since(issued) > max_age {
+                return Err(error(400, EXPIRED_VERSION_STAMP, "Version stamp associated with the client has expired. Please perform a full sync."));
+            }
             let mut changed: Vec<&Row> = t.rows.values().filter(|r| r.version > since).collect();
             changed.sort_by_key(|r| r.version);
             let mut value: Vec<Value> = changed.into_iter().map(|r| project(self, t, r, select.as_deref(), pref)).collect();
@@ -1907,6 +1965,27 @@ mod tests {
         assert_eq!(set, "phonecalls");
         assert!(matches!(key, Some(Key::Alternate(p)) if p == vec![("cxb_conversationkey".to_string(), "a'b:c".to_string())]));
         assert!(matches!(parse_segment("contacts(6F9619FF-8B86-D011-B42D-00C04FC964FF)"), Ok((_, Some(Key::Id(id)))) if id == "6f9619ff-8b86-d011-b42d-00c04fc964ff"));
+    }
+
+    #[test]
+    fn delta_tokens_expire_after_expire_change_tracking_in_days() {
+        let mut db = Db::standard();
+        let track = Prefer { track_changes: true, ..Prefer::default() };
+        let ask = |db: &Db, token: &str| db.tracked("http://x/api/data/v9.2", "contacts", &Query { deltatoken: Some(token.into()), ..Query::default() }, &track);
+        let first = db.tracked("http://x/api/data/v9.2", "contacts", &Query::default(), &track).expect("first sync");
+        let link: Value = serde_json::from_str(&first.body).expect("json");
+        let link = link["@odata.deltaLink"].as_str().expect("delta link").to_string();
+        let token = pct_decode(link.split("$deltatoken=").nth(1).expect("token"), false);
+        assert!(token.contains('!'), "{token}");
+        db.clock_ahead = jiff::SignedDuration::from_hours(24 * 7 - 1);
+        assert!(ask(&db, &token).is_ok(), "not quite seven days old is still within the default");
+        db.clock_ahead = jiff::SignedDuration::from_hours(24 * 7 + 1);
+        let refused = ask(&db, &token).expect_err("expired");
+        assert_eq!(refused.status, 400);
+        assert!(refused.body.contains("0x80044352") && refused.body.contains("Please perform a full sync"), "{}", refused.body);
+        db.expire_change_tracking_in_days = 30;
+        assert!(ask(&db, &token).is_ok(), "the organization keeps changes longer");
+        assert!(ask(&db, "12").is_err(), "a token without its time is not one Dataverse issued");
     }
 
     #[test]

@@ -7,13 +7,16 @@
 //! bodies (`[{"message":…,"errorCode":…,"fields":[…]}]`):
 //!
 //! - SOQL `query` (`SELECT … FROM … [WHERE …] [ORDER BY …] [LIMIT n] [OFFSET n]`, paging
-//!   through `nextRecordsUrl`), unknown fields → 400 `INVALID_FIELD`, a quoted datetime or an
+//!   through `nextRecordsUrl`; a query locator expires after 15 minutes of inactivity and at
+//!   most 10 are open, the oldest released first → 400 `INVALID_QUERY_LOCATOR`), unknown fields → 400 `INVALID_FIELD`, a quoted datetime or an
 //!   unquoted string → 400 `INVALID_FIELD`, `AND` mixed with `OR` without parentheses → 400
 //!   `MALFORMED_QUERY`, a field selected twice → 400 `MALFORMED_QUERY`;
 //! - SOSL `search` (`FIND {…} IN PHONE FIELDS RETURNING Obj(fields [LIMIT n]), … [LIMIT n]`),
 //!   unescaped reserved characters in the search term → 400 `MALFORMED_SEARCH`;
 //! - sObject rows (`POST`, `GET`, `PATCH`, `DELETE`), upsert by external id on `Task` only
-//!   for the configured external id field, `sobjects/{Object}/deleted/`;
+//!   for the configured external id field, `sobjects/{Object}/deleted/` (seconds ignored, a
+//!   window of a minute or less, a start older than 15 days or than a purged Recycle Bin →
+//!   400 `INVALID_REPLICATION_DATE`);
 //! - Composite (≤ 25 subrequests, `allOrNone`), counted as one API call.
 //!
 //! Writes are checked like Salesforce checks them: unknown or read-only fields, required
@@ -22,7 +25,8 @@
 //! (`STRING_TOO_LONG`), restricted picklists (`CallType`, `TaskSubtype`), numbers and
 //! dates, and references (`WhoId` must be a Contact or Lead, `WhatId` an Account, `OwnerId`
 //! a User; a wrong kind of id → `FIELD_INTEGRITY_EXCEPTION`, a missing record →
-//! `INVALID_CROSS_REFERENCE_KEY`).
+//! `INVALID_CROSS_REFERENCE_KEY`; a Task whose `WhoId` is a Lead cannot have a `WhatId` →
+//! `FIELD_INTEGRITY_EXCEPTION`, also when an update adds one of the two).
 //!
 //! **Phone search rule.** Salesforce indexes phone fields by their digits, so formatting
 //! never matters. This server matches a search word against a stored phone value when, with
@@ -65,6 +69,21 @@ pub const DEFAULT_PAGE_SIZE: usize = 2000;
 pub const INTEGRATION_USER: &str = "005xx0000000001AAA";
 
 const MAX_COMPOSITE_SUBREQUESTS: usize = 25;
+/// "Results are returned for no more than 15 days previous to the day the call is executed
+/// (or earlier if an administrator has purged the Recycle Bin)." (REST API Developer Guide,
+/// sObject Get Deleted.)
+const DELETE_LOG_DAYS: jiff::SignedDuration = jiff::SignedDuration::from_hours(15 * 24);
+/// "The specified startDate must chronologically precede the specified endDate value by
+/// more than one minute" (SOAP API Developer Guide, getDeleted(), which the REST resource
+/// refers to for its rules).
+const MIN_REPLICATION_WINDOW: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+/// "QueryLocator objects expire automatically after 15 minutes of inactivity. A user can
+/// have up to 10 query cursors open at a time. If 10 QueryLocator cursors are open when a
+/// client application, logged in as the same user, attempts to open a new one, then the
+/// oldest of the 10 cursors is released." (SOAP API Developer Guide, QueryLocator; REST's
+/// `nextRecordsUrl` is the same cursor.)
+const LOCATOR_IDLE: jiff::SignedDuration = jiff::SignedDuration::from_secs(15 * 60);
+const MAX_OPEN_LOCATORS: usize = 10;
 const SOSL_DEFAULT_LIMIT: usize = 2000;
 const MIN_PHONE_MATCH_DIGITS: usize = 7;
 
@@ -185,6 +204,31 @@ impl SalesforceServer {
         let mut org = self.org();
         org.key_field = name.to_string();
         org.schema = schema(name);
+    }
+
+    /// Deletes a record as if that happened at `at` (test setup: a deletion some minutes
+    /// ago, which the deletion feed reports once its minute is over).
+    pub fn delete_at(&self, object: &str, id: &str, at: Timestamp) -> bool {
+        let mut org = self.org();
+        let Some(obj) = org.object(object) else { return false };
+        let deleted = org.store_delete(&obj, id);
+        if deleted && let Some(last) = org.deleted.last_mut() {
+            last.2 = at;
+        }
+        deleted
+    }
+
+    /// An administrator empties the Recycle Bin: the delete log begins now, and the
+    /// deletion feed refuses windows that start before.
+    pub fn purge_recycle_bin(&self) {
+        let mut org = self.org();
+        org.deleted.clear();
+        org.delete_log_from = Timestamp::now();
+    }
+
+    /// Every open query locator expires (as after 15 minutes without use).
+    pub fn expire_query_locators(&self) {
+        self.org().locators.clear();
     }
 
     /// Adds an active user (a valid `OwnerId`); returns its id.
@@ -381,8 +425,10 @@ struct Org {
     composites: u64,
     page_size: usize,
     /// Query locators: the rest of a query's result, for `nextRecordsUrl`.
-    locators: HashMap<String, Vec<Value>>,
-    started: Timestamp,
+    locators: HashMap<String, Locator>,
+    /// Where the delete log begins (an org that has been in use for a while: 15 days ago;
+    /// later once the Recycle Bin was purged).
+    delete_log_from: Timestamp,
 }
 
 static EMPTY: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
@@ -401,7 +447,7 @@ impl Org {
             composites: 0,
             page_size: DEFAULT_PAGE_SIZE,
             locators: HashMap::new(),
-            started: Timestamp::now(),
+            delete_log_from: Timestamp::now().checked_sub(DELETE_LOG_DAYS).unwrap_or_else(|_| Timestamp::now()),
         };
         if let Some(user) = org.object("User") {
             let mut r = Map::new();
@@ -494,6 +540,24 @@ impl Org {
         self.deleted.push((obj.name, id, Timestamp::now()));
         true
     }
+}
+
+/// `t` without its seconds.
+fn whole_minute(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second().div_euclid(60) * 60).unwrap_or(t)
+}
+
+/// Midnight UTC of `t`'s day.
+fn start_of_day(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second().div_euclid(86_400) * 86_400).unwrap_or(t)
+}
+
+/// An open query cursor: the whole result, when it was last used, and its age rank.
+#[derive(Clone)]
+struct Locator {
+    rows: Vec<Value>,
+    used: Timestamp,
+    opened: u64,
 }
 
 fn set_person_name(record: &mut Map<String, Value>) {
@@ -717,6 +781,9 @@ impl Org {
             Ok(r) => r,
             Err(r) => return r,
         };
+        if let Err(r) = check_who_and_what(&obj, None, &record) {
+            return r;
+        }
         let id = self.store_new(&obj, record);
         Reply::with(StatusCode::CREATED, json!({ "id": id, "success": true, "errors": [] }))
     }
@@ -762,6 +829,9 @@ impl Org {
             Ok(r) => r,
             Err(r) => return r,
         };
+        if let Err(r) = check_who_and_what(&obj, self.find(obj.name, id).map(|(_, r)| r), &changes) {
+            return r;
+        }
         self.store_update(&obj, id, changes);
         Reply::no_content()
     }
@@ -822,6 +892,10 @@ impl Org {
             Ok(r) => r,
             Err(r) => return r,
         };
+        let stored = existing.as_deref().and_then(|id| self.find(obj.name, id)).map(|(_, r)| r);
+        if let Err(r) = check_who_and_what(&obj, stored, &record) {
+            return r;
+        }
         match existing {
             Some(id) => {
                 self.store_update(&obj, &id, record);
@@ -977,16 +1051,19 @@ impl Org {
         let (Ok(start), Ok(end)) = (start.parse::<Timestamp>(), end.parse::<Timestamp>()) else {
             return bad("INVALID_REPLICATION_DATE", "start and end must be ISO 8601 dateTime values");
         };
-        let earliest = self.started;
+        // "The API ignores the seconds portion of the specified dateTime value (for example,
+        // 12:30:15 is interpreted as 12:30:00 UTC)." (sObject Get Deleted, parameters.)
+        let (start, end) = (whole_minute(start), whole_minute(end));
+        let now = Timestamp::now();
+        let fifteen_days = now.checked_sub(DELETE_LOG_DAYS).unwrap_or(now);
+        let earliest = whole_minute(self.delete_log_from.max(start_of_day(fifteen_days)));
         if start < earliest {
             return bad("INVALID_REPLICATION_DATE", &format!("startDate must be on or after {}", sf_time(earliest)));
         }
-        if end <= start {
-            return bad("INVALID_REPLICATION_DATE", "EndDate must be after StartDate");
+        if end.duration_since(start) <= MIN_REPLICATION_WINDOW {
+            return bad("INVALID_REPLICATION_DATE", "EndDate must be more than one minute after StartDate");
         }
-        // Whole milliseconds, as reported: the next call starts exactly where this one ended.
-        let covered = end.min(Timestamp::now());
-        let covered = Timestamp::from_millisecond(covered.as_millisecond()).unwrap_or(covered);
+        let covered = end.min(whole_minute(now));
         let records: Vec<Value> = self
             .deleted
             .iter()
@@ -998,6 +1075,35 @@ impl Org {
             "earliestDateAvailable": sf_time(earliest),
             "latestDateCovered": sf_time(covered),
         }))
+    }
+}
+
+/// A Task (or Event) about a Lead is about nobody else: "The WhoId field can point to a
+/// Contact or Lead, and the WhatId field can point to an Account, Opportunity, Campaign, or
+/// Case. In addition, if the WhoId field refers to a Lead, then the WhatId field must be
+/// empty." (Object Reference for the Salesforce Platform, Task, and SOAP API Developer
+/// Guide, Relationships among objects). Salesforce refuses such a write with
+/// `FIELD_INTEGRITY_EXCEPTION`; the rule is checked on the record as it would be after the
+/// write (an update may add either half). The message wording is ours.
+fn check_who_and_what(obj: &ObjectDef, stored: Option<&Map<String, Value>>, changes: &Map<String, Value>) -> Result<(), Reply> {
+    if obj.field("WhoId").is_none() || obj.field("WhatId").is_none() {
+        return Ok(());
+    }
+    let after = |field: &str| -> Option<String> {
+        let v = match changes.get(field) {
+            Some(v) => v,
+            None => stored?.get(field)?,
+        };
+        v.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+    };
+    match (after("WhoId"), after("WhatId")) {
+        (Some(who), Some(_)) if who.starts_with("00Q") => Err(error_on(
+            StatusCode::BAD_REQUEST,
+            "FIELD_INTEGRITY_EXCEPTION",
+            "Related To ID: You can't associate a Related To record with a lead. Remove the lead from Name, or clear Related To.",
+            &["WhatId"],
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -1451,10 +1557,13 @@ impl Org {
 
     /// The first page of `rows` (or the page starting at `offset` of a stored locator).
     fn page(&mut self, version: &str, rows: Vec<Value>, locator: Option<(String, usize)>) -> Value {
-        let total = locator.as_ref().map_or(rows.len(), |(id, _)| self.locators.get(id).map_or(0, Vec::len));
+        let total = locator.as_ref().map_or(rows.len(), |(id, _)| self.locators.get(id).map_or(0, |l| l.rows.len()));
         let start = locator.as_ref().map_or(0, |(_, offset)| *offset);
         let all = match &locator {
-            Some((id, _)) => self.locators.get(id).cloned().unwrap_or_default(),
+            Some((id, _)) => self.locators.get_mut(id).map(|l| {
+                l.used = Timestamp::now();
+                l.rows.clone()
+            }).unwrap_or_default(),
             None => rows,
         };
         let end = (start + self.page_size).min(all.len());
@@ -1466,7 +1575,12 @@ impl Org {
                 None => {
                     self.counter += 1;
                     let id = format!("01gxx{:010}", self.counter + 100);
-                    self.locators.insert(id.clone(), all);
+                    if self.locators.len() >= MAX_OPEN_LOCATORS
+                        && let Some(oldest) = self.locators.iter().min_by_key(|(_, l)| l.opened).map(|(k, _)| k.clone())
+                    {
+                        self.locators.remove(&oldest);
+                    }
+                    self.locators.insert(id.clone(), Locator { rows: all, used: Timestamp::now(), opened: self.counter });
                     id
                 }
             };
@@ -1478,8 +1592,14 @@ impl Org {
     fn next_page(&mut self, version: &str, locator: &str) -> Reply {
         let Some((id, offset)) = locator.rsplit_once('-') else { return bad("INVALID_QUERY_LOCATOR", "invalid query locator") };
         let Ok(offset) = offset.parse::<usize>() else { return bad("INVALID_QUERY_LOCATOR", "invalid query locator") };
-        if !self.locators.contains_key(id) {
-            return bad("INVALID_QUERY_LOCATOR", "invalid query locator");
+        let idle = self.locators.get(id).map(|l| Timestamp::now().duration_since(l.used) > LOCATOR_IDLE);
+        match idle {
+            None => return bad("INVALID_QUERY_LOCATOR", "invalid query locator"),
+            Some(true) => {
+                self.locators.remove(id);
+                return bad("INVALID_QUERY_LOCATOR", "invalid query locator");
+            }
+            Some(false) => {}
         }
         Reply::ok(self.page(version, vec![], Some((id.to_string(), offset))))
     }

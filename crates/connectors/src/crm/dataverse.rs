@@ -340,6 +340,13 @@ const PREFER_ANNOTATIONS: &str = "odata.include-annotations=\"OData.Community.Di
 const CALLER_HEADER: &str = "MSCRMCallerID";
 /// Dataverse's `ChangeTrackingNotEnabledForEntity`.
 const CHANGE_TRACKING_OFF: &str = "0x80072491";
+/// Dataverse's `ExpiredVersionStamp`: "Version stamp associated with the client has expired.
+/// Please perform a full sync." A delta token is good for `Organization.ExpireChangeTrackingInDays`
+/// (7 days by default; "If unprocessed changes are older than the configured value, the
+/// system throws an exception": Use change tracking to synchronize data with external
+/// systems, learn.microsoft.com/power-apps/developer/data-platform/use-change-tracking-synchronize-data-external-systems).
+/// The only way on is what the message says: a full sync.
+const EXPIRED_VERSION_STAMP: &str = "0x80044352";
 /// Lookups that can point to several tables and are set through `{lookup}_{entity}`.
 const CUSTOMER_LOOKUPS: &[&str] = &["parentcustomerid", "customerid"];
 /// Entities an activity party can name besides users (the customer side of a call).
@@ -923,7 +930,18 @@ impl Crm for Dataverse {
             }
         };
         let prefer = format!("odata.track-changes,odata.maxpagesize={},{PREFER_ANNOTATIONS}", inner.page_size);
-        let page = match inner.get(url, &prefer).await {
+        let mut restarted = None;
+        let answer = match inner.get(url, &prefer).await {
+            // An expired token (the hub was off longer than the environment keeps changes)
+            // is followed by a full sync at once: retrying the same link could never succeed.
+            Err(CrmError::Permanent { message } | CrmError::Transient { message, .. }) if cursor.is_some() && message.contains(EXPIRED_VERSION_STAMP) => {
+                let full = format!("{}/{collection}?{}", inner.api, query_string(&[("$select", select_list(spec)?)]));
+                restarted = Some(format!("Dataverse's change-tracking token had expired (older than the environment's ExpireChangeTrackingInDays): {message}"));
+                inner.get(full, &prefer).await
+            }
+            other => other,
+        };
+        let page = match answer {
             Ok(v) => v,
             Err(CrmError::Permanent { message }) if message.contains(CHANGE_TRACKING_OFF) || message.contains("enabled for change tracking") => {
                 return Err(CrmError::Permanent {
@@ -937,7 +955,7 @@ impl Crm for Dataverse {
             Err(e) => return Err(e),
         };
         let id_field = id_field_of(spec);
-        let mut out = ChangePage::default();
+        let mut out = ChangePage { restarted, ..ChangePage::default() };
         for item in page.get("value").and_then(Value::as_array).into_iter().flatten() {
             let deleted = item.get("@odata.context").and_then(Value::as_str).is_some_and(|c| c.ends_with("$deletedEntity"))
                 || item.get("reason").and_then(Value::as_str) == Some("deleted");

@@ -363,18 +363,49 @@ impl Salesforce {
         }
     }
 
+    fn is_lead(&self, record: &RecordRef) -> bool {
+        match self.spec_named(&record.entity) {
+            Some(spec) => object_name(spec).eq_ignore_ascii_case("Lead"),
+            None => record.id.starts_with("00Q"),
+        }
+    }
+
+    /// The Salesforce object a regarded record is of, for words shown to people.
+    fn object_of(&self, record: &RecordRef) -> String {
+        self.spec_named(&record.entity).map_or_else(|| record.entity.clone(), object_name)
+    }
+
     /// The Task's fields: the mapped ones (fitted to Salesforce's text lengths), the first
     /// person regarded as `WhoId`, the first other record as `WhatId`, the agent as `OwnerId`.
+    ///
+    /// A Task about a Lead cannot name anything else: "if the WhoId field refers to a Lead,
+    /// then the WhatId field must be empty" (Object Reference, Task; Salesforce answers
+    /// `FIELD_INTEGRITY_EXCEPTION`). Such a Task gets the Lead alone, and the other record
+    /// is named on the first line of its `Description` instead, so the link is not lost and
+    /// the conversation is not refused for good.
     fn task_body(&self, activity: &Activity) -> Map<String, Value> {
         let mut body = Map::new();
         for (field, value) in &activity.fields {
             body.insert(field.clone(), task_value(field, value));
         }
-        if let Some(who) = activity.regarding.iter().find(|r| self.is_who(r)) {
+        let who = activity.regarding.iter().find(|r| self.is_who(r));
+        if let Some(who) = who {
             body.insert("WhoId".into(), json!(who.id));
         }
-        if let Some(what) = activity.regarding.iter().find(|r| !self.is_who(r)) {
-            body.insert("WhatId".into(), json!(what.id));
+        match activity.regarding.iter().find(|r| !self.is_who(r)) {
+            Some(what) if who.is_some_and(|w| self.is_lead(w)) => {
+                let note = format!("Related to: {} {} (Salesforce does not link a Task about a Lead to another record)", self.object_of(what), what.id);
+                let key = body.keys().find(|k| k.eq_ignore_ascii_case("Description")).cloned().unwrap_or_else(|| "Description".into());
+                let text = match body.get(&key).and_then(Value::as_str).filter(|d| !d.is_empty()) {
+                    Some(d) => format!("{note}\n{d}"),
+                    None => note,
+                };
+                body.insert(key.clone(), task_value(&key, &Value::String(text)));
+            }
+            Some(what) => {
+                body.insert("WhatId".into(), json!(what.id));
+            }
+            None => {}
         }
         if let Some(owner) = activity.on_behalf_of.as_ref().filter(|o| !o.is_empty()) {
             body.insert("OwnerId".into(), json!(owner));
@@ -451,33 +482,69 @@ impl Salesforce {
 
     // --- Change feed --------------------------------------------------------------------
 
-    async fn deletions(&self, object: &str, since: &str, now: Timestamp) -> Result<(Vec<String>, String), CrmError> {
-        let start = since.parse::<Timestamp>().map_err(|_| bad_cursor(since))?;
-        // The window is sent in whole milliseconds; an empty one is refused.
-        let end = Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now);
-        if end <= start {
-            return Ok((vec![], since.to_string()));
+    /// The records of `object` deleted since `since` (the cursor's `deleted_since`), as the
+    /// deletion feed allows asking for them (sObject Get Deleted, REST API Developer Guide,
+    /// and getDeleted() in the SOAP API Developer Guide for its rules):
+    ///
+    /// - "The API ignores the seconds portion of the specified dateTime value": the window is
+    ///   sent in whole minutes. Its start is rounded down (a deletion may come twice, which
+    ///   costs nothing), its end is the current minute's start, which the next call starts
+    ///   from, so nothing falls between two calls.
+    /// - "startDate must chronologically precede the specified endDate value by more than one
+    ///   minute": a shorter window is not asked for; the next round asks for a longer one.
+    /// - "Results are returned for no more than 15 days previous to the day the call is
+    ///   executed (or earlier if an administrator has purged the Recycle Bin)", and a purged
+    ///   log answers `INVALID_REPLICATION_DATE` ("If you get this exception, you should do a
+    ///   full pull of the table"): deletions beyond the log cannot be known, so the sync
+    ///   starts over.
+    async fn deletions(&self, object: &str, since: &str, now: Timestamp) -> Result<Deletions, CrmError> {
+        let since_t = since.parse::<Timestamp>().map_err(|_| bad_cursor(since))?;
+        let start = whole_minute(since_t);
+        let end = whole_minute(now);
+        let oldest = start_of_day(now.checked_sub(DELETE_LOG_KEPT).unwrap_or(now));
+        if start < oldest {
+            return Ok(Deletions::Gone(format!(
+                "the last sync saw deletions up to {since}, and Salesforce reports deletions of the last 15 days only: records deleted in between cannot be known"
+            )));
+        }
+        if end.duration_since(start) < MIN_DELETION_WINDOW {
+            return Ok(Deletions::NotYet);
         }
         let url = format!("{}/sobjects/{object}/deleted/", self.api);
-        let answer = self.get(&url, &[("start", iso_millis(start)), ("end", iso_millis(end))]).await.map_err(|e| match e {
-            CrmError::Permanent { message } if message.contains("(INVALID_REPLICATION_DATE)") => CrmError::Permanent {
-                message: format!(
-                    "{message}; if the last sync is older than Salesforce keeps deletions (about 30 days), start over with a full sync (no cursor)"
-                ),
-            },
-            other => other,
-        })?;
+        let answer = match self.get(&url, &[("start", soql_datetime(start)), ("end", soql_datetime(end))]).await {
+            Ok(a) => a,
+            // A start the log no longer reaches (purged, or Salesforce counts the 15 days
+            // otherwise than we do) means a full pull. A young start refused is more likely
+            // our window and Salesforce's rules disagreeing: try a longer window next round
+            // rather than pay a full sync. Salesforce's purge job only removes entries older
+            // than two hours, so a start younger than that cannot have been purged.
+            Err(e) if has_code(&e, "INVALID_REPLICATION_DATE") => {
+                if now.duration_since(since_t) > PURGE_MIN_AGE {
+                    return Ok(Deletions::Gone(format!("Salesforce no longer has the deletions since {since}: {e}")));
+                }
+                tracing::warn!(object, error = %e, "Salesforce refused the deletion window; it is asked for again, longer, next round");
+                return Ok(Deletions::NotYet);
+            }
+            Err(e) => return Err(e),
+        };
         let deletes = answer
             .get("deletedRecords")
             .and_then(Value::as_array)
             .map(|items| items.iter().filter_map(|d| d.get("id").and_then(Value::as_str).map(str::to_string)).collect())
             .unwrap_or_default();
-        let covered = answer
-            .get("latestDateCovered")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse::<Timestamp>().ok())
-            .map_or_else(|| iso_millis(end), iso_millis);
-        Ok((deletes, covered))
+        // "Use this value for the startDate of your next call": never later than asked.
+        let covered = answer.get("latestDateCovered").and_then(Value::as_str).and_then(|s| s.parse::<Timestamp>().ok()).map_or(end, |c| c.min(end).max(start));
+        Ok(Deletions::Got(deletes, iso_millis(covered)))
+    }
+
+    /// The first page of a full sync: every record, oldest change first; deletions are
+    /// followed from now on.
+    async fn full_sync(&self, spec: &EntitySpec, select: &str, order: &str, restarted: Option<String>) -> Result<ChangePage, CrmError> {
+        let started = iso_millis(Timestamp::now());
+        let answer = self.soql(format!("{select} {order}")).await?;
+        let mut page = self.change_page(spec, &answer, None, started, vec![])?;
+        page.restarted = restarted;
+        Ok(page)
     }
 
     fn change_page(&self, spec: &EntitySpec, answer: &Value, modified_since: Option<String>, deleted_since: String, deletes: Vec<String>) -> Result<ChangePage, CrmError> {
@@ -494,8 +561,37 @@ impl Salesforce {
         let next = answer.get("nextRecordsUrl").and_then(Value::as_str).map(str::to_string);
         let cursor = SyncCursor { next: next.clone(), modified_since: high.map(iso_millis), deleted_since };
         let cursor = serde_json::to_string(&cursor).map_err(|e| CrmError::Permanent { message: format!("cannot write the change cursor: {e}") })?;
-        Ok(ChangePage { upserts, deletes, cursor, more: next.is_some() })
+        Ok(ChangePage { upserts, deletes, cursor, more: next.is_some(), restarted: None })
     }
+}
+
+/// What the deletion feed had to say for one round.
+enum Deletions {
+    /// These ids, and where the next window starts.
+    Got(Vec<String>, String),
+    /// The window is too short to ask for yet; it starts where it did.
+    NotYet,
+    /// The feed cannot cover the window any more: a full sync must start over, for this reason.
+    Gone(String),
+}
+
+/// How far back Salesforce reports deletions.
+const DELETE_LOG_KEPT: jiff::SignedDuration = jiff::SignedDuration::from_hours(15 * 24);
+/// A deletion window must be longer than a minute; in whole minutes, that is two.
+const MIN_DELETION_WINDOW: jiff::SignedDuration = jiff::SignedDuration::from_secs(120);
+/// "A background process that runs every two hours purges records that have been in an
+/// organization's delete log for more than two hours if the number of records is above a
+/// certain limit" (sObject Get Deleted).
+const PURGE_MIN_AGE: jiff::SignedDuration = jiff::SignedDuration::from_secs(2 * 3600);
+
+/// `t` without its seconds (the deletion feed ignores them).
+fn whole_minute(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second().div_euclid(60) * 60).unwrap_or(t)
+}
+
+/// Midnight UTC of `t`'s day ("15 days previous to the day the call is executed").
+fn start_of_day(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second().div_euclid(86_400) * 86_400).unwrap_or(t)
 }
 
 /// Where a change feed continues, as the JSON string the hub stores:
@@ -697,19 +793,31 @@ impl Crm for Salesforce {
         let select = format!("SELECT {} FROM {object}", fields.join(", "));
         let order = format!("ORDER BY LastModifiedDate, {}", id_field(spec));
         let Some(cursor) = cursor else {
-            let started = iso_millis(Timestamp::now());
-            let answer = self.soql(format!("{select} {order}")).await?;
-            return self.change_page(spec, &answer, None, started, vec![]);
+            return self.full_sync(spec, &select, &order, None).await;
         };
         let state: SyncCursor = serde_json::from_str(cursor).map_err(|_| bad_cursor(cursor))?;
         if let Some(next) = &state.next {
             if !next.starts_with("/services/data/") {
                 return Err(bad_cursor(cursor));
             }
-            let answer = self.get(next, &[]).await?;
-            return self.change_page(spec, &answer, state.modified_since, state.deleted_since, vec![]);
+            match self.get(next, &[]).await {
+                Ok(answer) => return self.change_page(spec, &answer, state.modified_since, state.deleted_since, vec![]),
+                // Query locators expire after 15 minutes without use, and opening an 11th
+                // releases the oldest (SOAP API Developer Guide, QueryLocator): a sync
+                // interrupted between two pages (a restart, an outage) must not stall on
+                // it. The records come ordered by LastModifiedDate, so the query is run
+                // again from the newest one seen, as a next sync would.
+                Err(e) if has_code(&e, "INVALID_QUERY_LOCATOR") => {
+                    tracing::info!(object, "Salesforce's query locator expired; the query runs again from the newest change seen");
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let (deletes, deleted_since) = self.deletions(&object, &state.deleted_since, Timestamp::now()).await?;
+        let (deletes, deleted_since) = match self.deletions(&object, &state.deleted_since, Timestamp::now()).await? {
+            Deletions::Got(ids, next) => (ids, next),
+            Deletions::NotYet => (vec![], state.deleted_since.clone()),
+            Deletions::Gone(reason) => return self.full_sync(spec, &select, &order, Some(reason)).await,
+        };
         let soql = match state.modified_since.as_deref() {
             // Seconds only in SOQL literals: records of that very second come again, which
             // costs nothing (upserts) and never skips one.

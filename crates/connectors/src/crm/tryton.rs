@@ -534,7 +534,7 @@ impl Crm for Tryton {
             (true, Some(last)) => Position { since: position.since, after_id: last, next: Some(next) }.to_string(),
             _ => position.since.map_or(next, |since| since.max(next)).to_string(),
         };
-        Ok(ChangePage { upserts, deletes: vec![], cursor, more })
+        Ok(ChangePage { upserts, deletes: vec![], cursor, more, restarted: None })
     }
 }
 

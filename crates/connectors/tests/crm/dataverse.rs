@@ -9,7 +9,7 @@ use cxbridge_connectors::crm::dataverse::{Dataverse, DataverseConfig, default_en
 use cxbridge_connectors::crm::http_client;
 use cxbridge_connectors::crm::oauth::Secret;
 use cxbridge_domain::conversation::{Address, Channel, Conversation, Details, Direction, Disposition, EndCause, Outcome, State};
-use cxbridge_domain::crm::{Activity, Candidate, Crm, CrmError, EntitySpec, RecordRef, SearchQuery};
+use cxbridge_domain::crm::{Activity, Candidate, ChangePage, Crm, CrmError, EntitySpec, RecordRef, SearchQuery};
 use cxbridge_domain::identify::Identification;
 use cxbridge_domain::mapping::Mapping;
 use cxbridge_domain::phone::PhoneNormalizer;
@@ -608,6 +608,79 @@ async fn change_tracking_pages_through_then_follows_deltas() {
     // A cursor of another environment is refused rather than followed with our token.
     let foreign = "https://evil.example.com/api/data/v9.2/contacts?$deltatoken=1";
     assert!(permanent(dv.changes(&contact, Some(foreign)).await).contains("environment"));
+}
+
+/// Pages through `contact`'s change feed from `cursor` until a pass ends; the last page.
+async fn last_page(dv: &Dataverse, contact: &EntitySpec, mut cursor: Option<String>) -> (ChangePage, Vec<String>) {
+    let mut ids = vec![];
+    loop {
+        let page = dv.changes(contact, cursor.as_deref()).await.expect("page");
+        ids.extend(page.upserts.iter().map(|(id, _)| id.clone()));
+        if !page.more {
+            return (page, ids);
+        }
+        cursor = Some(page.cursor.clone());
+    }
+}
+
+/// What docs/crm/dataverse.md says of direct queries (no local index): a number stored in
+/// one of the generated notations is found, one stored any other way is not (the
+/// normalized column is `a_normalized_phone_column_is_matched_exactly`).
+#[tokio::test]
+async fn direct_queries_find_the_generated_notations_only() {
+    let s = server().await;
+    let normalizer = PhoneNormalizer::new(Some("US"), &[]).expect("region");
+    let notations = normalizer.notations(NUMBER);
+    let found: Vec<String> = notations.iter().map(|n| s.insert("contacts", person("Found", n, json!({"telephone1": n})))).collect();
+    let others: Vec<&str> = ["415 555 0100", "+1.415.555.0100", "+1 (415) 555-0100", "415-555-0100 x12"].into_iter().filter(|n| !notations.iter().any(|g| g == n)).collect();
+    for n in &others {
+        s.insert("contacts", person("Missed", n, json!({"telephone1": n})));
+    }
+    let dv = adapter(&s);
+    let hits = dv.find_by_phone(NUMBER, &[spec("contact")], 100).await.expect("query");
+    assert_eq!(ids(&hits), found.iter().cloned().collect::<BTreeSet<_>>(), "every generated notation and nothing else ({others:?} are not found)");
+
+}
+
+#[tokio::test]
+async fn an_expired_change_tracking_token_starts_a_full_sync_over() {
+    let s = server().await;
+    let kept = s.insert("contacts", person("Kept", "One", json!({"telephone1": "+1 415 555 0101"})));
+    let gone = s.insert("contacts", person("Gone", "Two", json!({"telephone1": "+1 415 555 0102"})));
+    let dv = adapter(&s);
+    let contact = spec("contact");
+    let (first, _) = last_page(&dv, &contact, None).await;
+    assert!(first.restarted.is_none());
+
+    // Within ExpireChangeTrackingInDays (7 by default) the token still works.
+    s.pass_days(6);
+    let within = dv.changes(&contact, Some(&first.cursor)).await.expect("a six-day-old token");
+    assert!(within.restarted.is_none() && within.upserts.is_empty());
+
+    // The hub was off for more than a week: Dataverse refuses the token ("please perform a
+    // full sync"), and the adapter does just that instead of failing on every round.
+    s.delete("contacts", &gone);
+    s.pass_days(2);
+    let old_token = first.cursor.clone();
+    s.clear_seen();
+    let restarted = dv.changes(&contact, Some(&old_token)).await.expect("a full sync instead of an error");
+    let reason = restarted.restarted.clone().expect("the page says the sync started over");
+    assert!(reason.contains("0x80044352") && reason.contains("expired"), "{reason}");
+    assert_eq!(restarted.upserts.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), vec![kept.clone()], "the whole table, as it is now");
+    assert!(restarted.deletes.is_empty());
+    assert!(!restarted.more && restarted.cursor.contains("$deltatoken="), "{}", restarted.cursor);
+    let gets = requests_to(&s, "GET", "contacts");
+    assert_eq!(gets.len(), 2, "the refused delta link, then the full query: {:?}", gets.iter().map(|g| &g.target).collect::<Vec<_>>());
+    assert!(gets[1].target.contains("$select=") && !gets[1].target.contains("$deltatoken"), "{}", gets[1].target);
+
+    // The new token is fresh.
+    let next = dv.changes(&contact, Some(&restarted.cursor)).await.expect("the new token");
+    assert!(next.restarted.is_none() && next.upserts.is_empty());
+
+    // A shorter expiry set by the admin counts too.
+    s.set_expire_change_tracking_in_days(1);
+    s.pass_days(2);
+    assert!(dv.changes(&contact, Some(&next.cursor)).await.expect("full sync").restarted.is_some());
 }
 
 #[tokio::test]

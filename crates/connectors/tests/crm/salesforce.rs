@@ -354,6 +354,39 @@ async fn tasks_name_the_person_the_record_and_the_agent() {
 }
 
 #[tokio::test]
+async fn a_task_about_a_lead_and_an_account_keeps_the_lead_and_names_the_account() {
+    let org = start().await;
+    let account = org.insert("Account", json!({ "Name": "Acme" }));
+    let lead = org.insert("Lead", json!({ "LastName": "Lee", "Company": "L" }));
+    let sf = adapter(&org);
+
+    // Salesforce refuses a WhatId on a Task whose WhoId is a Lead: the Task names the Lead,
+    // and the account goes into the first line of the description.
+    let mut one = call("cxbridge:l1", "lead and account");
+    one.fields.insert("Description".into(), json!("Notes: wants a quote"));
+    one.regarding = vec![RecordRef::new("account", &account), RecordRef::new("lead", &lead)];
+    let id = sf.upsert_activity(&one).await.expect("written, not refused");
+    let task = org.record("Task", &id).expect("the task");
+    assert_eq!(field(&task, "WhoId"), lead);
+    assert!(task.get("WhatId").is_none_or(Value::is_null), "{task}");
+    let description = field(&task, "Description");
+    assert!(description.starts_with(&format!("Related to: Account {account}")) && description.ends_with("Notes: wants a quote"), "{description}");
+
+    // In a Composite batch too, and without a mapped description.
+    let mut two = call("cxbridge:l2", "lead and account");
+    two.regarding = vec![RecordRef::new("lead", &lead), RecordRef::new("account", &account)];
+    let mut three = call("cxbridge:l3", "contact-less account");
+    three.regarding = vec![RecordRef::new("account", &account)];
+    let results = sf.upsert_activities(&[two, three]).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let two = &tasks_with_key(&org, "cxbridge:l2")[0];
+    assert_eq!(field(two, "WhoId"), lead);
+    assert!(field(two, "Description").starts_with("Related to: Account "), "{two}");
+    let three = &tasks_with_key(&org, "cxbridge:l3")[0];
+    assert_eq!(field(three, "WhatId"), account, "an account without a lead is linked as before");
+}
+
+#[tokio::test]
 async fn links_to_records_that_are_not_there_are_refused() {
     let org = start().await;
     let account = org.insert("Account", json!({ "Name": "Acme" }));
@@ -624,10 +657,11 @@ async fn a_full_sync_pages_and_the_next_sync_brings_creates_updates_and_deletes(
 
     let created = sf.create(&contact, &BTreeMap::from([("LastName".to_string(), "New".to_string())])).await.expect("create").record.id;
     sf.update(&contact, &first[1], &BTreeMap::from([("Phone".to_string(), "+49 30 5559999".to_string())])).await.expect("update");
-    assert!(org.delete("Contact", &first[3]));
+    // The deletion feed is asked in whole minutes, for windows of more than one: as if the
+    // last sync had been ten minutes ago and the contact deleted three minutes ago.
+    assert!(org.delete_at("Contact", &first[3], minutes_ago(3)));
+    cursor = cursor.map(|c| aged(&c, 10));
     org.clear_seen();
-    // The deletion feed covers up to the moment of the call, to the millisecond.
-    tokio::time::sleep(Duration::from_millis(5)).await;
 
     let mut upserts: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut deletes = vec![];
@@ -646,11 +680,109 @@ async fn a_full_sync_pages_and_the_next_sync_brings_creates_updates_and_deletes(
     assert_eq!(deletes, [first[3].clone()]);
     let seen = org.seen();
     assert!(seen[0].target.starts_with("/services/data/v62.0/sobjects/Contact/deleted/?start="), "{}", seen[0].target);
+    assert!(seen[0].target.contains("%3A00Z&end=") && seen[0].target.ends_with("%3A00Z"), "whole minutes: {}", seen[0].target);
     assert!(q(&seen[1]).contains("FROM Contact WHERE LastModifiedDate > 20"), "{}", q(&seen[1]));
 
-    // Nothing changed since: the deletion is not reported twice.
-    let page = sf.changes(&contact, cursor.as_deref()).await.expect("a page");
-    assert!(page.deletes.is_empty());
+    // Nothing changed since: the deletion is not reported twice, and a window of a minute
+    // or less is not asked for at all (Salesforce refuses it) while the records still come.
+    org.clear_seen();
+    let later = org.insert("Contact", json!({ "LastName": "Later", "Phone": "+49 30 5550077" }));
+    let pages = pass(&sf, &contact, cursor.clone()).await;
+    assert!(pages.iter().all(|p| p.deletes.is_empty()));
+    assert!(pages.iter().any(|p| p.upserts.iter().any(|(id, _)| *id == later)), "{pages:?}");
+    let page = pages.last().expect("a page");
+    assert!(!org.seen().iter().any(|r| r.target.contains("/deleted/")), "{:?}", org.seen().iter().map(|r| &r.target).collect::<Vec<_>>());
+    assert_eq!(cursor_field(&page.cursor, "deleted_since"), cursor_field(cursor.as_deref().unwrap_or_default(), "deleted_since"), "the window keeps its start");
+}
+
+fn minutes_ago(n: i64) -> jiff::Timestamp {
+    jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_mins(n)).expect("time")
+}
+
+/// The cursor's `field` (the adapter documents its JSON shape).
+fn cursor_field(cursor: &str, field: &str) -> Value {
+    serde_json::from_str::<Value>(cursor).expect("a JSON cursor")[field].clone()
+}
+
+/// `cursor` as if its last sync had been `minutes` ago (deletions followed since then).
+fn aged(cursor: &str, minutes: i64) -> String {
+    let mut c: Value = serde_json::from_str(cursor).expect("a JSON cursor");
+    c["deleted_since"] = json!(minutes_ago(minutes).strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
+    c.to_string()
+}
+
+/// Follows `contact`'s feed from `cursor` to the end of a pass: every page.
+async fn pass(sf: &Salesforce, contact: &EntitySpec, mut cursor: Option<String>) -> Vec<cxbridge_domain::crm::ChangePage> {
+    let mut pages = vec![];
+    loop {
+        let page = sf.changes(contact, cursor.as_deref()).await.expect("a page");
+        cursor = Some(page.cursor.clone());
+        let more = page.more;
+        pages.push(page);
+        if !more {
+            return pages;
+        }
+    }
+}
+
+#[tokio::test]
+async fn deletions_beyond_what_salesforce_keeps_start_the_sync_over() {
+    let org = start().await;
+    let kept = org.insert("Contact", json!({ "LastName": "Kept", "Phone": "+49 30 5550001" }));
+    let gone = org.insert("Contact", json!({ "LastName": "Gone", "Phone": "+49 30 5550002" }));
+    let sf = adapter(&org);
+    let contact = entity("contact");
+    let synced = pass(&sf, &contact, None).await;
+    let cursor = synced.last().expect("a page").cursor.clone();
+    assert!(org.delete("Contact", &gone));
+
+    // The hub was off for 16 days: Salesforce reports deletions of the last 15 only, so the
+    // gap cannot be known. The sync starts over instead of failing on every round.
+    org.clear_seen();
+    let old = aged(&cursor, 16 * 24 * 60);
+    let pages = pass(&sf, &contact, Some(old)).await;
+    let reason = pages[0].restarted.clone().expect("started over");
+    assert!(reason.contains("15 days"), "{reason}");
+    let ids: Vec<&str> = pages.iter().flat_map(|p| p.upserts.iter().map(|(id, _)| id.as_str())).collect();
+    assert_eq!(ids, [kept.as_str()]);
+    assert!(!org.seen().iter().any(|r| r.target.contains("/deleted/")), "not asked for what Salesforce cannot say");
+    assert!(!q(&org.seen()[0]).contains("WHERE"), "a full query: {}", q(&org.seen()[0]));
+
+    // An administrator purged the Recycle Bin: Salesforce refuses the window; a start older
+    // than its two-hour purge age means a full pull, as its documentation says.
+    org.purge_recycle_bin();
+    let pages = pass(&sf, &contact, Some(aged(&cursor, 3 * 60))).await;
+    let reason = pages[0].restarted.clone().expect("started over");
+    assert!(reason.contains("INVALID_REPLICATION_DATE"), "{reason}");
+
+    // A young window refused is asked for again next round; the cycle does not fail.
+    let young = aged(&cursor, 10);
+    let page = sf.changes(&contact, Some(&young)).await.expect("no failure");
+    assert!(page.restarted.is_none() && page.deletes.is_empty());
+    assert_eq!(cursor_field(&page.cursor, "deleted_since"), cursor_field(&young, "deleted_since"));
+}
+
+#[tokio::test]
+async fn an_expired_query_locator_does_not_stall_the_first_sync() {
+    let org = start().await;
+    org.set_page_size(2);
+    let all: Vec<String> = (0..5).map(|i| org.insert("Contact", json!({ "LastName": format!("C{i}"), "Phone": format!("+49 30 555100{i}") }))).collect();
+    let sf = adapter(&org);
+    let contact = entity("contact");
+    let first = sf.changes(&contact, None).await.expect("the first page");
+    assert!(first.more);
+    // The hub stopped mid-sync for longer than a locator lives (15 minutes idle).
+    org.expire_query_locators();
+    let mut seen: Vec<String> = first.upserts.iter().map(|(id, _)| id.clone()).collect();
+    for page in pass(&sf, &contact, Some(first.cursor.clone())).await {
+        assert!(page.restarted.is_none(), "resumed, not started over");
+        seen.extend(page.upserts.into_iter().map(|(id, _)| id));
+    }
+    seen.sort();
+    seen.dedup();
+    let mut want = all.clone();
+    want.sort();
+    assert_eq!(seen, want, "every record arrives; the query ran again from the newest change seen");
 }
 
 #[tokio::test]
@@ -727,6 +859,42 @@ async fn the_test_org_refuses_what_salesforce_refuses() {
     assert_eq!(answer["compositeResponse"][0]["body"][0]["errorCode"], json!("PROCESSING_HALTED"));
     assert_eq!(answer["compositeResponse"][1]["body"][0]["errorCode"], json!("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"));
     assert_eq!(tasks_with_key(&org, "k1").len(), 0, "allOrNone rolled the first write back");
+
+    // A Task about a Lead cannot also be related to an Account, whichever write adds which.
+    let lead = org.insert("Lead", json!({ "LastName": "Lee", "Company": "L" }));
+    let account = org.insert("Account", json!({ "Name": "Acme" }));
+    check(send(task("CxbridgeKey__c/lw1").json(&json!({ "Subject": "x", "WhoId": lead, "WhatId": account }))).await, 400, "FIELD_INTEGRITY_EXCEPTION");
+    check(send(task("CxbridgeKey__c/lw1").json(&json!({ "Subject": "x", "WhoId": lead }))).await, 201, "");
+    check(send(task("CxbridgeKey__c/lw1").json(&json!({ "WhatId": account }))).await, 400, "FIELD_INTEGRITY_EXCEPTION");
+    check(send(task("CxbridgeKey__c/lw2").json(&json!({ "Subject": "x", "WhatId": account }))).await, 201, "");
+    check(send(task("CxbridgeKey__c/lw2").json(&json!({ "WhoId": lead }))).await, 400, "FIELD_INTEGRITY_EXCEPTION");
+    check(send(task("CxbridgeKey__c/lw2").json(&json!({ "WhoId": lead, "WhatId": null }))).await, 200, "");
+
+    // The deletion feed: seconds are ignored, and a window must be longer than a minute,
+    // start within the last 15 days and after a purge of the Recycle Bin.
+    let deleted = |start: String, end: String| http.get(format!("{api}/sobjects/Contact/deleted/")).query(&[("start", start), ("end", end)]);
+    let now = jiff::Timestamp::now();
+    let at = |secs_from_now: i64| now.checked_add(jiff::SignedDuration::from_secs(secs_from_now)).expect("time").strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let minute = now.as_second().rem_euclid(60);
+    // Relative to the current minute's start.
+    let m = |secs: i64| at(secs - minute);
+    check(send(deleted(at(-600), at(0))).await, 200, "");
+    check(send(deleted(m(-50), m(50))).await, 400, "INVALID_REPLICATION_DATE");
+    check(send(deleted(m(-60), m(59))).await, 400, "INVALID_REPLICATION_DATE");
+    check(send(deleted(m(-120), m(5))).await, 200, "");
+    check(send(deleted(at(-17 * 24 * 3600), at(0))).await, 400, "INVALID_REPLICATION_DATE");
+    org.purge_recycle_bin();
+    check(send(deleted(at(-600), at(0))).await, 400, "INVALID_REPLICATION_DATE");
+
+    // Query locators expire.
+    org.set_page_size(1);
+    let (_, first): (u16, Value) = {
+        let r = http.get(format!("{api}/query/")).query(&[("q", "SELECT Id FROM Task")]).bearer_auth(&bearer).send().await.expect("answer");
+        (r.status().as_u16(), r.json().await.expect("json"))
+    };
+    let next = first["nextRecordsUrl"].as_str().expect("more than one page").to_string();
+    org.expire_query_locators();
+    check(send(http.get(format!("{}{next}", org.instance_url))).await, 400, "INVALID_QUERY_LOCATOR");
 
     org.set_api_limit(org.api_usage());
     check(send(soql("SELECT Id FROM Contact")).await, 403, "REQUEST_LIMIT_EXCEEDED");

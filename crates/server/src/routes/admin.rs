@@ -54,6 +54,7 @@ async fn crm_health(app: &App) -> proto::CrmHealth {
                 let state = states.iter().find(|s| s.entity == spec.name);
                 let records = indexed.index().count_records(&spec.name).await.unwrap_or(0);
                 let synced_at = state.and_then(|s| s.synced_at);
+                let resync = indexed.last_resync(&spec.name);
                 out.push(proto::IndexHealth {
                     entity: spec.name.clone(),
                     state: match state {
@@ -66,6 +67,8 @@ async fn crm_health(app: &App) -> proto::CrmHealth {
                     synced_at: synced_at.map(|t| t.to_string()),
                     age_secs: synced_at.map(|t| now.duration_since(t).as_secs().max(0) as u64),
                     last_error: state.and_then(|s| s.last_error.clone()),
+                    resynced_at: resync.as_ref().map(|r| r.at.to_string()),
+                    resync_reason: resync.map(|r| r.reason),
                 });
             }
             Some(out)

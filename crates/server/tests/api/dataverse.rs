@@ -181,6 +181,54 @@ async fn while_dynamics_is_down_callers_are_still_popped_and_their_calls_written
     close(ws).await;
 }
 
+/// The contact entry of `/healthz`'s index, once `done` says it is what the test waits for.
+async fn contact_index_until(t: &TestApp, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, h) = t.get("/healthz").await;
+        if let Some(e) = h["crm"]["index"].as_array().and_then(|a| a.iter().find(|e| e["entity"] == "contact")).filter(|e| done(e)) {
+            return e.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {h}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn after_more_than_a_week_offline_the_index_syncs_afresh_by_itself() {
+    let crm = DataverseServer::start().await.expect("dataverse test server");
+    let ada = crm.insert("contacts", person("Ada", "Stays", json!({"telephone1": "+1 415 555 0131"})));
+    let gone = crm.insert("contacts", person("Gone", "Meanwhile", json!({"telephone1": "+1 415 555 0132"})));
+    let t = hub(&crm, "").await;
+    index_ready(&t).await;
+    let (_, found) = t.get("/api/v1/identify?address=4155550132").await;
+    assert_eq!(found["identification"]["candidates"][0]["id"], gone.as_str(), "{found}");
+
+    // Dataverse out of reach while more than ExpireChangeTrackingInDays (7) pass; a contact
+    // is deleted meanwhile.
+    crm.faults.down_for(Duration::from_secs(3));
+    crm.delete("contacts", &gone);
+    crm.pass_days(8);
+    contact_index_until(&t, "the sync never failed while Dataverse was down", |e| e["state"] == "failing").await;
+
+    // Back: the stored delta link is refused as expired; the hub syncs the table afresh.
+    let e = contact_index_until(&t, "the index never synced afresh", |e| e["state"] == "ready" && e["resync_reason"].is_string()).await;
+    let reason = e["resync_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("0x80044352") && reason.contains("expired"), "{e}");
+    assert!(e["resynced_at"].is_string() && e["last_error"].is_null(), "{e}");
+    assert_eq!(e["records"], 1, "the contact deleted meanwhile left the index: {e}");
+    let (_, gone_now) = t.get("/api/v1/identify?address=4155550132").await;
+    assert!(gone_now["identification"]["candidates"].as_array().is_some_and(|c| c.is_empty()), "{gone_now}");
+    let (_, stays) = t.get("/api/v1/identify?address=4155550131").await;
+    assert_eq!(stays["identification"]["candidates"][0]["id"], ada.as_str(), "{stays}");
+
+    // And it keeps following deltas with the new token.
+    let grace = crm.insert("contacts", person("Grace", "After", json!({"telephone1": "+1 415 555 0133"})));
+    contact_index_until(&t, "the new token was not followed", |e| e["records"] == 2).await;
+    let (_, new) = t.get("/api/v1/identify?address=4155550133").await;
+    assert_eq!(new["identification"]["candidates"][0]["id"], grace.as_str(), "{new}");
+}
+
 #[tokio::test]
 async fn an_activity_dynamics_refuses_goes_dead_with_its_message_and_replays_once_fixed() {
     let crm = DataverseServer::start().await.expect("dataverse test server");
