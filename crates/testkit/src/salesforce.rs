@@ -231,6 +231,14 @@ impl SalesforceServer {
         self.org().locators.clear();
     }
 
+    /// Adds a custom text field (255 characters) to an object, as an admin would (e.g. a
+    /// number kept in E.164 by a flow). Panics on an unknown object: test setup.
+    pub fn add_text_field(&self, object: &str, name: &str) {
+        let mut org = self.org();
+        let Some(obj) = org.schema.iter_mut().find(|o| o.name.eq_ignore_ascii_case(object)) else { panic!("the test org has no sObject `{object}`") };
+        obj.fields.push(FieldDef { name: name.into(), label: "", kind: Kind::Text(255), writable: true, updateable: true, required: false, external_id: false });
+    }
+
     /// Adds an active user (a valid `OwnerId`); returns its id.
     pub fn add_user(&self, name: &str) -> String {
         self.insert("User", json!({ "Name": name, "IsActive": true }))

@@ -354,6 +354,25 @@ async fn tasks_name_the_person_the_record_and_the_agent() {
 }
 
 #[tokio::test]
+async fn a_normalized_phone_field_is_matched_exactly_instead_of_searched() {
+    let org = start().await;
+    for object in ["Contact", "Account", "Lead"] {
+        org.add_text_field(object, "Phone_E164__c");
+    }
+    // A notation no generated search word is made of: only the normalized field finds it.
+    let ann = org.insert("Contact", json!({ "LastName": "Ann", "Phone": "030/1234-5678 (Büro)", "Phone_E164__c": CALLER }));
+    let lead = org.insert("Lead", json!({ "LastName": "Lee", "Company": "L", "Phone_E164__c": CALLER }));
+    org.insert("Contact", json!({ "LastName": "Other", "Phone": CALLER, "Phone_E164__c": "+493099999999" }));
+    let sf = adapter_with(&SalesforceConfig { normalized_phone_field: Some("Phone_E164__c".into()), ..config(&org) });
+    org.clear_seen();
+    let found = sf.find_by_phone(CALLER, &default_entities(), 5).await.expect("found");
+    assert_eq!(ids(&found), [ann.as_str(), lead.as_str()], "entity order, exact matches only");
+    let seen = org.seen();
+    assert!(seen.iter().all(|r| r.target.contains("/query/")), "SOQL, no SOSL: {:?}", seen.iter().map(|r| &r.target).collect::<Vec<_>>());
+    assert!(q(&seen[0]).contains(&format!("WHERE Phone_E164__c = '{CALLER}'")), "{}", q(&seen[0]));
+}
+
+#[tokio::test]
 async fn a_task_about_a_lead_and_an_account_keeps_the_lead_and_names_the_account() {
     let org = start().await;
     let account = org.insert("Account", json!({ "Name": "Acme" }));
