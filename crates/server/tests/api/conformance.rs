@@ -10,19 +10,6 @@ use crate::helpers::*;
 
 const IVR: &str = "test-ivr-token-0123456789";
 
-async fn sipgate_at(t: &TestApp, path: &str, form: &str) -> (u16, String, String) {
-    let r = t
-        .http
-        .post(t.url(path))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form.to_string())
-        .send()
-        .await
-        .expect("sipgate push");
-    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    (r.status().as_u16(), ct, r.text().await.unwrap_or_default())
-}
-
 #[tokio::test]
 async fn zammad_specs_post_call_id_and_a_voicemail_answer_leaves_the_call_missed() {
     let t = spawn().await;

@@ -54,6 +54,20 @@ pub async fn spawn_with_server(server: &str, extra: &str) -> TestApp {
     TestApp { addr, http: reqwest::Client::new(), app, _dir: dir, stop: Some(tx) }
 }
 
+/// A sipgate.io push (form in) to `path`: status, content type and body.
+pub async fn sipgate_at(t: &TestApp, path: &str, form: &str) -> (u16, String, String) {
+    let r = t
+        .http
+        .post(t.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_string())
+        .send()
+        .await
+        .expect("sipgate push");
+    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    (r.status().as_u16(), ct, r.text().await.unwrap_or_default())
+}
+
 pub async fn spawn() -> TestApp {
     spawn_with("[phone]\ndefault_region = \"DE\"\nown_numbers = [\"+49 30 9999000\"]\n").await
 }

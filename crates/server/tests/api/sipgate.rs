@@ -5,16 +5,7 @@ use serde_json::json;
 use crate::helpers::*;
 
 async fn push(t: &TestApp, form: &str) -> (u16, String, String) {
-    let r = t
-        .http
-        .post(t.url(&format!("/api/v1/sipgate/{CTI}")))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form.to_string())
-        .send()
-        .await
-        .expect("sipgate push");
-    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    (r.status().as_u16(), ct, r.text().await.unwrap_or_default())
+    sipgate_at(t, &format!("/api/v1/sipgate/{CTI}"), form).await
 }
 
 #[tokio::test]
