@@ -530,6 +530,10 @@ pub struct AgentConfig {
 pub struct ConversationConfig {
     /// Close offered/connected conversations with no event for this long (PBXs drop hangups).
     pub sweep_after_secs: u64,
+    /// End a conversation still ringing (offered, no event) after this long as missed and
+    /// timed out; 0 never does. Set it above the longest a call waits offered in a queue: a
+    /// late answer still corrects the outcome.
+    pub ring_timeout_secs: u64,
     /// Complete ended voice conversations with no wrap-up after this long.
     pub acw_timeout_secs: u64,
     /// How often the sweeper looks.
@@ -540,7 +544,7 @@ pub struct ConversationConfig {
 
 impl Default for ConversationConfig {
     fn default() -> Self {
-        Self { sweep_after_secs: 4 * 3600, acw_timeout_secs: 120, sweep_interval_secs: 15, memorialize_missed: true }
+        Self { sweep_after_secs: 4 * 3600, ring_timeout_secs: 600, acw_timeout_secs: 120, sweep_interval_secs: 15, memorialize_missed: true }
     }
 }
 

@@ -270,6 +270,28 @@ pub async fn sweep_once(app: &App) {
             }
         }
     }
+    // A call whose hangup never came while it rang: the agents' panels would ring forever.
+    // (The oldest quiet conversations come first; connected ones are left to the sweep above.)
+    if cfg.ring_timeout_secs > 0 {
+        let ring_before = now - Duration::from_secs(cfg.ring_timeout_secs);
+        if let Ok(quiet) = app.store.stale_conversations(ring_before, 500).await {
+            for c in quiet.into_iter().filter(|c| c.state == cxbridge_domain::conversation::State::Offered) {
+                tracing::info!(conversation = c.id, external_id = c.external_id, ring_timeout_secs = cfg.ring_timeout_secs, "still ringing with no event; ending it as missed");
+                let event = Event {
+                    dedup_key: format!("ring:{}:{}", c.id, c.revision),
+                    source: c.source.clone(),
+                    conversation_key: c.external_id.clone(),
+                    leg: None,
+                    at: now,
+                    source_time: false,
+                    kind: EventKind::Ended { cause: EndCause::TimedOut },
+                };
+                if let Err(e) = app.record(event, "sweeper", "ring_timeout", Instant::now()).await {
+                    tracing::warn!(error = e.detail, "ring timeout failed");
+                }
+            }
+        }
+    }
     let acw_before = now - Duration::from_secs(cfg.acw_timeout_secs);
     if let Ok(overdue) = app.store.wrapup_overdue(acw_before, 500).await {
         for c in overdue {

@@ -859,6 +859,8 @@ function renderHead(e) {
   const sig = JSON.stringify([title, c.state, c.outcome, c.customer_number, c.channel, c.queue, c.direction, c.agent, c.duration, c.timed_out, c.campaign, c.transfers?.length]);
   once(e, "head", sig, () => {
     const canDismiss = isDone(c) || takenByOther(e);
+    // A PBX may never send the end of a call: the agent closes it by hand (the hub records who).
+    const canClose = (c.state === "offered" || c.state === "connected") && !takenByOther(e);
     const others = takenByOther(e) ? h("p", { class: "note note-warn" }, isDone(c) ? `Handled by ${c.agent}.` : `Now with ${c.agent}.`) : null;
     fill(e.el.head, 
       h("div", { class: "head-top" },
@@ -867,6 +869,7 @@ function renderHead(e) {
           c.customer_number ? phone(c.customer_number, { testid: "caller", class: "who-number" }) : h("span", { class: "who-number muted", testid: "caller" }, "")),
         h("div", { class: "head-side" },
           h("span", { class: `badge badge-${c.state}`, testid: "call-state", data: { state: c.state } }, STATE_WORDS[c.state] || c.state),
+          canClose ? h("button", { type: "button", class: "btn btn-quiet btn-small", testid: "close-conversation", title: "The call's end never arrived: close it here", "aria-label": `Close conversation with ${callerText(c)}`, onclick: () => closeConversation(e) }, "Close") : null,
           canDismiss ? h("button", { type: "button", class: "btn btn-quiet btn-small", testid: "dismiss", "aria-label": `Dismiss conversation with ${callerText(c)}`, onclick: () => dismiss(e) }, "Dismiss") : null)),
       h("ul", { class: "meta", "aria-label": "Conversation" },
         h("li", null, h("span", { class: "sr-only" }, "Channel: "), h("span", { class: "cap", testid: "channel" }, c.channel)),
@@ -1150,6 +1153,18 @@ async function links(e, body, done) {
     mergeConversation(conv);
     if (done) announce(done);
     refreshRelated(e);
+  } catch (err) {
+    setCardError(e, err.detail);
+  }
+}
+
+/** Ends this card's conversation on the hub (its end never came); names the id explicitly. */
+async function closeConversation(e) {
+  const id = e.id;
+  try {
+    const conv = await api("POST", `/conversations/${enc(id)}/close`, {});
+    mergeConversation(conv);
+    announce(`Conversation with ${callerText(conv)} closed.`);
   } catch (err) {
     setCardError(e, err.detail);
   }

@@ -35,6 +35,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/conversations/{id}", get(api::conversation))
         .route("/api/v1/conversations/{id}/wrapup", post(api::wrapup))
         .route("/api/v1/conversations/{id}/links", axum::routing::put(panel::links))
+        .route("/api/v1/conversations/{id}/close", post(panel::close))
         .route("/api/v1/conversations/{id}/records", post(panel::new_record))
         .route("/api/v1/conversations/{id}/related", get(panel::related))
         .route("/api/v1/agents/{agent}/stream", get(stream::stream))

@@ -60,6 +60,7 @@ use utoipa::{Modify, OpenApi};
         super::panel::sign_out,
         super::panel::bootstrap,
         super::panel::links,
+        super::panel::close,
         super::panel::new_record,
         super::panel::related,
     ),

@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cxbridge_domain::conversation::{Conversation, Event, EventKind, Links};
+use cxbridge_domain::conversation::{Conversation, EndCause, Event, EventKind, Links};
 use cxbridge_domain::crm::RecordRef;
 use cxbridge_proto as proto;
 
@@ -249,6 +249,36 @@ async fn record_links(app: &App, c: &Conversation, links: Links, body: &[u8], re
     let dedup_key = format!("links:{}:{:016x}", c.id, fnv1a(body) ^ c.revision);
     let event = Event { dedup_key, source: c.source.clone(), conversation_key: c.external_id.clone(), leg: None, at: cxbridge_domain::Timestamp::now(), source_time: false, kind: EventKind::Linked(links) };
     Ok(app.record(event, "panel", "links", received).await?.into_conversation().unwrap_or_else(|| c.clone()))
+}
+
+/// Close a conversation whose end never came (still ringing or connected): it ends with the
+/// cause `closedByAgent` and the closer in the attribute `closed_by`, and goes on as any
+/// ended conversation (wrap-up, then one activity). An agent closes only conversations
+/// offered to them; the closing is logged.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/close",
+    responses((status = 200, body = proto::ConversationView), (status = 404, body = proto::Problem), (status = 409, body = proto::Problem, description = "The conversation has already ended")))]
+pub async fn close(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(id): ApiPath<String>) -> ApiResult<Json<proto::ConversationView>> {
+    let received = Instant::now();
+    let caller = app.caller(&headers, &Method::POST).await?;
+    let c = visible_conversation(&app, &caller, &id).await?;
+    if !c.state.is_open() {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("conversation `{id}` has already ended; there is nothing to close")));
+    }
+    let closer = match &caller {
+        Caller::Agent { id, .. } => id.clone(),
+        Caller::Admin => "admin".to_string(),
+    };
+    tracing::info!(conversation = c.id, external_id = c.external_id, closed_by = closer, "conversation closed by hand");
+    let mut details = cxbridge_domain::conversation::Details::default();
+    details.attributes.insert("closed_by".into(), closer);
+    let event = |dedup_key: String, kind: EventKind| Event { dedup_key, source: c.source.clone(), conversation_key: c.external_id.clone(), leg: None, at: cxbridge_domain::Timestamp::now(), source_time: false, kind };
+    app.record(event(format!("closed-by:{}", c.id), EventKind::Updated(details)), "panel", "close", received).await?;
+    let ended = app.record(event(format!("close:{}", c.id), EventKind::Ended { cause: EndCause::Other("closedByAgent".into()) }), "panel", "close", received).await?;
+    let c = match ended.into_conversation() {
+        Some(c) => c,
+        None => app.store.conversation(&id).await?.ok_or_else(|| ApiError::not_found(format!("no conversation `{id}`")))?,
+    };
+    Ok(Json(app.conversation_view(&c).await))
 }
 
 /// Choose the record the conversation is about, or set the pinned records.

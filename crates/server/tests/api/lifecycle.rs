@@ -86,6 +86,29 @@ async fn the_sweeper_closes_calls_whose_hangup_never_came_and_completes_overdue_
 }
 
 #[tokio::test]
+async fn a_call_ringing_past_the_ring_timeout_ends_missed_and_is_written_once() {
+    let t = spawn_with("[phone]\ndefault_region = \"DE\"\n[conversations]\nring_timeout_secs = 1\nsweep_interval_secs = 1\n").await;
+    let mut alice = t.agent("alice").await;
+    next_of(&mut alice, "snapshot").await;
+    t.cti(new_call("ring-1", "+49301234567", "alice")).await;
+    t.cti(new_call("ring-2", "+49301234568", "alice")).await;
+    t.cti(answer("ring-2", "alice")).await;
+    // Its hangup never comes: the panel stops ringing, the CRM gets a missed call.
+    let c = t.wait_for_call("ring-1", "ring timeout", |c| c["state"] == "completed").await;
+    assert_eq!((c["outcome"].as_str(), c["end_cause"].as_str(), c["timed_out"].as_bool()), (Some("missed"), Some("timedOut"), Some(true)), "{c}");
+    let written = t.written("ring-1").await;
+    // The sweeper keeps running: the conversation is not ended or written a second time.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let again = t.conversation_by_call("ring-1").await;
+    assert_eq!((again["revision"].clone(), again["memorialization"]["attempts"].clone()), (written["revision"].clone(), written["memorialization"]["attempts"].clone()), "{again}");
+    // An answered call is no ringing call, however quiet it is.
+    assert_eq!(t.conversation_by_call("ring-2").await["state"], "connected");
+    // A late answer still corrects the outcome (the caller was reached after all).
+    t.cti(answer("ring-1", "alice")).await;
+    t.wait_for_call("ring-1", "answered after all", |c| c["outcome"] == "answered").await;
+}
+
+#[tokio::test]
 async fn wrapup_validates_and_links_the_chosen_and_pinned_records() {
     let t = spawn().await;
     let a = t.create("contact", json!({"name": "A", "phone": "+49895550199"})).await;

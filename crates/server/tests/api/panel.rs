@@ -514,3 +514,31 @@ async fn agents_reach_only_the_records_of_their_own_conversation_and_never_the_p
     assert_eq!(v["selected"]["id"], stranger.as_str());
     close(bob_ws).await;
 }
+
+#[tokio::test]
+async fn an_agent_closes_a_call_that_never_ended_and_only_their_own() {
+    let t = spawn_with(AGENTS).await;
+    let alice = sign_in(&t, "alice", "alice-token").await.expect("alice");
+    let bob = sign_in(&t, "bob", "bob-token").await.expect("bob");
+    let ringing = offered(&t, "stuck-1", "+49301234567", "alice").await;
+    let close = |id: &str| format!("/api/v1/conversations/{id}/close");
+    // Not offered to bob: he cannot close it, and without the CSRF token alice cannot either.
+    let (s, _) = bob.post(&close(&ringing), json!({})).await;
+    assert_eq!(s, 403);
+    let (s, _) = alice.send(reqwest::Method::POST, &close(&ringing), None, false).await;
+    assert_eq!(s, 403, "changes need the CSRF token");
+    assert_eq!(t.conversation_by_call("stuck-1").await["state"], "offered", "refusals change nothing");
+
+    let (s, c) = alice.post(&close(&ringing), json!({})).await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!((c["end_cause"].as_str(), c["outcome"].as_str(), c["attributes"]["closed_by"].as_str()), (Some("closedByAgent"), Some("missed"), Some("alice")), "{c}");
+    let (s, v) = alice.post(&close(&ringing), json!({})).await;
+    assert_eq!((s, v["status"].as_u64()), (409, Some(409)), "already ended: {v}");
+    // A connected call closed by hand is answered, and waits for its wrap-up like any call.
+    let talking = offered(&t, "stuck-2", "+49301234568", "alice").await;
+    t.cti(answer("stuck-2", "alice")).await;
+    let (s, c) = alice.post(&close(&talking), json!({})).await;
+    assert_eq!((s, c["state"].as_str(), c["outcome"].as_str()), (200, Some("ended"), Some("answered")), "{c}");
+    let (s, _) = alice.post(&close("no-such-conversation"), json!({})).await;
+    assert_eq!(s, 404);
+}
