@@ -378,6 +378,14 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+impl Event {
+    /// An event the hub raises itself about a conversation it has stored (the sweeper, the
+    /// outbox worker, the panel): the conversation's own source and key, no leg, the hub's time.
+    pub fn about(c: &Conversation, dedup_key: String, at: Timestamp, kind: EventKind) -> Self {
+        Self { dedup_key, source: c.source.clone(), conversation_key: c.external_id.clone(), leg: None, at, source_time: false, kind }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
     /// A new conversation, or a new leg of one (transfer): offer it to `agents`.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cxbridge_domain::Timestamp;
-use cxbridge_domain::conversation::{Conversation, EndCause, Event, EventKind};
+use cxbridge_domain::conversation::{Conversation, EndCause, Event, EventKind, State};
 use cxbridge_domain::crm::{Candidate, CrmError, RecordRef, SearchQuery};
 use cxbridge_domain::identify::Identification;
 use cxbridge_domain::mapping::{Unmatched, Unregarded};
@@ -158,15 +158,7 @@ async fn caller_record(app: &App, entity: &str, number: Option<&str>) -> Result<
 /// Records what was learned of the caller as an event of the conversation (agents see it,
 /// later rewrites use it); returns the conversation as stored.
 async fn record_identified(app: &App, c: Conversation, identification: Identification) -> Result<Conversation, CrmError> {
-    let event = Event {
-        dedup_key: format!("identified:{}:{}", c.id, c.revision),
-        source: c.source.clone(),
-        conversation_key: c.external_id.clone(),
-        leg: None,
-        at: Timestamp::now(),
-        source_time: false,
-        kind: EventKind::Identified(identification),
-    };
+    let event = Event::about(&c, format!("identified:{}:{}", c.id, c.revision), Timestamp::now(), EventKind::Identified(identification));
     let database = |detail: String| CrmError::Transient { message: format!("database: {detail}"), retry_after: None };
     match app.record(event, "outbox", "identified", Instant::now()).await.map_err(|e| database(e.detail))? {
         Recorded::Applied(t) => Ok(t.conversation),
@@ -252,58 +244,32 @@ pub async fn prune_once(app: &App, stop: &mut watch::Receiver<bool>) -> cxbridge
 pub async fn sweep_once(app: &App) {
     let cfg = &app.config.conversations;
     let now = Timestamp::now();
+    // Open conversations whose end never came: quiet for `sweep_after_secs`, or still ringing
+    // after `ring_timeout_secs` (the agents' panels would ring forever). Both end timed out.
     let stale_before = now - Duration::from_secs(cfg.sweep_after_secs);
-    if let Ok(stale) = app.store.stale_conversations(stale_before, 500).await {
-        for c in stale {
-            tracing::info!(conversation = c.id, external_id = c.external_id, "no end arrived; closing it as timed out");
-            let event = Event {
-                dedup_key: format!("sweep:{}:{}", c.id, c.revision),
-                source: c.source.clone(),
-                conversation_key: c.external_id.clone(),
-                leg: None,
-                at: now,
-                source_time: false,
-                kind: EventKind::Ended { cause: EndCause::TimedOut },
-            };
+    let ringing_before = (cfg.ring_timeout_secs > 0).then(|| now - Duration::from_secs(cfg.ring_timeout_secs));
+    let quiet_before = ringing_before.map_or(stale_before, |r| r.max(stale_before));
+    if let Ok(quiet) = app.store.stale_conversations(quiet_before, 500).await {
+        for c in quiet {
+            let stale = c.last_event_at < stale_before;
+            let rang_out = c.state == State::Offered && ringing_before.is_some_and(|r| c.last_event_at < r);
+            if stale {
+                tracing::info!(conversation = c.id, external_id = c.external_id, "no end arrived; closing it as timed out");
+            } else if rang_out {
+                tracing::info!(conversation = c.id, external_id = c.external_id, ring_timeout_secs = cfg.ring_timeout_secs, "still ringing with no event; ending it as missed");
+            } else {
+                continue;
+            }
+            let event = Event::about(&c, format!("sweep:{}:{}", c.id, c.revision), now, EventKind::Ended { cause: EndCause::TimedOut });
             if let Err(e) = app.record(event, "sweeper", "timeout", Instant::now()).await {
                 tracing::warn!(error = e.detail, "sweep failed");
-            }
-        }
-    }
-    // A call whose hangup never came while it rang: the agents' panels would ring forever.
-    // (The oldest quiet conversations come first; connected ones are left to the sweep above.)
-    if cfg.ring_timeout_secs > 0 {
-        let ring_before = now - Duration::from_secs(cfg.ring_timeout_secs);
-        if let Ok(quiet) = app.store.stale_conversations(ring_before, 500).await {
-            for c in quiet.into_iter().filter(|c| c.state == cxbridge_domain::conversation::State::Offered) {
-                tracing::info!(conversation = c.id, external_id = c.external_id, ring_timeout_secs = cfg.ring_timeout_secs, "still ringing with no event; ending it as missed");
-                let event = Event {
-                    dedup_key: format!("ring:{}:{}", c.id, c.revision),
-                    source: c.source.clone(),
-                    conversation_key: c.external_id.clone(),
-                    leg: None,
-                    at: now,
-                    source_time: false,
-                    kind: EventKind::Ended { cause: EndCause::TimedOut },
-                };
-                if let Err(e) = app.record(event, "sweeper", "ring_timeout", Instant::now()).await {
-                    tracing::warn!(error = e.detail, "ring timeout failed");
-                }
             }
         }
     }
     let acw_before = now - Duration::from_secs(cfg.acw_timeout_secs);
     if let Ok(overdue) = app.store.wrapup_overdue(acw_before, 500).await {
         for c in overdue {
-            let event = Event {
-                dedup_key: format!("acw:{}", c.id),
-                source: c.source.clone(),
-                conversation_key: c.external_id.clone(),
-                leg: None,
-                at: now,
-                source_time: false,
-                kind: EventKind::AcwExpired,
-            };
+            let event = Event::about(&c, format!("acw:{}", c.id), now, EventKind::AcwExpired);
             if let Err(e) = app.record(event, "sweeper", "acw_expired", Instant::now()).await {
                 tracing::warn!(error = e.detail, "ACW completion failed");
             }

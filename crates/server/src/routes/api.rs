@@ -172,7 +172,7 @@ pub async fn wrapup(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(id)
         Some(r) if !r.is_empty() => format!("wrapup:{}:{r}", c.id),
         _ => format!("wrapup:{}:{:016x}", c.id, fnv1a(&body) ^ c.revision),
     };
-    let event = Event { dedup_key, source: c.source.clone(), conversation_key: c.external_id.clone(), leg: None, at: cxbridge_domain::Timestamp::now(), source_time: false, kind: EventKind::WrappedUp(wrap) };
+    let event = Event::about(&c, dedup_key, cxbridge_domain::Timestamp::now(), EventKind::WrappedUp(wrap));
     let recorded = app.record(event, "api", "wrapup", received).await?;
     let c = recorded.into_conversation().unwrap_or(c);
     Ok(Json(app.conversation_view(&c).await))

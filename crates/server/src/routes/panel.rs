@@ -247,7 +247,7 @@ pub async fn visible_conversation(app: &App, caller: &Caller, id: &str) -> ApiRe
 
 async fn record_links(app: &App, c: &Conversation, links: Links, body: &[u8], received: Instant) -> ApiResult<Conversation> {
     let dedup_key = format!("links:{}:{:016x}", c.id, fnv1a(body) ^ c.revision);
-    let event = Event { dedup_key, source: c.source.clone(), conversation_key: c.external_id.clone(), leg: None, at: cxbridge_domain::Timestamp::now(), source_time: false, kind: EventKind::Linked(links) };
+    let event = Event::about(c, dedup_key, cxbridge_domain::Timestamp::now(), EventKind::Linked(links));
     Ok(app.record(event, "panel", "links", received).await?.into_conversation().unwrap_or_else(|| c.clone()))
 }
 
@@ -271,7 +271,7 @@ pub async fn close(State(app): State<Arc<App>>, headers: HeaderMap, ApiPath(id):
     tracing::info!(conversation = c.id, external_id = c.external_id, closed_by = closer, "conversation closed by hand");
     let mut details = cxbridge_domain::conversation::Details::default();
     details.attributes.insert("closed_by".into(), closer);
-    let event = |dedup_key: String, kind: EventKind| Event { dedup_key, source: c.source.clone(), conversation_key: c.external_id.clone(), leg: None, at: cxbridge_domain::Timestamp::now(), source_time: false, kind };
+    let event = |dedup_key: String, kind: EventKind| Event::about(&c, dedup_key, cxbridge_domain::Timestamp::now(), kind);
     app.record(event(format!("closed-by:{}", c.id), EventKind::Updated(details)), "panel", "close", received).await?;
     let ended = app.record(event(format!("close:{}", c.id), EventKind::Ended { cause: EndCause::Other("closedByAgent".into()) }), "panel", "close", received).await?;
     let c = match ended.into_conversation() {

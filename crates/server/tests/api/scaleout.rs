@@ -153,14 +153,15 @@ impl Cluster {
         let mut last_error = String::new();
         for k in 0..alive.len() {
             let n = alive[(start + k) % alive.len()];
-            let mut sent = self.http.post(self.nodes[n].url(path)).bearer_auth(ADMIN).json(body).timeout(Duration::from_secs(20)).send().await;
+            let send = || self.http.post(self.nodes[n].url(path)).bearer_auth(ADMIN).json(body).timeout(Duration::from_secs(20)).send();
+            let mut sent = send().await;
             // A connection that was never made carried nothing: a load balancer retries it.
             for _ in 0..3 {
                 if !matches!(&sent, Err(e) if e.is_connect()) {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                sent = self.http.post(self.nodes[n].url(path)).bearer_auth(ADMIN).json(body).timeout(Duration::from_secs(20)).send().await;
+                sent = send().await;
             }
             match sent {
                 Ok(r) => {
