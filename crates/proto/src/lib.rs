@@ -136,9 +136,6 @@ impl utoipa::PartialSchema for RecordFields {
 
 impl ToSchema for RecordFields {}
 
-pub fn end_causes() -> utoipa::openapi::Object {
-    nullable_enum(&["normalClearing", "busy", "cancel", "noAnswer", "congestion", "notFound", "forwarded"])
-}
 
 /// A Zammad generic CTI event (`POST /api/v1/cti/{token}`, docs/pbx/zammad-cti.md).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
