@@ -136,7 +136,6 @@ impl utoipa::PartialSchema for RecordFields {
 
 impl ToSchema for RecordFields {}
 
-
 /// A Zammad generic CTI event (`POST /api/v1/cti/{token}`, docs/pbx/zammad-cti.md).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CtiEvent {
