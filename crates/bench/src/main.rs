@@ -607,7 +607,7 @@ async fn run_calls(plan: &CallPlan<'_>, ctxs: &[Arc<CallCtx>], nodes: &mut [Serv
     for j in 0..plan.total {
         let at = start + period.mul_f64(j as f64);
         tokio::time::sleep_until(at.into()).await;
-        let caller = numbers::pick_caller(rng, plan.contacts, plan.unknown_percent);
+        let caller = numbers::pick_pbx_caller(rng, plan.contacts, plan.unknown_percent);
         let node = j % n;
         let agent = (j / n) % u64::from(plan.agents);
         let remote = agent % n != node;
@@ -781,7 +781,7 @@ async fn blast(spec: &BlastSpec<'_>, http: &reqwest::Client, cti_urls: &[String]
                 if max_events.is_some_and(|m| n * kind.events() >= m) {
                     break;
                 }
-                let caller = numbers::pick_caller(&mut rng, contacts, unknown);
+                let caller = numbers::pick_pbx_caller(&mut rng, contacts, unknown);
                 let call_id = format!("{prefix}-{n}");
                 let agent = agent_id((n / n_nodes) % u64::from(agents_n));
                 let cti_url = &cti_urls[(n % n_nodes) as usize];

@@ -66,6 +66,23 @@ pub fn written(idx: u64, notation: u64) -> String {
     }
 }
 
+/// Number of notations [`pbx_written`] knows.
+pub const PBX_NOTATIONS: u64 = 4;
+
+/// Number `idx` as a Zammad-style CTI webhook carries it. Such a PBX sends international
+/// numbers as digits without `+` (`12125550100`) or with it, never a bare US national
+/// number: in its convention digits not starting with `0` are international, so
+/// `2125550100` is a number in Egypt (`+20`), as Zammad reads it too.
+pub fn pbx_written(idx: u64, notation: u64) -> String {
+    let (a, e, l) = parts(idx);
+    match notation % PBX_NOTATIONS {
+        0 => format!("1{a}{e:03}{l:04}"),
+        1 => format!("+1{a}{e:03}{l:04}"),
+        2 => format!("+1 ({a}) {e:03}-{l:04}"),
+        _ => format!("tel:+1-{a}-{e:03}-{l:04}"),
+    }
+}
+
 /// Number of notations [`searched_written`] knows.
 pub const SEARCHED_NOTATIONS: u64 = 5;
 
@@ -153,6 +170,14 @@ pub fn pick_caller(rng: &mut Rng, contacts: u64, unknown_percent: u8) -> Caller 
     Caller { idx, written: written(idx, notation), expected: expected_matches(idx, contacts) }
 }
 
+/// [`pick_caller`], written as a Zammad-style CTI webhook carries the number. It draws the
+/// same random numbers, so a phase that follows another keeps its sequence.
+pub fn pick_pbx_caller(rng: &mut Rng, contacts: u64, unknown_percent: u8) -> Caller {
+    let Caller { idx, written: _, expected } = pick_caller(rng, contacts, unknown_percent);
+    // The notation follows the number, not a further draw, for the same reason.
+    Caller { idx, written: pbx_written(idx, idx / 7), expected }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +204,11 @@ mod tests {
             let digits: String = w.chars().filter(char::is_ascii_digit).collect();
             let digits = digits.strip_prefix('1').filter(|d| d.len() == 10).unwrap_or(&digits).to_string();
             assert_eq!(format!("+1{digits}"), e164(42), "{w}");
+        }
+        for n in 0..PBX_NOTATIONS {
+            let w = pbx_written(42, n);
+            let digits: String = w.chars().filter(char::is_ascii_digit).collect();
+            assert_eq!(format!("+{digits}"), e164(42), "{w}");
         }
         for n in 0..SEARCHED_NOTATIONS {
             let w = searched_written(42, n);

@@ -3,10 +3,9 @@
 //! patterns the way libphonenumber applies them. The crate's own regexes are unanchored and
 //! leftmost-first, so `find` on `\d{7}|\d{9}` stops after seven digits of a nine-digit
 //! number; a national number pattern must match the whole number, a prefix pattern must
-//! match at the start ("lookingAt"). Each region's rules are compiled on first use and kept.
+//! match at the start ("lookingAt"). Each code's regions are compiled on first use and kept.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::OnceLock;
 
 use phonenumber::metadata::{DATABASE, Descriptor, Format, Metadata};
 use regex::Regex;
@@ -44,6 +43,8 @@ pub(super) struct Rule {
 /// The parts of a region's metadata the parser and formatter use.
 #[derive(Debug)]
 pub(super) struct Region {
+    /// ISO 3166 code (`DE`), or `001` for a non-geographic code.
+    pub(super) id: String,
     pub(super) country_code: u16,
     pub(super) international_prefix: Option<Regex>,
     /// The international call prefix callers of this region dial (`00`, `011`, `0011`).
@@ -142,6 +143,7 @@ impl Region {
             .filter(|l| !lengths.contains(l))
             .collect();
         Self {
+            id: m.id().to_string(),
             country_code: m.country_code(),
             international_prefix: m.international_prefix().and_then(|p| looking_at(p.as_str())),
             preferred_idd: m
@@ -176,30 +178,33 @@ impl Region {
     }
 }
 
-static CACHE: LazyLock<Mutex<HashMap<(String, u16), Arc<Region>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Country calling codes are one to three digits.
+const CODES: usize = 1000;
 
-/// The compiled rules of one metadata entry, keyed by region and code: the non-geographic
-/// codes (`+800`, `+882`, …) all carry the region `001`.
-fn compiled(m: &Metadata) -> Arc<Region> {
-    // A poisoned lock only means another thread panicked mid-insert; the map is still sound.
-    let mut cache = CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    cache.entry((m.id().to_string(), m.country_code())).or_insert_with(|| Arc::new(Region::compile(m))).clone()
+/// The compiled regions of each country calling code, main country first, compiled the
+/// first time the code is seen and read without a lock afterwards: every parse looks a
+/// code up several times, and a shared map behind a mutex made that the hot spot.
+static BY_CODE: [OnceLock<Vec<Region>>; CODES] = [const { OnceLock::new() }; CODES];
+
+/// Every region that uses `code`, the main one first (`1` → US, CA, …); the non-geographic
+/// codes (`+800`, `+882`, …) have one entry each, with the region `001`.
+pub(super) fn regions_for_code(code: u16) -> &'static [Region] {
+    let Some(slot) = BY_CODE.get(usize::from(code)) else { return &[] };
+    slot.get_or_init(|| {
+        let Some(mut metas) = DATABASE.by_code(&code) else { return vec![] };
+        // Main country first; the rest in the database's order (the sort is stable).
+        metas.sort_by_key(|m| !m.is_main_country_for_code());
+        metas.into_iter().map(Region::compile).collect()
+    })
 }
 
 /// The compiled rules of a region (`DE`).
-pub(super) fn region(id: &str) -> Option<Arc<Region>> {
-    Some(compiled(DATABASE.by_id(id)?))
-}
-
-/// Every region that uses `code`, the main one first (`1` → US, CA, …).
-pub(super) fn regions_for_code(code: u16) -> Vec<Arc<Region>> {
-    let Some(mut metas) = DATABASE.by_code(&code) else { return vec![] };
-    // Main country first; the rest in the database's order (the sort is stable).
-    metas.sort_by_key(|m| !m.is_main_country_for_code());
-    metas.into_iter().map(compiled).collect()
+pub(super) fn region(id: &str) -> Option<&'static Region> {
+    let code = DATABASE.by_id(id)?.country_code();
+    regions_for_code(code).iter().find(|r| r.id == id)
 }
 
 /// Whether `code` is a country calling code.
 pub(super) fn is_country_code(code: u16) -> bool {
-    DATABASE.by_code(&code).is_some_and(|m| !m.is_empty())
+    !regions_for_code(code).is_empty()
 }

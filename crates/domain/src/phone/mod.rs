@@ -15,7 +15,6 @@ mod meta;
 mod parse;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use clean::Digits;
 use meta::Region;
@@ -82,7 +81,7 @@ pub struct UnknownRegion(pub String);
 /// Normalizes numbers with a default region and a list of own numbers.
 #[derive(Debug, Clone)]
 pub struct PhoneNormalizer {
-    region: Option<Arc<Region>>,
+    region: Option<&'static Region>,
     own: HashSet<String>,
 }
 
@@ -213,11 +212,11 @@ impl PhoneNormalizer {
     /// code).
     fn parse_plain(&self, number: &Digits) -> Option<Parsed> {
         let region = match &self.region {
-            Some(r) => r.clone(),
+            Some(r) => r,
             None if number.plus => meta::region("US")?,
             None => return None,
         };
-        parse::parse(number, &region).filter(plausible)
+        parse::parse(number, region).filter(plausible)
     }
 }
 

@@ -12,8 +12,6 @@
 //!    its `1` in a US hub, `+39 02 1234 5678` its `0`, `+44 (0)121…` loses the `0`;
 //! 4. the national number is kept only if its length is possible for that country.
 
-use std::sync::Arc;
-
 use super::clean::Digits;
 use super::meta::{self, Region};
 
@@ -36,12 +34,12 @@ impl Parsed {
     /// The region the number belongs to among those sharing its code (libphonenumber's
     /// `getRegionCodeForNumber`): the one whose leading digits match, else the first whose
     /// patterns know the number.
-    pub(super) fn region(&self) -> Option<Arc<Region>> {
+    pub(super) fn region(&self) -> Option<&'static Region> {
         let regions = meta::regions_for_code(self.code);
         if regions.len() <= 1 {
-            return regions.into_iter().next();
+            return regions.first();
         }
-        regions.into_iter().find(|r| match &r.leading_digits {
+        regions.iter().find(|r| match &r.leading_digits {
             Some(l) => l.is_match(&self.nsn),
             None => r.is_valid(&self.nsn),
         })
@@ -126,13 +124,13 @@ fn after_idd<'a>(digits: &'a str, r: &Region) -> Option<&'a str> {
 
 /// Parses `number` as a hub in region `default` reads it. `None` when libphonenumber
 /// refuses it (no country code after `+`, too short, too long).
-pub(super) fn parse(number: &Digits, default: &Arc<Region>) -> Option<Parsed> {
+pub(super) fn parse(number: &Digits, default: &'static Region) -> Option<Parsed> {
     let (code, national, region) = country_code(number, default)?;
     if national.len() < MIN_NSN {
         return None;
     }
-    let potential = strip_national_prefix(&national, &region);
-    let nsn = match test_length(&potential, &region) {
+    let potential = strip_national_prefix(&national, region);
+    let nsn = match test_length(&potential, region) {
         Length::TooShort | Length::LocalOnly | Length::Invalid => national,
         Length::Possible | Length::TooLong => potential,
     };
@@ -144,13 +142,13 @@ pub(super) fn parse(number: &Digits, default: &Arc<Region>) -> Option<Parsed> {
 
 /// The country calling code, the national number after it, and the rules that apply to
 /// that national number: those of the code's main region, or the default region's.
-fn country_code(number: &Digits, default: &Arc<Region>) -> Option<(u16, String, Arc<Region>)> {
-    let with_code = |rest: &str| -> Option<(u16, String, Arc<Region>)> {
+fn country_code(number: &Digits, default: &'static Region) -> Option<(u16, String, &'static Region)> {
+    let with_code = |rest: &str| -> Option<(u16, String, &'static Region)> {
         if rest.len() <= MIN_NSN {
             return None;
         }
         let (code, national) = split_country_code(rest)?;
-        Some((code, national.to_string(), meta::regions_for_code(code).into_iter().next()?))
+        Some((code, national.to_string(), meta::regions_for_code(code).first()?))
     };
     if number.plus {
         // `+` followed by no country code: libphonenumber tries again without the plus
@@ -163,7 +161,7 @@ fn country_code(number: &Digits, default: &Arc<Region>) -> Option<(u16, String, 
     if let Some(rest) = after_idd(&number.digits, default) {
         return with_code(rest);
     }
-    Some((default.country_code, own_code_stripped(&number.digits, default), default.clone()))
+    Some((default.country_code, own_code_stripped(&number.digits, default), default))
 }
 
 /// Digits without `+` or prefix that begin with the default region's own country code:
