@@ -727,6 +727,9 @@ pub struct PanelView {
     pub dynamics: Option<DynamicsView>,
     /// Click-to-dial link template (`{number}`), outside Dynamics.
     pub dial_url: Option<String>,
+    /// Seconds after which a completed conversation moves to the panel's "Recent" list
+    /// (0: only when the agent clears completed ones).
+    pub recent_after_secs: u64,
 }
 
 /// `PUT /api/v1/conversations/{id}/links`: the record the conversation is about and the

@@ -411,6 +411,9 @@ pub struct PanelConfig {
     pub embed_origins: Vec<String>,
     /// Click-to-dial link outside Dynamics; `{number}` is the E.164 number.
     pub dial_url: Option<String>,
+    /// A completed conversation leaves the panel's tabs for its "Recent" list this long
+    /// after it completed (0: only when the agent clears completed ones).
+    pub recent_after_secs: u64,
     /// Key that signs session cookies (also `CXBRIDGE_SESSION_SECRET`). Several nodes must
     /// share it; when unset one is generated into DATA_DIR/session-secret.
     pub session_secret: Option<String>,
@@ -441,6 +444,7 @@ impl Default for PanelConfig {
             cookie_secure: "auto".into(),
             embed_origins: vec![],
             dial_url: Some("tel:{number}".into()),
+            recent_after_secs: 120,
             session_secret: None,
             require_disposition: false,
             dynamics: None,
@@ -820,6 +824,9 @@ impl Config {
         let p = &self.panel;
         if !(1..=168).contains(&p.session_hours) {
             return Err(format!("[panel] session_hours must be 1 to 168, not {}", p.session_hours));
+        }
+        if p.recent_after_secs > 86_400 {
+            return Err(format!("[panel] recent_after_secs must be 0 (never by itself) to 86400 (a day), not {}", p.recent_after_secs));
         }
         for (key, value) in [
             ("sign_in_failures_per_agent", p.sign_in_failures_per_agent),

@@ -3,12 +3,20 @@
 // The page runs under a strict CSP: no inline scripts or styles, no eval, so everything
 // below builds DOM nodes and sets classes; nothing is parsed from HTML strings.
 
+import { alertOffer, initAlerts } from "./alerts.js";
+
 const API = "/api/v1";
 const REQUEST_TIMEOUT_MS = 15000;
 const RECONNECT_BASE_MS = 500;
 const RECONNECT_MAX_MS = 5000;
 const KEEP_CONVERSATIONS = 60;
 const KEEP_IDS = 400;
+/** The Recent list keeps this many completed conversations; older ones are dismissed. */
+const RECENT_MAX = 10;
+/** After any click, key or pointer movement on a card it counts as worked on this long. */
+const TOUCH_HOLD_MS = 15000;
+/** Order of the tabs: the live call on top, then ringing calls, wrap-up, completed. */
+const STATE_RANK = { connected: 0, offered: 1, ended: 2, completed: 3 };
 
 const STATE_WORDS = { offered: "Ringing", connected: "Connected", ended: "Ended", completed: "Completed" };
 const CONNECTION_TEXT = { online: "Online", offline: "Offline — reconnecting…", connecting: "Connecting…" };
@@ -161,6 +169,7 @@ const state = {
   attempt: 0,
   reconnectTimer: null,
   firstSnapshot: true,
+  unseen: new Set(), // offers announced but not yet looked at (the card stayed on another)
   popped: new Set(), // ids already popped (sessionStorage): no second pop on a snapshot replay
   dismissed: new Set(), // ids the agent dismissed (localStorage): late frames do not bring them back
   adapter: null,
@@ -357,10 +366,14 @@ function enterAgent(agent) {
   state.firstSnapshot = true;
   state.popped = new Set(session.get(key("popped"), []));
   state.dismissed = new Set(local.get(key("dismissed"), []));
+  state.unseen.clear();
+  initAlerts({ keyFor: (name) => key(`alerts:${name}`), open: (id) => showConversation(id) });
   const cached = local.get(key("conversations"), []);
   for (const ac of cached) {
     if (!ac?.conversation?.id || ac.pop?.action === "disabled" || state.dismissed.has(ac.conversation.id)) continue;
-    if (!state.entries.has(ac.conversation.id)) refreshRelated(addEntry(ac.conversation, ac.pop));
+    if (state.entries.has(ac.conversation.id)) continue;
+    const e = addEntry(ac.conversation, ac.pop, { recent: !!ac.recent });
+    refreshRelated(e);
   }
   const remembered = session.get(key("selected"), null);
   if (remembered && state.entries.has(remembered)) select(remembered);
@@ -545,7 +558,10 @@ function updateEntry(e, conv, pop) {
     removeEntry(e.id);
     return;
   }
+  if (conv.state === "completed" && e.completedSeen == null) e.completedSeen = Date.now();
+  if (prev.state !== conv.state && !e.recent) placeEntry(e);
   renderEntry(e);
+  if (e.recent) renderRecent();
   const linksChanged = JSON.stringify([prev.selected, prev.pinned]) !== JSON.stringify([conv.selected, conv.pinned]);
   if (linksChanged || (prev.state !== "completed" && conv.state === "completed")) refreshRelated(e);
   persistSoon();
@@ -556,27 +572,67 @@ function onNewPop(e) {
   session.set(key("popped"), [...state.popped].slice(-KEEP_IDS));
   const who = entryTitle(e);
   const caller = callerText(e.conv);
-  announce(`New ${e.conv.channel || "conversation"} from ${caller}${who && who !== caller ? `, ${who}` : ""}${e.conv.queue ? `, queue ${e.conv.queue}` : ""}.`);
-  if (!typingElsewhere(e.id) || !state.selectedId) select(e.id);
+  const what = `New ${e.conv.channel || "conversation"} from ${caller}${who && who !== caller ? `, ${who}` : ""}${e.conv.queue ? `, queue ${e.conv.queue}` : ""}`;
+  if (e.recent) restoreFromRecent(e);
+  // The card the agent works on stays; the new offer is announced instead.
+  const current = state.entries.get(state.selectedId);
+  const stay = !!current && current !== e && isWorking(current);
+  if (stay) {
+    if (e.conv.state === "offered") state.unseen.add(e.id);
+    renderTab(e, true);
+    announce(`${what}. Press Alt+N to show it.`);
+  } else {
+    select(e.id);
+    announce(`${what}.`);
+  }
+  updateChrome();
+  alertOffer({ id: e.id, title: `${STATE_WORDS[e.conv.state] || "New"}: ${who || caller}`, body: what, shown: !stay });
   cifPop(e);
 }
 
-function typingElsewhere(id) {
+/** Whether the agent is working on this conversation's card, so that no new offer may take
+ * the screen from it: a live call, after-call work, a draft, a queued wrap-up, pinned or
+ * chosen records, an open form or workflow result, focus in the card, or any click, key or
+ * pointer movement on it in the last moments. */
+function isWorking(e) {
+  if (!e || e.recent || takenByOther(e)) return false;
+  const c = e.conv;
+  if (c.state === "connected" || (c.state === "ended" && !c.wrapped_up)) return true;
+  if (hasDraft(e) || queuedFor(e) || e.ui.editing || e.ui.chose) return true;
+  if ((c.pinned || []).length) return true;
+  if (e.ui.wfOpen || e.ui.showCreate || e.ui.searchResults || e.el?.wfResult?.childElementCount || e.el?.wfForm?.childElementCount) return true;
   const a = document.activeElement;
-  if (!a || !a.matches?.("input, textarea, select, [contenteditable]")) return false;
-  const card = a.closest(".card");
-  return !!card && card.dataset.conversationId !== id;
+  if (a && a !== e.card && e.card.contains(a)) return true;
+  return Date.now() - (e.touchedAt || 0) < TOUCH_HOLD_MS;
+}
+
+/** Shows a conversation the agent asked for (offer bar, Alt+N, notification, Recent). */
+function showConversation(id) {
+  const e = state.entries.get(id);
+  if (!e) return;
+  if (e.recent) restoreFromRecent(e);
+  select(id, { focus: true });
+}
+
+/** The newest offer the agent has not looked at yet. */
+function newestUnseen() {
+  return [...state.unseen].map((id) => state.entries.get(id)).filter(Boolean)
+    .sort((a, b) => (order(a) < order(b) ? -1 : 1))[0] || null;
 }
 
 // ---------------------------------------------------------------------------
 // Entries: one tab + one card per conversation
 
-function addEntry(conv, pop) {
+function addEntry(conv, pop, { recent = false } = {}) {
   const n = ++uid;
   const e = {
     id: conv.id,
     n,
     conv,
+    recent,
+    touchedAt: 0,
+    // When the panel saw it complete (a conversation loaded complete: when the hub says).
+    completedSeen: conv.state === "completed" ? Math.min(Date.now(), Date.parse(conv.completed_at || "") || Date.now()) : null,
     pop: pop || { action: "nothing" },
     wasMine: conv.agent === state.agent,
     known: new Map(), // "entity/id" → CandidateView: every record seen for this conversation
@@ -594,6 +650,7 @@ function addEntry(conv, pop) {
       editing: false,
       sent: false,
       retrying: false,
+      chose: false,
     },
     sig: {},
   };
@@ -622,17 +679,24 @@ function addEntry(conv, pop) {
   });
   buildCard(e);
   state.entries.set(conv.id, e);
-  placeEntry(e);
+  if (!recent) placeEntry(e);
   renderEntry(e, true);
+  renderRecent();
   updateChrome();
   return e;
 }
 
-/** Keeps tabs (and cards) in the order the conversations were offered. */
+/** Sort key of a tab: its state's rank, then the newest offer first. */
+function order(x) {
+  const at = Date.parse(x.conv.offered_at || "") || 0;
+  return `${STATE_RANK[x.conv.state] ?? 4}\u0000${String(9e15 - at).padStart(16, "0")}\u0000${String(1e8 - x.n).padStart(9, "0")}`;
+}
+
+/** Puts a tab (and its card) where its state and offer time say: the live call on top,
+ * then ringing calls newest first, then wrap-up, then completed ones. */
 function placeEntry(e) {
   const list = $("#tablist");
   const cards = $("#cards");
-  const order = (x) => `${x.conv.offered_at || ""}\u0000${String(x.n).padStart(8, "0")}`;
   const after = [...state.entries.values()].filter((x) => x !== e && x.tab.isConnected && order(x) > order(e)).sort((a, b) => (order(a) < order(b) ? -1 : 1))[0];
   if (after) {
     list.insertBefore(e.tab, after.tab);
@@ -652,6 +716,8 @@ function removeEntry(id) {
   e.tab.remove();
   e.card.remove();
   state.entries.delete(id);
+  state.unseen.delete(id);
+  renderRecent();
   if (state.selectedId === id) {
     state.selectedId = null;
     const rest = $$('[role="tab"]', $("#tablist"));
@@ -663,9 +729,12 @@ function removeEntry(id) {
   updateChrome();
 }
 
+/** Shows one conversation's card. */
 function select(id, { focus = false } = {}) {
-  if (!state.entries.has(id)) return;
+  const chosen = state.entries.get(id);
+  if (!chosen || chosen.recent) return;
   state.selectedId = id;
+  if (state.unseen.delete(id)) renderTab(chosen, true);
   for (const e of state.entries.values()) {
     const on = e.id === id;
     e.tab.setAttribute("aria-selected", on ? "true" : "false");
@@ -684,6 +753,79 @@ function selectFallback() {
   if (first) select(first.dataset.conversationId);
 }
 
+// ---------------------------------------------------------------------------
+// Recent: completed conversations leave the tabs
+
+function isClearable(e) {
+  return isDone(e.conv) && memoStatus(e.conv) !== "failed" && !queuedFor(e) && !hasDraft(e);
+}
+
+/** Moves completed conversations to Recent `recent_after_secs` after they completed, unless
+ * the agent still works on one (a failed save, a queued or edited wrap-up stay as tabs). */
+function sweepRecent() {
+  const after = Number(state.panel?.recent_after_secs ?? 120);
+  if (!state.agent || !(after > 0)) return;
+  const now = Date.now();
+  let moved = false;
+  for (const e of state.entries.values()) {
+    if (e.recent || !isClearable(e) || e.completedSeen == null || now - e.completedSeen < after * 1000) continue;
+    if (e.id === state.selectedId && now - (e.touchedAt || 0) < after * 1000) continue;
+    toRecent(e);
+    moved = true;
+  }
+  if (moved) { renderRecent(); updateChrome(); persistSoon(); }
+}
+
+function toRecent(e) {
+  e.recent = true;
+  state.unseen.delete(e.id);
+  const wasSelected = state.selectedId === e.id;
+  const hadFocus = e.card.contains(document.activeElement) || e.tab === document.activeElement;
+  e.tab.remove();
+  e.card.remove();
+  if (wasSelected) {
+    state.selectedId = null;
+    selectFallback();
+    if (hadFocus) (state.entries.get(state.selectedId)?.tab || $("#tablist")).focus();
+  }
+}
+
+function restoreFromRecent(e) {
+  e.recent = false;
+  e.completedSeen = e.conv.state === "completed" ? Date.now() : null;
+  e.touchedAt = Date.now();
+  placeEntry(e);
+  renderRecent();
+  updateChrome();
+  persistSoon();
+}
+
+/** The Recent list, newest first; beyond RECENT_MAX the oldest are dismissed. */
+function renderRecent() {
+  const recent = [...state.entries.values()].filter((e) => e.recent).sort((a, b) => (b.completedSeen || 0) - (a.completedSeen || 0));
+  for (const old of recent.splice(RECENT_MAX)) dismiss(old, { quiet: true });
+  $("#recent-count").textContent = String(recent.length);
+  $("#recent").hidden = recent.length === 0;
+  fill($("#recent-list"), recent.map((e) => {
+    const title = entryTitle(e) || callerText(e.conv);
+    const when = e.conv.completed_at || e.conv.ended_at;
+    const memo = MEMO_TEXT[memoStatus(e.conv)] || memoStatus(e.conv);
+    return h("li", null, h("button", {
+      type: "button", class: "recent-item", testid: "recent-item", data: { conversationId: e.id },
+      "aria-label": `Show the completed conversation with ${title}`,
+      onclick: () => showConversation(e.id),
+    }, h("span", { class: "recent-title" }, title), h("span", { class: "recent-meta" }, [when ? timeFmt.format(new Date(when)) : "", memo].filter(Boolean).join(" · "))));
+  }));
+}
+
+/** "Clear completed": dismisses every completed conversation that needs nothing more. */
+function clearCompleted() {
+  const done = [...state.entries.values()].filter(isClearable);
+  for (const e of done) dismiss(e, { quiet: true });
+  const kept = [...state.entries.values()].filter((e) => isDone(e.conv)).length;
+  announce(`${done.length} completed conversation${done.length === 1 ? "" : "s"} cleared${kept ? `; ${kept} kept (a save failed or a wrap-up is pending)` : ""}.`);
+}
+
 function onTabKey(ev) {
   const tabs = $$('[role="tab"]', $("#tablist"));
   const i = tabs.indexOf(ev.currentTarget);
@@ -699,13 +841,26 @@ function onTabKey(ev) {
 
 /** Empty state, tab list orientation, the window title (ringing count). */
 function updateChrome() {
-  const count = state.entries.size;
-  $("#empty").hidden = count > 0;
-  $("#tablist").hidden = count === 0;
+  const all = [...state.entries.values()];
+  const tabs = all.filter((e) => !e.recent).length;
+  $("#empty").hidden = tabs > 0;
+  $("#tablist").hidden = tabs === 0;
+  $("#rail").hidden = all.length === 0;
+  $("#rail-tools").hidden = !all.some((e) => e.recent || isDone(e.conv));
   const wide = window.matchMedia("(min-width: 760px)").matches;
   $("#tablist").setAttribute("aria-orientation", wide ? "vertical" : "horizontal");
-  const ringing = [...state.entries.values()].filter((e) => e.conv.state === "offered").length;
-  document.title = ringing ? `(${ringing}) Ringing — cxbridge` : "cxbridge agent panel";
+  for (const id of [...state.unseen]) if (state.entries.get(id)?.conv.state !== "offered") state.unseen.delete(id);
+  const next = newestUnseen();
+  const bar = $('[data-testid="offer-bar"]');
+  bar.hidden = !next;
+  if (next) {
+    const n = state.unseen.size;
+    $("#offer-text").textContent = `${n > 1 ? `${n} new calls — ` : "New call: "}${entryTitle(next) || callerText(next.conv)}`;
+    bar.dataset.conversationId = next.id;
+  }
+  const ringing = all.filter((e) => e.conv.state === "offered").length;
+  const unseen = state.unseen.size;
+  document.title = unseen ? `(${unseen}) New call — cxbridge` : ringing ? `(${ringing}) Ringing — cxbridge` : "cxbridge agent panel";
 }
 
 function persistSoon() {
@@ -713,7 +868,7 @@ function persistSoon() {
   state.persistTimer = setTimeout(() => {
     state.persistTimer = null;
     if (!state.agent) return;
-    const all = [...state.entries.values()].map((e) => ({ conversation: e.conv, pop: e.pop }));
+    const all = [...state.entries.values()].map((e) => ({ conversation: e.conv, pop: e.pop, recent: e.recent || undefined }));
     local.set(key("conversations"), all.slice(-KEEP_CONVERSATIONS));
   }, 150);
 }
@@ -832,11 +987,13 @@ function once(e, name, sig, fn) {
   fn();
 }
 
-function renderTab(e) {
+function renderTab(e, force = false) {
   const c = e.conv;
   const title = entryTitle(e) || callerText(c);
   const memo = memoStatus(c);
-  const sig = JSON.stringify([title, c.state, c.channel, c.queue, c.customer_number, memo, takenByOther(e)]);
+  const unseen = state.unseen.has(e.id);
+  if (force) e.sig.tab = null;
+  const sig = JSON.stringify([title, c.state, c.channel, c.queue, c.customer_number, memo, takenByOther(e), unseen]);
   once(e, "tab", sig, () => {
     e.tab.dataset.state = c.state;
     e.tab.dataset.memorialization = memo;
@@ -849,6 +1006,7 @@ function renderTab(e) {
         h("span", { class: "tab-title" }, title),
         h("span", { class: "tab-sub" }, sub || c.direction)),
       c.state === "connected" ? h("span", { class: "sr-only" }, ", connected") : null,
+      unseen ? h("span", { class: "tab-new", testid: "tab-new" }, "New") : null,
     );
   });
 }
@@ -882,6 +1040,10 @@ function renderHead(e) {
         c.timed_out ? h("li", { class: "muted" }, "closed by timeout") : null),
       others,
     );
+    // The blocks that write say whom they write about (the card may be one of several).
+    const about = `· ${title || callerText(c)}`;
+    if (e.el.wrapFor) e.el.wrapFor.textContent = about;
+    if (e.el.workflowsFor) e.el.workflowsFor.textContent = about;
     tickClock(e);
   });
 }
@@ -1131,6 +1293,7 @@ function createForm(e, entityName, prefill) {
 }
 
 async function chooseRecord(e, r) {
+  e.ui.chose = true;
   remember(e, [r]);
   if (sameRef(e.conv.selected, r)) return;
   await links(e, { selected: { entity: r.entity, id: r.id } }, `${r.title || "Record"} selected.`);
@@ -1267,7 +1430,8 @@ function buildWorkflows(e) {
   if (!wfs.length) return;
   e.el.wfForm = h("div", { class: "wf-form" });
   e.el.wfResult = h("div", { class: "wf-result", testid: "workflow-result", role: "status", "aria-live": "polite" });
-  box.append(h("h3", { class: "block-title" }, "Workflows"),
+  e.el.workflowsFor = h("span", { class: "acting-on", testid: "workflows-for" });
+  box.append(h("h3", { class: "block-title" }, "Workflows ", e.el.workflowsFor),
     h("div", { class: "wf-buttons", testid: "workflows" }, wfs.map((w) => h("button", {
       type: "button", class: "btn btn-secondary btn-small", testid: "workflow", data: { workflow: w.name }, "aria-expanded": w.action === "timeline" ? null : "false",
       onclick: () => openWorkflow(e, w),
@@ -1433,7 +1597,8 @@ function buildWrapup(e) {
     queued);
   const done = h("div", { class: "wrapup-done", testid: "wrapup-done", hidden: true });
   const memo = h("div", { class: "memo", testid: "memorialization", role: "status", "aria-live": "polite", data: { status: "waiting" } });
-  box.append(h("h3", { class: "block-title" }, "Wrap-up"), form, done, memo);
+  e.el.wrapFor = h("span", { class: "acting-on", testid: "wrapup-for" });
+  box.append(h("h3", { class: "block-title" }, "Wrap-up ", e.el.wrapFor), form, done, memo);
   Object.assign(e.el, { form, notes, disposition, submit, queued, wrapError: error, done, memo });
 
   const draft = local.get(draftKey(e), null);
@@ -1624,7 +1789,7 @@ async function flushQueue() {
   }
 }
 
-function dismiss(e) {
+function dismiss(e, { quiet = false } = {}) {
   if (!(isDone(e.conv) || takenByOther(e))) return;
   if (queuedFor(e)) {
     setCardError(e, "This wrap-up is still queued: it is sent when the connection is back. Dismiss it after that.");
@@ -1634,7 +1799,7 @@ function dismiss(e) {
   state.dismissed.add(e.id);
   local.set(key("dismissed"), [...state.dismissed].slice(-KEEP_IDS));
   clearDraft(e);
-  announce(`Conversation with ${callerText(e.conv)} dismissed.`);
+  if (!quiet) announce(`Conversation with ${callerText(e.conv)} dismissed.`);
   removeEntry(e.id);
 }
 
@@ -1728,6 +1893,7 @@ function wireStatic() {
     if (document.visibilityState === "visible" && state.session && !state.ws) { state.attempt = 0; connect(); }
   });
   window.matchMedia("(min-width: 760px)").addEventListener("change", updateChrome);
+  wireAttention();
   setInterval(() => tickClock(state.entries.get(state.selectedId)), 1000);
   // A queued wrap-up whose send failed while the stream stayed up: try again now and then.
   setInterval(() => { if (state.conn === "online" && loadQueueSafe().length) flushQueue(); }, 15000);
@@ -1735,6 +1901,38 @@ function wireStatic() {
     // Another tab of the same agent sent a queued wrap-up or changed a draft: show it.
     if (ev.key && state.agent && ev.key.startsWith(`cxbridge:${state.agent}:`)) for (const e of state.entries.values()) syncWrapupStatus(e);
   });
+}
+
+/** The agent's activity on a card (it keeps the card: a pointer moving over it counts, so a
+ * click on its way never lands on a card that replaced it), the offer bar, Alt+N, Recent
+ * and "Clear completed". */
+function wireAttention() {
+  const cards = $("#cards");
+  const touch = (ev) => {
+    const id = ev.target?.closest?.(".card")?.dataset.conversationId;
+    const e = id && state.entries.get(id);
+    if (e) e.touchedAt = Date.now();
+  };
+  for (const type of ["pointerdown", "keydown", "input", "focusin", "wheel"]) cards.addEventListener(type, touch, { capture: true, passive: true });
+  let lastMove = 0;
+  cards.addEventListener("pointermove", (ev) => {
+    if (ev.timeStamp - lastMove < 250) return;
+    lastMove = ev.timeStamp;
+    touch(ev);
+  }, { capture: true, passive: true });
+  $('[data-testid="offer-switch"]').addEventListener("click", () => {
+    const id = $('[data-testid="offer-bar"]').dataset.conversationId;
+    if (id) showConversation(id);
+  });
+  document.addEventListener("keydown", (ev) => {
+    if (!ev.altKey || ev.ctrlKey || ev.metaKey || ev.key.toLowerCase() !== "n" && ev.code !== "KeyN") return;
+    const next = newestUnseen();
+    if (!next) return;
+    ev.preventDefault();
+    showConversation(next.id);
+  });
+  $('[data-testid="clear-completed"]').addEventListener("click", clearCompleted);
+  setInterval(sweepRecent, 1000);
 }
 
 boot();

@@ -228,6 +228,7 @@ pub async fn bootstrap(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiRe
             session_template: d.session_template.clone(),
         }),
         dial_url: config.panel.dial_url.clone(),
+        recent_after_secs: config.panel.recent_after_secs,
     }))
 }
 

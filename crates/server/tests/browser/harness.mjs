@@ -216,9 +216,10 @@ display_fields = [{ label = "Lead", field = "name" }, { label = "Company", field
  * The test config. Options:
  *  - entities: built-in CRM entities to declare (default contact, account, lead)
  *  - dynamics: `{cif_library_url, crm_url, cif_version}` for `[panel.dynamics]`, or null
+ *  - panel: more `[panel]` keys, e.g. `{ recent_after_secs: 1 }`
  *  - extra: TOML appended at the end
  */
-export function configToml({ port, dataDir, entities = ['contact', 'account', 'lead'], dynamics = null, extra = '' }) {
+export function configToml({ port, dataDir, entities = ['contact', 'account', 'lead'], dynamics = null, panel = {}, extra = '' }) {
   const dyn = dynamics
     ? `\n[panel.dynamics]\n${Object.entries(dynamics).filter(([, v]) => v !== undefined && v !== null)
       .map(([k, v]) => `${k} = ${typeof v === 'number' ? v : tomlString(v)}`).join('\n')}\n`
@@ -261,6 +262,7 @@ token = ${tomlString(BOB.token)}
 [panel]
 session_hours = 12
 dial_url = "tel:{number}"
+${Object.entries(panel).map(([k, v]) => `${k} = ${typeof v === 'number' ? v : tomlString(v)}`).join('\n')}
 ${dyn}
 ${WRAPUP_CODES.map((w) => `[[wrapup_codes]]\ncode = ${tomlString(w.code)}\nlabel = ${tomlString(w.label)}\ncategory = ${tomlString(w.category)}\n`).join('\n')}
 [[pop_rules]]
@@ -685,6 +687,13 @@ export async function wrapUp(c, { notes, disposition }) {
   if (notes !== undefined) await tid(c, 'notes').fill(notes);
   if (disposition !== undefined) await tid(c, 'disposition').selectOption({ label: disposition });
   await tid(c, 'wrapup-submit').click();
+}
+
+/** Wraps a conversation up through the API, as the agent's panel in another tab would. */
+export async function wrapUpByApi(server, conversationId, code = 'sale') {
+  return server.ok('POST', `/api/v1/conversations/${encodeURIComponent(conversationId)}/wrapup`, {
+    request_id: crypto.randomUUID(), notes: '', disposition: { code, category: null },
+  });
 }
 
 export async function waitMemorialized(c, status = 'written', timeout = 10_000) {

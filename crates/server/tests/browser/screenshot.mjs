@@ -1,11 +1,13 @@
 // Screenshots of the agent panel for the docs (run by scripts/screenshot-panel):
 // OUT_DIR/panel.png (1100×700) and OUT_DIR/panel-narrow.png (350×700).
-// Starts the real binary with demo-like data, signs alice in, pops a single-match call with a
-// pinned record and a second call.
+// Starts the real binary with demo-like data, signs alice in, pops a single-match call, a
+// second call, and a third that rings while she works (announced, not switched to).
 
 import path from 'node:path';
 
-import { ALICE, Env, MISSING, REPO_ROOT, callId, openCard, signIn, tab, tid, until, waitAttr } from './harness.mjs';
+import {
+  ALICE, Env, MISSING, REPO_ROOT, callId, openCard, signIn, tab, tid, until, waitAttr,
+} from './harness.mjs';
 
 const outDir = path.resolve(process.argv[2] || path.join(REPO_ROOT, 'docs'));
 if (MISSING) {
@@ -49,21 +51,13 @@ try {
   await s.answer(call);
   await waitAttr(c, 'data-state', 'connected');
 
-  // Pin Ada's account (the panel's own API call, as a pin button does).
-  await page.evaluate(async ({ id, account }) => {
-    const session = await (await fetch('/api/v1/session')).json();
-    const r = await fetch(`/api/v1/conversations/${id}/links`, {
-      method: 'PUT',
-      headers: { 'content-type': 'application/json', 'X-CSRF-Token': session.csrf_token },
-      body: JSON.stringify({ pinned: [{ entity: 'account', id: account }] }),
-    });
-    if (!r.ok) throw new Error(`pin: ${r.status} ${await r.text()}`);
-  }, { id: conv, account: engines.id });
-  await c.locator(`[data-testid="pinned-record"][data-record-id="${engines.id}"]`).waitFor({ state: 'visible' }).catch(() => {
-    console.error('screenshot-panel: the pinned record did not appear in the card (taking the screenshot anyway)');
-  });
   await tid(c, 'notes').fill('Calling about the premium plan renewal; wants a quote for 40 seats.');
   await tid(c, 'disposition').selectOption({ label: 'Upsell' }).catch(() => {});
+  // A call that rings while Alice works on Ada's: announced (badge, offer bar), not switched to.
+  const third = await s.newCall({ callId: callId('third'), from: '+14155550177', queue: 'sales' });
+  await tid(tab(page, third), 'tab-new').waitFor({ state: 'visible' }).catch(() => {
+    console.error('screenshot-panel: the new call was not announced on its tab (taking the screenshot anyway)');
+  });
   await page.waitForTimeout(500);
   await page.evaluate(() => document.activeElement?.blur());
   await page.screenshot({ path: path.join(outDir, 'panel.png') });
