@@ -29,6 +29,14 @@ function write(name, on) {
 export function initAlerts({ keyFor, open }) {
   storageKey = keyFor;
   openConversation = open;
+  // Browsers let audio start only after a gesture: the first click or key on the page.
+  const unlock = () => {
+    if (read("sound")) beep(0.0001);
+    document.removeEventListener("pointerdown", unlock, true);
+    document.removeEventListener("keydown", unlock, true);
+  };
+  document.addEventListener("pointerdown", unlock, true);
+  document.addEventListener("keydown", unlock, true);
   for (const name of SETTINGS) {
     const box = document.querySelector(`[data-testid="alert-${name}"]`);
     if (!box) continue;
@@ -63,6 +71,8 @@ async function askForNotifications() {
 function beep(volume = 0.08) {
   try {
     audio ??= new AudioContext();
+    // Created without a user gesture (an offer right after a reload) it starts suspended.
+    if (audio.state === "suspended") audio.resume().catch(() => {});
     const now = audio.currentTime;
     for (const [i, hz] of [880, 660].entries()) {
       const osc = audio.createOscillator();

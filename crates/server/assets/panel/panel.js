@@ -373,11 +373,13 @@ function enterAgent(agent) {
     if (!ac?.conversation?.id || ac.pop?.action === "disabled" || state.dismissed.has(ac.conversation.id)) continue;
     if (state.entries.has(ac.conversation.id)) continue;
     const e = addEntry(ac.conversation, ac.pop, { recent: !!ac.recent });
+    if (Number.isFinite(ac.completed_seen)) e.completedSeen = Math.min(Date.now(), ac.completed_seen);
+    if (ac.unseen) state.unseen.add(e.id);
     refreshRelated(e);
   }
   const remembered = session.get(key("selected"), null);
   if (remembered && state.entries.has(remembered)) select(remembered);
-  else selectFallback();
+  if (!state.selectedId) selectFallback();
   updateChrome();
 }
 
@@ -561,7 +563,8 @@ function updateEntry(e, conv, pop) {
   if (conv.state === "completed" && e.completedSeen == null) e.completedSeen = Date.now();
   if (prev.state !== conv.state && !e.recent) placeEntry(e);
   renderEntry(e);
-  if (e.recent) renderRecent();
+  if (e.recent && !isClearable(e)) restoreFromRecent(e); // e.g. its save failed after all
+  else if (e.recent) renderRecent();
   const linksChanged = JSON.stringify([prev.selected, prev.pinned]) !== JSON.stringify([conv.selected, conv.pinned]);
   if (linksChanged || (prev.state !== "completed" && conv.state === "completed")) refreshRelated(e);
   persistSoon();
@@ -578,7 +581,7 @@ function onNewPop(e) {
   const current = state.entries.get(state.selectedId);
   const stay = !!current && current !== e && isWorking(current);
   if (stay) {
-    if (e.conv.state === "offered") state.unseen.add(e.id);
+    state.unseen.add(e.id);
     renderTab(e, true);
     announce(`${what}. Press Alt+N to show it.`);
   } else {
@@ -598,9 +601,15 @@ function isWorking(e) {
   if (!e || e.recent || takenByOther(e)) return false;
   const c = e.conv;
   if (c.state === "connected" || (c.state === "ended" && !c.wrapped_up)) return true;
-  if (hasDraft(e) || queuedFor(e) || e.ui.editing || e.ui.chose) return true;
-  if ((c.pinned || []).length) return true;
-  if (e.ui.wfOpen || e.ui.showCreate || e.ui.searchResults || e.el?.wfResult?.childElementCount || e.el?.wfForm?.childElementCount) return true;
+  if (hasDraft(e) || queuedFor(e) || e.ui.editing) return true;
+  // Records and results count until the conversation is done with; after that only what
+  // the agent is doing on the card right now does.
+  if (!isDone(c)) {
+    if (e.ui.chose || (c.pinned || []).length) return true;
+    if (e.ui.wfOpen || e.ui.showCreate || e.ui.searched || e.el?.wfResult?.childElementCount || e.el?.wfForm?.childElementCount) return true;
+  } else if (e.ui.wfOpen || e.el?.wfForm?.childElementCount) {
+    return true;
+  }
   const a = document.activeElement;
   if (a && a !== e.card && e.card.contains(a)) return true;
   return Date.now() - (e.touchedAt || 0) < TOUCH_HOLD_MS;
@@ -651,6 +660,7 @@ function addEntry(conv, pop, { recent = false } = {}) {
       sent: false,
       retrying: false,
       chose: false,
+      searched: false, // the agent ran a search (not the pop's own)
     },
     sig: {},
   };
@@ -696,15 +706,13 @@ function order(x) {
  * then ringing calls newest first, then wrap-up, then completed ones. */
 function placeEntry(e) {
   const list = $("#tablist");
-  const cards = $("#cards");
+  if (!e.card.isConnected) $("#cards").append(e.card); // the order of cards does not matter: one shows
   const after = [...state.entries.values()].filter((x) => x !== e && x.tab.isConnected && order(x) > order(e)).sort((a, b) => (order(a) < order(b) ? -1 : 1))[0];
-  if (after) {
-    list.insertBefore(e.tab, after.tab);
-    cards.insertBefore(e.card, after.card);
-  } else {
-    list.append(e.tab);
-    cards.append(e.card);
-  }
+  const next = after ? after.tab : null;
+  if (e.tab.isConnected && e.tab.nextElementSibling === next) return; // already there: moving it would drop focus
+  const focused = document.activeElement === e.tab;
+  list.insertBefore(e.tab, next);
+  if (focused) e.tab.focus();
 }
 
 function removeEntry(id) {
@@ -769,7 +777,7 @@ function sweepRecent() {
   let moved = false;
   for (const e of state.entries.values()) {
     if (e.recent || !isClearable(e) || e.completedSeen == null || now - e.completedSeen < after * 1000) continue;
-    if (e.id === state.selectedId && now - (e.touchedAt || 0) < after * 1000) continue;
+    if (e.id === state.selectedId && (isWorking(e) || now - (e.touchedAt || 0) < after * 1000)) continue;
     toRecent(e);
     moved = true;
   }
@@ -803,7 +811,7 @@ function restoreFromRecent(e) {
 /** The Recent list, newest first; beyond RECENT_MAX the oldest are dismissed. */
 function renderRecent() {
   const recent = [...state.entries.values()].filter((e) => e.recent).sort((a, b) => (b.completedSeen || 0) - (a.completedSeen || 0));
-  for (const old of recent.splice(RECENT_MAX)) dismiss(old, { quiet: true });
+  for (const old of recent.splice(RECENT_MAX)) if (isClearable(old)) dismiss(old, { quiet: true });
   $("#recent-count").textContent = String(recent.length);
   $("#recent").hidden = recent.length === 0;
   fill($("#recent-list"), recent.map((e) => {
@@ -849,7 +857,14 @@ function updateChrome() {
   $("#rail-tools").hidden = !all.some((e) => e.recent || isDone(e.conv));
   const wide = window.matchMedia("(min-width: 760px)").matches;
   $("#tablist").setAttribute("aria-orientation", wide ? "vertical" : "horizontal");
-  for (const id of [...state.unseen]) if (state.entries.get(id)?.conv.state !== "offered") state.unseen.delete(id);
+  // A new call stays announced while it rings or talks; once it ended (or went to another
+  // agent) its tab says so itself.
+  for (const id of [...state.unseen]) {
+    const x = state.entries.get(id);
+    if (x && (x.conv.state === "offered" || x.conv.state === "connected") && !takenByOther(x)) continue;
+    state.unseen.delete(id);
+    if (x) renderTab(x, true);
+  }
   const next = newestUnseen();
   const bar = $('[data-testid="offer-bar"]');
   bar.hidden = !next;
@@ -868,7 +883,9 @@ function persistSoon() {
   state.persistTimer = setTimeout(() => {
     state.persistTimer = null;
     if (!state.agent) return;
-    const all = [...state.entries.values()].map((e) => ({ conversation: e.conv, pop: e.pop, recent: e.recent || undefined }));
+    const all = [...state.entries.values()].map((e) => ({
+      conversation: e.conv, pop: e.pop, recent: e.recent || undefined, completed_seen: e.completedSeen ?? undefined, unseen: state.unseen.has(e.id) || undefined,
+    }));
     local.set(key("conversations"), all.slice(-KEEP_CONVERSATIONS));
   }, 150);
 }
@@ -1197,7 +1214,7 @@ function searchForm(e, entity, query) {
   const input = h("input", { id: inputId, type: "search", name: "text", testid: "search-text", value: e.ui.searchText ?? query ?? "", autocomplete: "off", oninput: (ev) => { e.ui.searchText = ev.target.value; } });
   const results = h("div", { class: "search-results", role: "status", "aria-live": "polite" });
   const submit = h("button", { type: "submit", class: "btn btn-secondary", disabled: !wf }, "Search");
-  const form = h("form", { class: "search-form", testid: "search-form", role: "search", onsubmit: (ev) => { ev.preventDefault(); runSearch(e, wf, input.value, results, submit); } },
+  const form = h("form", { class: "search-form", testid: "search-form", role: "search", onsubmit: (ev) => { ev.preventDefault(); e.ui.searched = true; runSearch(e, wf, input.value, results, submit); } },
     h("label", { for: inputId }, wf ? `Search ${entityLabel(wf.entity)}` : "Search"),
     h("div", { class: "inline-input" }, input, submit),
     wf ? null : h("p", { class: "muted small" }, "No search workflow is configured."),
@@ -1790,6 +1807,7 @@ async function flushQueue() {
 }
 
 function dismiss(e, { quiet = false } = {}) {
+  if (state.entries.get(e.id) !== e) return; // already gone
   if (!(isDone(e.conv) || takenByOther(e))) return;
   if (queuedFor(e)) {
     setCardError(e, "This wrap-up is still queued: it is sent when the connection is back. Dismiss it after that.");
@@ -1925,7 +1943,9 @@ function wireAttention() {
     if (id) showConversation(id);
   });
   document.addEventListener("keydown", (ev) => {
-    if (!ev.altKey || ev.ctrlKey || ev.metaKey || ev.key.toLowerCase() !== "n" && ev.code !== "KeyN") return;
+    if (!ev.altKey || ev.ctrlKey || ev.metaKey || ev.repeat || ev.isComposing || (ev.key.toLowerCase() !== "n" && ev.code !== "KeyN")) return;
+    // macOS types ñ/õ with Option+N (a dead key): in a text field that is typing, not the shortcut.
+    if (ev.key === "Dead" && ev.target?.matches?.("input, textarea, [contenteditable]")) return;
     const next = newestUnseen();
     if (!next) return;
     ev.preventDefault();
