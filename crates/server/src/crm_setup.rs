@@ -123,6 +123,7 @@ async fn index_for(config: &Config, normalizer: &PhoneNormalizer, crm: Arc<dyn C
     let store = SqliteStore::open(&path, schema, Durability::Normal)
         .await
         .with_context(|| format!("cannot open the local phone index {}", path.display()))?;
+    crate::rebuild_phone_index(&store, "the local phone index").await?;
     let indexed = Arc::new(IndexedCrm::new(crm, Arc::new(store), entities).await?);
     Ok(Connected { crm: indexed.clone(), indexed: Some(indexed) })
 }

@@ -108,6 +108,25 @@ async fn open_store(config: &Config, schema: CrmSchema) -> anyhow::Result<(Arc<d
     Ok((store.clone(), store))
 }
 
+/// Rebuilds a store's phone index where it was computed with other phone rules or phone
+/// fields (an upgrade of the parser, a changed `default_region` or `phone_fields`), before
+/// the hub identifies anyone with it; logs progress on large indexes.
+pub async fn rebuild_phone_index(store: &dyn CrmStore, what: &str) -> anyhow::Result<()> {
+    const BATCH: u32 = 5000;
+    const REPORT_EVERY: u64 = 100_000;
+    let progress = |r: &cxbridge_store::Reindexed| {
+        if r.done && r.records == 0 {
+            tracing::debug!(index = what, entity = %r.entity, "phone rules recorded (nothing to rebuild)");
+        } else if r.done {
+            tracing::info!(index = what, entity = %r.entity, records = r.records, previous = r.previous.as_deref().unwrap_or("none recorded"), "phone index rebuilt with the current phone rules");
+        } else if r.records % REPORT_EVERY < u64::from(BATCH) {
+            tracing::info!(index = what, entity = %r.entity, records = r.records, "rebuilding the phone index…");
+        }
+    };
+    store.reindex_phones(BATCH, &progress).await.with_context(|| format!("cannot rebuild the phone index of {what}"))?;
+    Ok(())
+}
+
 /// Connects this node to the others over NATS when `[bus] url` is set.
 /// `secret` signs every message on the bus (see [`bus_secret`]).
 async fn connect_bus(config: &Config, node_id: &str, secret: Option<String>) -> anyhow::Result<Option<(Arc<NatsBus>, tokio::sync::mpsc::Receiver<Delivery>)>> {
@@ -187,6 +206,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
     let session_secret = secret("CXBRIDGE_SESSION_SECRET", config.panel.session_secret.as_ref(), "[panel] session_secret", data, "session-secret", clustered)?;
     let bus_secret = bus_secret(&config)?;
     let (store, crm_store) = open_store(&config, CrmSchema { entities: entities.clone(), normalizer: normalizer.clone() }).await?;
+    rebuild_phone_index(crm_store.as_ref(), "the built-in CRM").await?;
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     // Another node's enqueued activity wakes this node's worker too (PostgreSQL NOTIFY).
     store.wake_on_outbox(outbox_wake.clone());

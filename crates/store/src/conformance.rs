@@ -302,3 +302,47 @@ pub async fn retention_story<S: Store>(store: &S) {
     let after = store.outbox_stats(Timestamp::now()).await.expect("stats");
     assert_eq!((after.pending, after.delivered, after.dead), (0, 1, 1), "pruning removes rows, not the count of deliveries");
 }
+
+/// The first half of the reindex story, on a store opened with `DE` phone rules: records
+/// whose national numbers get their keys by those rules. Returns the records' ids.
+pub async fn reindex_story_before<S: CrmStore>(store: &S) -> Vec<String> {
+    // A store that starts empty records its rules at once; nothing to rebuild.
+    let first = store.reindex_phones(2, &|_| {}).await.expect("reindex on first open");
+    assert!(first.iter().all(|r| r.records == 0 && r.done), "an empty store rebuilds nothing: {first:?}");
+    assert!(store.reindex_phones(2, &|_| {}).await.expect("again").is_empty(), "and the rules are recorded");
+    let mut ids = vec![];
+    for (name, phone) in [("Berlin office", "030 1234567"), ("Munich office", "089 7654321"), ("London office", "+44 20 7946 0958")] {
+        let r = store.create_record("contact", fields(&[("name", name), ("phone", phone)])).await.expect("create");
+        ids.push(r.id);
+    }
+    let berlin = store.records_by_phone("+49301234567", &["contact".into()], 5).await.expect("lookup");
+    assert_eq!(berlin.len(), 1, "a German national number is read as German in a DE hub");
+    ids
+}
+
+/// The second half, on the same database opened with `AT` rules (`default_region` changed):
+/// the national numbers now mean Austrian numbers; the index is rebuilt in batches, once.
+pub async fn reindex_story_after<S: CrmStore>(store: &S, ids: &[String]) {
+    let stale = store.records_by_phone("+49301234567", &["contact".into()], 5).await.expect("lookup before");
+    assert_eq!(stale.len(), 1, "before the rebuild the old key is still there");
+    let seen = std::sync::Mutex::new(vec![]);
+    let done = store
+        .reindex_phones(2, &|r| {
+            if let Ok(mut s) = seen.lock() {
+                s.push(r.clone());
+            }
+        })
+        .await
+        .expect("reindex");
+    let contact = done.iter().find(|r| r.entity == "contact").expect("the contacts were rebuilt");
+    assert_eq!(contact.records, ids.len() as u64, "every contact once");
+    assert!(contact.previous.as_deref().is_some_and(|p| p.contains("/DE;")), "the old rules are named: {contact:?}");
+    let progress = seen.lock().map(|s| s.iter().filter(|r| r.entity == "contact").count()).unwrap_or(0);
+    assert!(progress >= 3, "progress after each batch of two and at the end ({progress} reports)");
+    assert!(store.records_by_phone("+49301234567", &["contact".into()], 5).await.expect("lookup").is_empty(), "the German key is gone");
+    let vienna = store.records_by_phone("+43301234567", &["contact".into()], 5).await.expect("lookup");
+    assert_eq!(vienna.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec![ids[0].as_str()], "the same digits, read as Austrian now");
+    let london = store.records_by_phone("+442079460958", &["contact".into()], 5).await.expect("lookup");
+    assert_eq!(london.len(), 1, "a number with its country code keeps its key");
+    assert!(store.reindex_phones(2, &|_| {}).await.expect("again").is_empty(), "a second start rebuilds nothing");
+}

@@ -358,4 +358,25 @@ pub trait CrmStore: Send + Sync + 'static {
     /// Notes a failed sync of `entity` (the cursor stays where it was).
     async fn index_sync_failed(&self, entity: &str, error: &str) -> Result<()>;
     async fn index_sync_states(&self) -> Result<Vec<SyncState>>;
+    /// Rebuilds the phone index of every entity whose keys were computed with other phone
+    /// rules or other phone fields than the running ones (an upgrade of the parser, a new
+    /// `default_region`, a changed `phone_fields`), `batch` records per transaction, and
+    /// reports each batch to `progress`. Entities already current are skipped.
+    async fn reindex_phones(&self, batch: u32, progress: &(dyn for<'r> Fn(&'r Reindexed) + Send + Sync)) -> Result<Vec<Reindexed>>;
+}
+
+/// How far the rebuild of one entity's phone index has come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reindexed {
+    pub entity: String,
+    /// Records whose keys were recomputed so far.
+    pub records: u64,
+    /// The rules the index was built with before (`None`: before rules were recorded).
+    pub previous: Option<String>,
+    pub done: bool,
+}
+
+/// The `store_meta` key and value that say how an entity's phone index was built.
+pub(crate) fn phone_index_meta(schema: &CrmSchema, spec: &EntitySpec) -> (String, String) {
+    (format!("phone_index:{}", spec.name), format!("{};fields={}", schema.normalizer.index_rules(), spec.phone_fields.join(",")))
 }

@@ -28,7 +28,7 @@ use sqlx::{Connection, Row};
 use tokio::sync::Notify;
 
 use crate::shared::{self, corrupt, decode, decode_all, ms, new_id, outbox_from_row};
-use crate::{CrmSchema, CrmStore, IndexChanges, OutboxItem, OutboxState, OutboxStats, Pruned, Record, RecordQuery, Recorded, Reservation, Result, Retention, Store, StoreError, StoredActivity, SyncState, Verification, VerificationLimits};
+use crate::{CrmSchema, CrmStore, IndexChanges, Reindexed, phone_index_meta, OutboxItem, OutboxState, OutboxStats, Pruned, Record, RecordQuery, Recorded, Reservation, Result, Retention, Store, StoreError, StoredActivity, SyncState, Verification, VerificationLimits};
 
 /// The channel `pg_notify` wakes outbox workers on.
 const OUTBOX_CHANNEL: &str = "cxbridge_outbox";
@@ -967,6 +967,48 @@ impl CrmStore for PgStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(shared::sync_state_from_row).collect()
+    }
+
+    async fn reindex_phones(&self, batch: u32, progress: &(dyn for<'r> Fn(&'r Reindexed) + Send + Sync)) -> Result<Vec<Reindexed>> {
+        let mut done = vec![];
+        for spec in &self.schema.entities {
+            let (key, rules) = phone_index_meta(&self.schema, spec);
+            let previous: Option<String> = sqlx::query_scalar("SELECT value FROM store_meta WHERE key = $1").bind(&key).fetch_optional(&self.pool).await?;
+            if previous.as_deref() == Some(rules.as_str()) {
+                continue;
+            }
+            let mut state = Reindexed { entity: spec.name.clone(), records: 0, previous, done: false };
+            let mut after = String::new();
+            loop {
+                // Keyset pages by id, one short transaction each; nodes starting together
+                // rebuild the same keys (delete + insert per record), which is harmless.
+                let mut tx = self.pool.begin().await?;
+                let rows = sqlx::query("SELECT * FROM crm_records WHERE entity = $1 AND id > $2 ORDER BY id LIMIT $3")
+                    .bind(&spec.name)
+                    .bind(&after)
+                    .bind(i64::from(batch.max(1)))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let records: Vec<Record> = rows.iter().map(Self::record_from_row).collect::<Result<_>>()?;
+                let Some(last) = records.last() else { break };
+                after = last.id.clone();
+                for r in &records {
+                    self.write_phone_index(&mut tx, spec, &r.id, &r.fields).await?;
+                }
+                tx.commit().await?;
+                state.records += records.len() as u64;
+                progress(&state);
+            }
+            sqlx::query("INSERT INTO store_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                .bind(&key)
+                .bind(&rules)
+                .execute(&self.pool)
+                .await?;
+            state.done = true;
+            progress(&state);
+            done.push(state);
+        }
+        Ok(done)
     }
 
     /// The identification path: one statement on the phone index's primary key, already in

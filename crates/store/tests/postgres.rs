@@ -56,6 +56,17 @@ async fn postgres_passes_the_retention_story() {
 }
 
 #[tokio::test]
+async fn postgres_rebuilds_the_phone_index_when_the_phone_rules_change() {
+    let Some(db) = TestDatabase::create("reindex").await else { return };
+    let store = open(&db).await;
+    let ids = conformance::reindex_story_before(&store).await;
+    drop(store);
+    let at = CrmSchema { entities: EntitySpec::builtin_defaults(), normalizer: PhoneNormalizer::new(Some("AT"), &[]).expect("region") };
+    let store = PgStore::open(&db.url, at, 4).await.expect("reopen with AT rules");
+    conformance::reindex_story_after(&store, &ids).await;
+}
+
+#[tokio::test]
 async fn postgres_passes_the_conformance_story() {
     let Some(db) = TestDatabase::create("story").await else { return };
     let store = open(&db).await;

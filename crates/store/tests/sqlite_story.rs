@@ -29,3 +29,15 @@ async fn sqlite_passes_the_retention_story() {
     let store = SqliteStore::open(&dir.path().join("cxbridge.sqlite"), schema, Durability::Full).await.expect("open");
     conformance::retention_story(&store).await;
 }
+
+#[tokio::test]
+async fn sqlite_rebuilds_the_phone_index_when_the_phone_rules_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cxbridge.sqlite");
+    let schema = |region: &str| CrmSchema { entities: EntitySpec::builtin_defaults(), normalizer: PhoneNormalizer::new(Some(region), &[]).expect("region") };
+    let store = SqliteStore::open(&path, schema("DE"), Durability::Full).await.expect("open");
+    let ids = conformance::reindex_story_before(&store).await;
+    drop(store);
+    let store = SqliteStore::open(&path, schema("AT"), Durability::Full).await.expect("reopen");
+    conformance::reindex_story_after(&store, &ids).await;
+}

@@ -94,7 +94,19 @@ const MAX_EXTENSION_DIGITS: usize = 6;
 /// Fewer significant digits than this are noise, not a number anyone can be called on.
 const MIN_SIGNIFICANT_DIGITS: usize = 4;
 
+/// The version of the rules that turn a stored number into its index key. Bump it whenever a
+/// change to the parser or to the metadata it reads (an update of the `phonenumber` crate)
+/// may give any stored number another key: stores rebuild their phone index when the rules
+/// they were built with differ ([`PhoneNormalizer::index_rules`]).
+pub const INDEX_RULES: u32 = 2;
+
 impl PhoneNormalizer {
+    /// What the index keys of stored numbers depend on: the rules' version and the default
+    /// region (national numbers are read with it). A store built with other rules reindexes.
+    pub fn index_rules(&self) -> String {
+        format!("{INDEX_RULES}/{}", self.region.map_or("-", |r| r.id.as_str()))
+    }
+
     /// `region` is an ISO 3166 code (`DE`); `own_numbers` may be in any notation.
     pub fn new(region: Option<&str>, own_numbers: &[String]) -> Result<Self, UnknownRegion> {
         let region = match region {

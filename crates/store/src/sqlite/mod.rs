@@ -23,7 +23,7 @@ mod writer;
 use writer::{WriteHealth, WriteTx, is_storage_failure};
 
 use crate::shared::{self, corrupt, decode, decode_all, ms, new_id, outbox_from_row};
-use crate::{CrmStore, IndexChanges, OutboxItem, OutboxState, OutboxStats, Pruned, Record, RecordQuery, Recorded, Reservation, Result, Retention, Store, StoreError, StoredActivity, SyncState, Verification, VerificationLimits};
+use crate::{CrmStore, IndexChanges, Reindexed, phone_index_meta, OutboxItem, OutboxState, OutboxStats, Pruned, Record, RecordQuery, Recorded, Reservation, Result, Retention, Store, StoreError, StoredActivity, SyncState, Verification, VerificationLimits};
 
 /// Both backends use it, so it lives beside the traits; re-exported here because the server
 /// and the tests name it by this path.
@@ -830,6 +830,50 @@ impl CrmStore for SqliteStore {
     async fn index_sync_states(&self) -> Result<Vec<SyncState>> {
         let rows = sqlx::query("SELECT entity, cursor, complete, synced_at, last_error FROM crm_sync_state ORDER BY entity").fetch_all(&self.reader).await?;
         rows.iter().map(shared::sync_state_from_row).collect()
+    }
+
+    async fn reindex_phones(&self, batch: u32, progress: &(dyn for<'r> Fn(&'r Reindexed) + Send + Sync)) -> Result<Vec<Reindexed>> {
+        let mut done = vec![];
+        for spec in &self.schema.entities {
+            let (key, rules) = phone_index_meta(&self.schema, spec);
+            let previous: Option<String> = sqlx::query_scalar("SELECT value FROM store_meta WHERE key = ?1").bind(&key).fetch_optional(&self.reader).await?;
+            if previous.as_deref() == Some(rules.as_str()) {
+                continue;
+            }
+            let mut state = Reindexed { entity: spec.name.clone(), records: 0, previous, done: false };
+            let mut after = String::new();
+            loop {
+                // Keyset pages by id: each page is one short write transaction, so events and
+                // pops keep flowing while a large index is rebuilt.
+                let rows = sqlx::query("SELECT * FROM crm_records WHERE entity = ?1 AND id > ?2 ORDER BY id LIMIT ?3")
+                    .bind(&spec.name)
+                    .bind(&after)
+                    .bind(i64::from(batch.max(1)))
+                    .fetch_all(&self.reader)
+                    .await?;
+                let records: Vec<Record> = rows.iter().map(Self::record_from_row).collect::<Result<_>>()?;
+                let Some(last) = records.last() else { break };
+                after = last.id.clone();
+                let mut tx = WriteTx::begin(&self.writer, &self.health).await?;
+                for r in &records {
+                    self.write_phone_index(&mut tx, spec, &r.id, &r.fields).await?;
+                }
+                tx.commit().await?;
+                state.records += records.len() as u64;
+                progress(&state);
+            }
+            let mut tx = WriteTx::begin(&self.writer, &self.health).await?;
+            sqlx::query("INSERT INTO store_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                .bind(&key)
+                .bind(&rules)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            state.done = true;
+            progress(&state);
+            done.push(state);
+        }
+        Ok(done)
     }
 
     async fn records_by_phone(&self, e164: &str, entities: &[String], limit: u32) -> Result<Vec<Record>> {
