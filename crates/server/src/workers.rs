@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cxbridge_domain::Timestamp;
-use cxbridge_domain::conversation::{Conversation, EndCause, Event, EventKind, State};
+use cxbridge_domain::conversation::{Conversation, EndCause, Event, EventKind};
 use cxbridge_domain::crm::{Candidate, CrmError, RecordRef, SearchQuery};
 use cxbridge_domain::identify::Identification;
 use cxbridge_domain::mapping::{Unmatched, Unregarded};
@@ -241,33 +241,41 @@ pub async fn prune_once(app: &App, stop: &mut watch::Receiver<bool>) -> cxbridge
     total
 }
 
+/// Conversations one sweep pass ends at most per kind; the next pass takes the rest.
+const SWEEP_PAGE: u32 = 500;
+
+/// Ends a conversation whose end never came (the same event id for the same revision, so
+/// two nodes sweeping at once end it once).
+async fn end_timed_out(app: &App, c: &Conversation, now: Timestamp) {
+    let event = Event::about(c, format!("sweep:{}:{}", c.id, c.revision), now, EventKind::Ended { cause: EndCause::TimedOut });
+    if let Err(e) = app.record(event, "sweeper", "timeout", Instant::now()).await {
+        tracing::warn!(error = e.detail, "sweep failed");
+    }
+}
+
 pub async fn sweep_once(app: &App) {
     let cfg = &app.config.conversations;
     let now = Timestamp::now();
     // Open conversations whose end never came: quiet for `sweep_after_secs`, or still ringing
     // after `ring_timeout_secs` (the agents' panels would ring forever). Both end timed out.
     let stale_before = now - Duration::from_secs(cfg.sweep_after_secs);
-    let ringing_before = (cfg.ring_timeout_secs > 0).then(|| now - Duration::from_secs(cfg.ring_timeout_secs));
-    let quiet_before = ringing_before.map_or(stale_before, |r| r.max(stale_before));
-    if let Ok(quiet) = app.store.stale_conversations(quiet_before, 500).await {
-        for c in quiet {
-            let stale = c.last_event_at < stale_before;
-            let rang_out = c.state == State::Offered && ringing_before.is_some_and(|r| c.last_event_at < r);
-            if stale {
-                tracing::info!(conversation = c.id, external_id = c.external_id, "no end arrived; closing it as timed out");
-            } else if rang_out {
+    if let Ok(stale) = app.store.stale_conversations(stale_before, SWEEP_PAGE).await {
+        for c in stale {
+            tracing::info!(conversation = c.id, external_id = c.external_id, "no end arrived; closing it as timed out");
+            end_timed_out(app, &c, now).await;
+        }
+    }
+    if cfg.ring_timeout_secs > 0 {
+        let ringing_before = now - Duration::from_secs(cfg.ring_timeout_secs);
+        if let Ok(rung_out) = app.store.rung_out(ringing_before, SWEEP_PAGE).await {
+            for c in rung_out {
                 tracing::info!(conversation = c.id, external_id = c.external_id, ring_timeout_secs = cfg.ring_timeout_secs, "still ringing with no event; ending it as missed");
-            } else {
-                continue;
-            }
-            let event = Event::about(&c, format!("sweep:{}:{}", c.id, c.revision), now, EventKind::Ended { cause: EndCause::TimedOut });
-            if let Err(e) = app.record(event, "sweeper", "timeout", Instant::now()).await {
-                tracing::warn!(error = e.detail, "sweep failed");
+                end_timed_out(app, &c, now).await;
             }
         }
     }
     let acw_before = now - Duration::from_secs(cfg.acw_timeout_secs);
-    if let Ok(overdue) = app.store.wrapup_overdue(acw_before, 500).await {
+    if let Ok(overdue) = app.store.wrapup_overdue(acw_before, SWEEP_PAGE).await {
         for c in overdue {
             let event = Event::about(&c, format!("acw:{}", c.id), now, EventKind::AcwExpired);
             if let Err(e) = app.record(event, "sweeper", "acw_expired", Instant::now()).await {

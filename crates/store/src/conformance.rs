@@ -97,6 +97,13 @@ pub async fn story<S: Store + CrmStore>(store: &S) {
     store.record_event(event("c2:new", "c2", at(0), offer("bob")), policy).await.expect("second call");
     let stale = store.stale_conversations(at(3600), 10).await.expect("stale");
     assert!(stale.iter().any(|c| c.external_id == "c2"));
+    // A long, quiet connected call is stale too, but it never rang out: only ringing ones do.
+    store.record_event(event("c3:new", "c3", at(0), offer("bob")), policy).await.expect("third call");
+    store.record_event(event("c3:answer", "c3", at(1), EventKind::Connected { agent: Some("bob".into()) }), policy).await.expect("answer third");
+    let rung_out: Vec<String> = store.rung_out(at(3600), 10).await.expect("rung out").into_iter().map(|c| c.external_id).collect();
+    assert!(rung_out.contains(&"c2".to_string()), "the ringing call rang out: {rung_out:?}");
+    assert!(!rung_out.contains(&"c3".to_string()), "a connected call never rings out: {rung_out:?}");
+    assert!(store.rung_out(at(0), 10).await.expect("rung out").is_empty(), "nothing rang out before it rang");
 
     // The built-in CRM: records, phone index in any notation, search, activities.
     let ada = store

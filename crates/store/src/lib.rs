@@ -210,6 +210,10 @@ pub trait Store: Send + Sync + 'static {
     async fn conversations_for_agent(&self, agent: &str) -> Result<Vec<Conversation>>;
     /// Open (offered/connected) conversations with no event since `before`.
     async fn stale_conversations(&self, before: Timestamp, limit: u32) -> Result<Vec<Conversation>>;
+    /// Conversations still ringing (offered) with no event since `before`, oldest first.
+    /// Apart from [`Store::stale_conversations`] so that long, quiet connected calls never
+    /// fill the page a ring timeout reads.
+    async fn rung_out(&self, before: Timestamp, limit: u32) -> Result<Vec<Conversation>>;
     /// Ended conversations still waiting for wrap-up, ended before `before`.
     async fn wrapup_overdue(&self, before: Timestamp, limit: u32) -> Result<Vec<Conversation>>;
 

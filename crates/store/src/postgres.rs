@@ -465,6 +465,15 @@ impl Store for PgStore {
         decode_all(&bodies)
     }
 
+    async fn rung_out(&self, before: Timestamp, limit: u32) -> Result<Vec<Conversation>> {
+        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM conversations WHERE state = 'offered' AND last_event_at < $1 ORDER BY last_event_at LIMIT $2")
+            .bind(ms(before))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        decode_all(&bodies)
+    }
+
     async fn wrapup_overdue(&self, before: Timestamp, limit: u32) -> Result<Vec<Conversation>> {
         let bodies: Vec<String> =
             sqlx::query_scalar("SELECT body FROM conversations WHERE state = 'ended' AND ended_at < $1 ORDER BY ended_at LIMIT $2")
