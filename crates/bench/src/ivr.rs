@@ -186,7 +186,7 @@ pub async fn phase(args: &Args, http: &reqwest::Client, srv: &mut Server, floor:
     }
     rows.push(row(
         format!("IVR lookup p50 / p99 at {rate}/s (floor /healthz)"),
-        format!("{} (floor {floor})", latency.p50_p99()),
+        format!("{} (floor {floor}){}", latency.p50_p99(), crate::stats::vs_floor(Some(p99))),
         "p99 < 2 ms at 1,000/s",
         Some(p99 < TARGET_LOOKUP_P99_MS && rate >= TARGET_RATE && errors == 0),
     ));

@@ -95,6 +95,11 @@ struct Args {
     /// Seed for the choice of callers and notations (same seed, same traffic).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Run `cxbridge` (import and serve) pinned to these CPUs with `taskset -c`, e.g. `0`:
+    /// on a machine where waking a thread on another CPU is expensive this shows how much
+    /// of the figures is hand-off cost.
+    #[arg(long, value_name = "CPUS")]
+    pin_server: Option<String>,
     /// Configuration file passed to `cxbridge import` and `cxbridge serve` as `--config`
     /// (e.g. to compare `[server] durability = "normal"`); listen address and data
     /// directory are always the benchmark's own. Not used by the CRM phase, which writes
@@ -960,6 +965,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         what.push(format!("{then}the scale-out phase (SQLite / PostgreSQL + NATS, 1 and 2 nodes)"));
     }
     say(format!("cxbridge-bench: {}; {cores} CPU cores; binary {}", what.join(", "), args.cxbridge.display()));
+    let (handoff_p50, handoff_p99) = stats::handoff_round_trip_us(20_000);
+    let machine = format!("thread hand-off round trip p50 / p99 {handoff_p50:.1} / {handoff_p99:.1} µs");
+    say(format!("[machine] {machine}{}", args.pin_server.as_deref().map_or(String::new(), |c| format!("; server pinned to CPU {c}"))));
+    server::pin_to(args.pin_server.clone());
 
     // rustls needs its crypto provider installed before a client is built.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -1017,7 +1026,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
     if !rows.is_empty() {
-        say(format!("Results ({}, {cores} cores):", parts.join("; ")));
+        let pinned = args.pin_server.as_deref().map_or(String::new(), |c| format!(", server pinned to CPU {c}"));
+        say(format!("Results ({}, {cores} cores{pinned}; {machine}):", parts.join("; ")));
         print_table(&rows);
     }
     if let Some(t) = scale_out {
@@ -1085,6 +1095,9 @@ async fn phases(
     let mut floor = sequential_gets(http, &srv.url("/healthz"), args.healthz_requests, true).await?;
     let mut floor404 = sequential_gets(http, &srv.url("/bench-no-such-path"), args.healthz_requests, false).await?;
     say(format!("[floor] /healthz p50/p99 {}; 404 p50/p99 {}", floor.p50_p99(), floor404.p50_p99()));
+    if let Some(p99) = floor.percentile_ms(99.0) {
+        stats::set_floor_p99(p99);
+    }
     rows.push(row("loopback floor GET /healthz p50 / p99", floor.p50_p99(), "", None));
     rows.push(row("HTTP floor GET 404 (no DB) p50 / p99", floor404.p50_p99(), "", None));
 
@@ -1138,7 +1151,7 @@ async fn identify_phase(args: &Args, http: &reqwest::Client, srv: &Server, rows:
         say(format!("[identify] WARNING: first unexpected answer: {w}"));
     }
     let ident_p99 = ident.percentile_ms(99.0).unwrap_or(f64::MAX);
-    rows.push(row("identify p50 / p99", ident.p50_p99(), "p99 < 1 ms", Some(ident_p99 < TARGET_IDENTIFY_P99_MS)));
+    rows.push(row("identify p50 / p99", format!("{}{}", ident.p50_p99(), stats::vs_floor(Some(ident_p99))), "p99 < 1 ms", Some(ident_p99 < TARGET_IDENTIFY_P99_MS)));
     rows.push(row("identify answers not as expected", format!("{wrong} of {}", args.identify_requests), "0", Some(wrong == 0)));
     Ok(())
 }
@@ -1208,7 +1221,7 @@ async fn load_phases(args: &Args, http: &reqwest::Client, srv: &mut Server, rss_
     }
     rows.push(row(
         format!("pop latency p50 / p99 at {} calls/s", args.rate),
-        pops.p50_p99(),
+        format!("{}{}", pops.p50_p99(), stats::vs_floor(Some(pop_p99))),
         "p99 < 5 ms at 200 calls/s",
         Some(pop_p99 < TARGET_POP_P99_MS && args.rate >= 200),
     ));
@@ -1302,7 +1315,8 @@ async fn load_phases(args: &Args, http: &reqwest::Client, srv: &mut Server, rss_
         ">= 5,000 events/s",
         Some(events_rate >= TARGET_EVENTS_PER_SEC && errors == 0),
     ));
-    rows.push(row("CTI event HTTP p50 / p99 under that load", blast_lat.p50_p99(), "", None));
+    let blast_p99 = blast_lat.percentile_ms(99.0);
+    rows.push(row("CTI event HTTP p50 / p99 under that load", format!("{}{}", blast_lat.p50_p99(), stats::vs_floor(blast_p99)), "", None));
     rows.push(row("CTI events refused or failed", errors.to_string(), "0", Some(errors == 0)));
     rows.push(row("CPU during the events phase (100% = 1 core)", blast_cpu.clone(), "", None));
 

@@ -41,9 +41,23 @@ impl Backend<'_> {
     }
 }
 
+/// CPUs `cxbridge` runs pinned to (`--pin-server`), set once at the start.
+static PINNED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+pub fn pin_to(cpus: Option<String>) {
+    let _ = PINNED.set(cpus);
+}
+
 /// A `cxbridge` command with the benchmark's tokens and none of the caller's settings.
 fn command(binary: &Path) -> Command {
-    let mut c = Command::new(binary);
+    let mut c = match PINNED.get().and_then(Option::as_deref) {
+        Some(cpus) => {
+            let mut t = Command::new("taskset");
+            t.arg("-c").arg(cpus).arg(binary);
+            t
+        }
+        None => Command::new(binary),
+    };
     c.env("CXBRIDGE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("CXBRIDGE_CTI_TOKEN", CTI_TOKEN)
         .env_remove("CXBRIDGE_CONFIG")

@@ -66,6 +66,52 @@ pub fn ms(v: f64) -> String {
     }
 }
 
+/// What a thread hand-off costs on this machine: two threads passing a token back and forth
+/// over channels, each round trip (two wake-ups) timed. Where waking a thread on another CPU
+/// is expensive (shared, virtualised hosts) everything that hands work between threads (the
+/// SQLite driver, the runtime) is slow too, so the figure says what kind of machine ran the
+/// benchmark. Returns (p50, p99) in microseconds.
+pub fn handoff_round_trip_us(rounds: usize) -> (f64, f64) {
+    use std::sync::mpsc;
+    let (to_echo, echo_in) = mpsc::channel::<u64>();
+    let (to_main, main_in) = mpsc::channel::<u64>();
+    let echo = std::thread::spawn(move || {
+        while let Ok(v) = echo_in.recv() {
+            if to_main.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    let mut samples = Samples::with_capacity(rounds);
+    for i in 0..rounds as u64 {
+        let t = std::time::Instant::now();
+        if to_echo.send(i).is_err() || main_in.recv().is_err() {
+            break;
+        }
+        samples.push(t.elapsed());
+    }
+    drop(to_echo);
+    let _ = echo.join();
+    let mut us = |p| samples.percentile_ms(p).map_or(f64::NAN, |ms| ms * 1000.0);
+    (us(50.0), us(99.0))
+}
+
+/// The `/healthz` p99 of this run, once measured: latencies are also given as its multiple,
+/// so runs on machines of different speed compare.
+static FLOOR_P99_MS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+pub fn set_floor_p99(ms: f64) {
+    let _ = FLOOR_P99_MS.set(ms);
+}
+
+/// ` (p99 ×9.7 floor)`, or nothing before the floor was measured.
+pub fn vs_floor(p99_ms: Option<f64>) -> String {
+    match (p99_ms, FLOOR_P99_MS.get()) {
+        (Some(p), Some(f)) if *f > 0.0 => format!(" (p99 ×{:.1} floor)", p / f),
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
