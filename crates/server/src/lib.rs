@@ -89,12 +89,15 @@ fn generated(env: &str, setting: &str, data: &std::path::Path, file: &str, clust
     auth::stored_token(data, file).with_context(|| format!("cannot store the generated {file} in {}", data.display()))
 }
 
-/// The store the database URL names, with the built-in CRM's schema.
+/// The store the database URL names, with the built-in CRM's schema, its phone index built
+/// with the running phone rules (`serve` and `import` alike: an import records the rules, so
+/// the next start does not rebuild what the import just keyed).
 async fn open_store(config: &Config, schema: CrmSchema) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn CrmStore>)> {
     let durability = if config.server.durability == "normal" { Durability::Normal } else { Durability::Full };
     let store = match config.server.database_url.as_deref() {
         Some(url) if config.server.database_kind() == DatabaseKind::Postgres => {
             let store = Arc::new(PgStore::open(url, schema, config.server.database_pool).await.context("cannot open the PostgreSQL database")?);
+            rebuild_phone_index(store.as_ref(), "the built-in CRM").await?;
             return Ok((store.clone(), store));
         }
         Some(url) => SqliteStore::open_url(url, schema, durability).await.with_context(|| format!("cannot open the database {url}"))?,
@@ -105,6 +108,7 @@ async fn open_store(config: &Config, schema: CrmSchema) -> anyhow::Result<(Arc<d
         }
     };
     let store = Arc::new(store);
+    rebuild_phone_index(store.as_ref(), "the built-in CRM").await?;
     Ok((store.clone(), store))
 }
 
@@ -206,7 +210,6 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
     let session_secret = secret("CXBRIDGE_SESSION_SECRET", config.panel.session_secret.as_ref(), "[panel] session_secret", data, "session-secret", clustered)?;
     let bus_secret = bus_secret(&config)?;
     let (store, crm_store) = open_store(&config, CrmSchema { entities: entities.clone(), normalizer: normalizer.clone() }).await?;
-    rebuild_phone_index(crm_store.as_ref(), "the built-in CRM").await?;
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     // Another node's enqueued activity wakes this node's worker too (PostgreSQL NOTIFY).
     store.wake_on_outbox(outbox_wake.clone());
