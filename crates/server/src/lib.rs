@@ -94,28 +94,30 @@ fn generated(env: &str, setting: &str, data: &std::path::Path, file: &str, clust
 /// the next start does not rebuild what the import just keyed).
 async fn open_store(config: &Config, schema: CrmSchema) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn CrmStore>)> {
     let durability = if config.server.durability == "normal" { Durability::Normal } else { Durability::Full };
-    let store = match config.server.database_url.as_deref() {
+    let (store, crm): (Arc<dyn Store>, Arc<dyn CrmStore>) = match config.server.database_url.as_deref() {
         Some(url) if config.server.database_kind() == DatabaseKind::Postgres => {
             let store = Arc::new(PgStore::open(url, schema, config.server.database_pool).await.context("cannot open the PostgreSQL database")?);
-            rebuild_phone_index(store.as_ref(), "the built-in CRM").await?;
-            return Ok((store.clone(), store));
+            (store.clone(), store)
         }
-        Some(url) => SqliteStore::open_url(url, schema, durability).await.with_context(|| format!("cannot open the database {url}"))?,
+        Some(url) => {
+            let store = Arc::new(SqliteStore::open_url(url, schema, durability).await.with_context(|| format!("cannot open the database {url}"))?);
+            (store.clone(), store)
+        }
         None => {
             let path = config.server.data_dir.join("cxbridge.sqlite");
             files::private_database(&path).with_context(|| format!("cannot create the database {}", path.display()))?;
-            SqliteStore::open(&path, schema, durability).await.with_context(|| format!("cannot open the database {}", path.display()))?
+            let store = Arc::new(SqliteStore::open(&path, schema, durability).await.with_context(|| format!("cannot open the database {}", path.display()))?);
+            (store.clone(), store)
         }
     };
-    let store = Arc::new(store);
-    rebuild_phone_index(store.as_ref(), "the built-in CRM").await?;
-    Ok((store.clone(), store))
+    rebuild_phone_index(crm.as_ref(), "the built-in CRM").await?;
+    Ok((store, crm))
 }
 
 /// Rebuilds a store's phone index where it was computed with other phone rules or phone
 /// fields (an upgrade of the parser, a changed `default_region` or `phone_fields`), before
 /// the hub identifies anyone with it; logs progress on large indexes.
-pub async fn rebuild_phone_index(store: &dyn CrmStore, what: &str) -> anyhow::Result<()> {
+pub(crate) async fn rebuild_phone_index(store: &dyn CrmStore, what: &str) -> anyhow::Result<()> {
     const BATCH: u32 = 5000;
     const REPORT_EVERY: u64 = 100_000;
     let progress = |r: &cxbridge_store::Reindexed| {

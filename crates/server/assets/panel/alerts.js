@@ -8,6 +8,7 @@ const SETTINGS = ["sound", "notify"];
 let storageKey = (name) => `cxbridge:alerts:${name}`;
 let openConversation = () => {};
 let audio = null;
+let unlockWired = false;
 
 function read(name) {
   try {
@@ -30,6 +31,8 @@ export function initAlerts({ keyFor, open }) {
   storageKey = keyFor;
   openConversation = open;
   // Browsers let audio start only after a gesture: the first click or key on the page.
+  if (unlockWired) return wireSettings();
+  unlockWired = true;
   const unlock = () => {
     if (read("sound")) beep(0.0001);
     document.removeEventListener("pointerdown", unlock, true);
@@ -37,6 +40,11 @@ export function initAlerts({ keyFor, open }) {
   };
   document.addEventListener("pointerdown", unlock, true);
   document.addEventListener("keydown", unlock, true);
+  wireSettings();
+}
+
+/** The checkboxes show the signed-in agent's settings. */
+function wireSettings() {
   for (const name of SETTINGS) {
     const box = document.querySelector(`[data-testid="alert-${name}"]`);
     if (!box) continue;

@@ -582,7 +582,7 @@ function onNewPop(e) {
   const stay = !!current && current !== e && isWorking(current);
   if (stay) {
     state.unseen.add(e.id);
-    renderTab(e, true);
+    renderTab(e);
     announce(`${what}. Press Alt+N to show it.`);
   } else {
     select(e.id);
@@ -601,15 +601,10 @@ function isWorking(e) {
   if (!e || e.recent || takenByOther(e)) return false;
   const c = e.conv;
   if (c.state === "connected" || (c.state === "ended" && !c.wrapped_up)) return true;
-  if (hasDraft(e) || queuedFor(e) || e.ui.editing) return true;
+  if (hasDraft(e) || queuedFor(e) || e.ui.editing || e.ui.wfOpen || e.el?.wfForm?.childElementCount) return true;
   // Records and results count until the conversation is done with; after that only what
   // the agent is doing on the card right now does.
-  if (!isDone(c)) {
-    if (e.ui.chose || (c.pinned || []).length) return true;
-    if (e.ui.wfOpen || e.ui.showCreate || e.ui.searched || e.el?.wfResult?.childElementCount || e.el?.wfForm?.childElementCount) return true;
-  } else if (e.ui.wfOpen || e.el?.wfForm?.childElementCount) {
-    return true;
-  }
+  if (!isDone(c) && (e.ui.chose || (c.pinned || []).length || e.ui.showCreate || e.ui.searched || e.el?.wfResult?.childElementCount)) return true;
   const a = document.activeElement;
   if (a && a !== e.card && e.card.contains(a)) return true;
   return Date.now() - (e.touchedAt || 0) < TOUCH_HOLD_MS;
@@ -742,7 +737,7 @@ function select(id, { focus = false } = {}) {
   const chosen = state.entries.get(id);
   if (!chosen || chosen.recent) return;
   state.selectedId = id;
-  if (state.unseen.delete(id)) renderTab(chosen, true);
+  if (state.unseen.delete(id)) renderTab(chosen);
   for (const e of state.entries.values()) {
     const on = e.id === id;
     e.tab.setAttribute("aria-selected", on ? "true" : "false");
@@ -863,7 +858,7 @@ function updateChrome() {
     const x = state.entries.get(id);
     if (x && (x.conv.state === "offered" || x.conv.state === "connected") && !takenByOther(x)) continue;
     state.unseen.delete(id);
-    if (x) renderTab(x, true);
+    if (x) renderTab(x);
   }
   const next = newestUnseen();
   const bar = $('[data-testid="offer-bar"]');
@@ -1004,12 +999,11 @@ function once(e, name, sig, fn) {
   fn();
 }
 
-function renderTab(e, force = false) {
+function renderTab(e) {
   const c = e.conv;
   const title = entryTitle(e) || callerText(c);
   const memo = memoStatus(c);
   const unseen = state.unseen.has(e.id);
-  if (force) e.sig.tab = null;
   const sig = JSON.stringify([title, c.state, c.channel, c.queue, c.customer_number, memo, takenByOther(e), unseen]);
   once(e, "tab", sig, () => {
     e.tab.dataset.state = c.state;
