@@ -7,6 +7,7 @@
 
 pub mod conversation;
 pub mod crm;
+pub mod directory;
 pub mod identify;
 pub mod ivr;
 pub mod mapping;

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use cxbridge_connectors::{CallEvent, CallEventKind};
 use cxbridge_domain::conversation::{Direction, EndCause};
 
-use crate::config::{AgentConfig, Config, WorkflowConfig, WrapupCodeConfig};
-use crate::service::App;
+use crate::config::{AgentConfig, Config, WorkflowAction, WorkflowConfig, WrapupCodeConfig};
+use crate::Server;
+use crate::app::App;
 
 fn f(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -51,15 +52,15 @@ fn call(id: &str, kind: CallEventKind, from: &str, agent: &str) -> CallEvent {
 /// agent's, in the panel; without one the ACW timeout completes the call.
 async fn one_call(app: Arc<App>, id: String, from: &'static str, agent: &'static str) {
     let run = async {
-        app.ingest_call(call(&id, CallEventKind::NewCall, from, agent), Instant::now()).await?;
+        app.record_call(call(&id, CallEventKind::NewCall, from, agent), Instant::now()).await?;
         tokio::time::sleep(Duration::from_secs(4)).await;
-        app.ingest_call(call(&id, CallEventKind::Answer, from, agent), Instant::now()).await?;
+        app.record_call(call(&id, CallEventKind::Answer, from, agent), Instant::now()).await?;
         tokio::time::sleep(Duration::from_secs(20)).await;
-        app.ingest_call(call(&id, CallEventKind::Hangup { cause: EndCause::NormalClearing }, from, agent), Instant::now()).await?;
-        Ok::<_, crate::error::ApiError>(())
+        app.record_call(call(&id, CallEventKind::Hangup { cause: EndCause::NormalClearing }, from, agent), Instant::now()).await?;
+        Ok::<_, crate::app::Error>(())
     };
     if let Err(e) = run.await {
-        tracing::warn!(error = e.detail, "demo call failed");
+        tracing::warn!(error = %e, "demo call failed");
     }
 }
 
@@ -85,7 +86,7 @@ pub fn configure(config: &mut Config) -> anyhow::Result<Option<String>> {
     if config.agents.is_empty() {
         crate::files::private_dir(&config.server.data_dir)?;
         // Typed by a person from the screen, so short groups of unambiguous characters.
-        let secret = crate::auth::stored_secret(&config.server.data_dir, "demo-password", crate::auth::typeable_password)?;
+        let secret = crate::secrets::stored_secret(&config.server.data_dir, "demo-password", crate::secrets::typeable_password)?;
         for (id, name, supervisor) in [("alice", "Alice Example", true), ("bob", "Bob Example", false)] {
             config.agents.push(AgentConfig {
                 id: id.into(),
@@ -112,10 +113,10 @@ pub fn configure(config: &mut Config) -> anyhow::Result<Option<String>> {
             .collect();
     }
     if config.workflows.is_empty() && config.crm.provider == "builtin" {
-        let workflow = |name: &str, label: &str, action: &str, entity: &str, required: &[&str]| WorkflowConfig {
+        let workflow = |name: &str, label: &str, action: WorkflowAction, entity: &str, required: &[&str]| WorkflowConfig {
             name: name.into(),
             label: Some(label.into()),
-            action: action.into(),
+            action,
             entity: entity.into(),
             fields: Default::default(),
             required: required.iter().map(|s| s.to_string()).collect(),
@@ -123,18 +124,20 @@ pub fn configure(config: &mut Config) -> anyhow::Result<Option<String>> {
             limit: 20,
         };
         config.workflows = vec![
-            workflow("find_contact", "Find contact", "search", "contact", &[]),
-            workflow("new_lead", "New lead", "create", "lead", &["name"]),
-            workflow("history", "History", "timeline", "contact", &[]),
+            workflow("find_contact", "Find contact", WorkflowAction::Search, "contact", &[]),
+            workflow("new_lead", "New lead", WorkflowAction::Create, "lead", &["name"]),
+            workflow("history", "History", WorkflowAction::Timeline, "contact", &[]),
         ];
     }
     Ok(password)
 }
 
 /// Seeds the CRM, prints how to connect, and starts simulated calls.
-pub async fn start(app: Arc<App>, addr: SocketAddr, password: Option<String>, every: Duration) -> anyhow::Result<()> {
+pub async fn start(server: &Server, addr: SocketAddr, password: Option<String>, every: Duration) -> anyhow::Result<()> {
+    let app = server.app.clone();
     seed(&app).await?;
-    let token = app.tokens.admin.first().cloned().unwrap_or_default();
+    let tokens = &server.edge.tokens;
+    let token = tokens.admin.first().cloned().unwrap_or_default();
     crate::say!("demo: sample contacts loaded; a simulated call every {} s, mostly to alice", every.as_secs());
     crate::say!("  agent panel:   http://{addr}/agent");
     match &password {
@@ -142,7 +145,7 @@ pub async fn start(app: Arc<App>, addr: SocketAddr, password: Option<String>, ev
         None => crate::say!("  sign in as:    an agent of your configuration"),
     }
     crate::say!("  admin token:   {token}");
-    crate::say!("  CTI webhook:   http://{addr}/api/v1/cti/{}", app.tokens.cti);
+    crate::say!("  CTI webhook:   http://{addr}/api/v1/cti/{}", tokens.cti);
     crate::say!("  try:           curl -H 'Authorization: Bearer {token}' 'http://{addr}/api/v1/identify?address=415-555-0142'");
     crate::say!("  health:        http://{addr}/healthz");
     tokio::spawn(simulate(app, every));

@@ -12,42 +12,46 @@ macro_rules! say {
     }};
 }
 
-pub mod auth;
+pub mod app;
 pub mod config;
-pub mod crm_index;
-pub mod crm_setup;
-pub mod error;
-pub mod hub;
+pub mod crm;
 pub mod demo;
 pub mod files;
+pub mod http;
 pub mod import;
-pub mod ivr;
-pub mod listen;
-pub mod redact;
-pub mod routes;
-pub mod service;
-pub mod session;
-pub mod throttle;
-pub mod views;
-pub mod workers;
+pub mod run;
+pub mod secrets;
+pub mod store;
+pub mod text;
 
 use std::collections::HashSet;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use anyhow::Context as _;
+use cxbridge_connectors::bus::{Delivery, NatsBus, NatsBusConfig};
 use cxbridge_domain::conversation::Policy;
 use cxbridge_domain::phone::PhoneNormalizer;
-use cxbridge_connectors::bus::{Delivery, NatsBus, NatsBusConfig};
-use cxbridge_store::sqlite::{CrmSchema, Durability};
-use cxbridge_store::{CrmStore, PgStore, SqliteStore, Store};
+use cxbridge_store::sqlite::CrmSchema;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::auth::Tokens;
-use crate::config::{Config, DatabaseKind};
-use crate::service::App;
+use crate::app::{App, Grants};
+use crate::config::Config;
+use crate::http::Edge;
+use crate::http::caller::Tokens;
+use crate::secrets::{generated, secret};
+
+pub use crate::store::open_crm_store;
+
+/// The assembled hub: the use cases, the HTTP edge around them, and the bus inbox the
+/// drivers take when [`run`] starts them.
+pub struct Server {
+    pub app: Arc<App>,
+    pub edge: Arc<Edge>,
+    bus_inbox: Mutex<Option<mpsc::Receiver<Delivery>>>,
+}
 
 /// The Prometheus recorder is process-wide; several apps in one test process share it.
 fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
@@ -63,74 +67,6 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
         return HANDLE.get().cloned().context("metrics recorder already installed elsewhere");
     }
     Ok(HANDLE.get_or_init(|| handle).clone())
-}
-
-/// A secret from the environment, else the configuration, else [`generated`].
-fn secret(env: &str, configured: Option<&String>, setting: &str, data: &std::path::Path, file: &str, clustered: bool) -> anyhow::Result<String> {
-    match std::env::var(env) {
-        Ok(t) if !t.is_empty() => {
-            config::check_secret(env, &t).map_err(anyhow::Error::msg)?;
-            Ok(t)
-        }
-        _ => match configured {
-            Some(t) => Ok(t.clone()),
-            None => generated(env, setting, data, file, clustered),
-        },
-    }
-}
-
-/// A secret generated once into `data/file` (mode 0600). Nodes of a cluster must agree on
-/// every secret, so there a generated one (which would differ per node) is refused with what
-/// to set instead.
-fn generated(env: &str, setting: &str, data: &std::path::Path, file: &str, clustered: bool) -> anyhow::Result<String> {
-    if clustered {
-        anyhow::bail!("several nodes ([bus] url is set) must share their secrets: set {env} (or {setting}) to the same value on every node");
-    }
-    auth::stored_token(data, file).with_context(|| format!("cannot store the generated {file} in {}", data.display()))
-}
-
-/// The store the database URL names, with the built-in CRM's schema, its phone index built
-/// with the running phone rules (`serve` and `import` alike: an import records the rules, so
-/// the next start does not rebuild what the import just keyed).
-async fn open_store(config: &Config, schema: CrmSchema) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn CrmStore>)> {
-    let durability = if config.server.durability == "normal" { Durability::Normal } else { Durability::Full };
-    let (store, crm): (Arc<dyn Store>, Arc<dyn CrmStore>) = match config.server.database_url.as_deref() {
-        Some(url) if config.server.database_kind() == DatabaseKind::Postgres => {
-            let store = Arc::new(PgStore::open(url, schema, config.server.database_pool).await.context("cannot open the PostgreSQL database")?);
-            (store.clone(), store)
-        }
-        Some(url) => {
-            let store = Arc::new(SqliteStore::open_url(url, schema, durability).await.with_context(|| format!("cannot open the database {url}"))?);
-            (store.clone(), store)
-        }
-        None => {
-            let path = config.server.data_dir.join("cxbridge.sqlite");
-            files::private_database(&path).with_context(|| format!("cannot create the database {}", path.display()))?;
-            let store = Arc::new(SqliteStore::open(&path, schema, durability).await.with_context(|| format!("cannot open the database {}", path.display()))?);
-            (store.clone(), store)
-        }
-    };
-    rebuild_phone_index(crm.as_ref(), "the built-in CRM").await?;
-    Ok((store, crm))
-}
-
-/// Rebuilds a store's phone index where it was computed with other phone rules or phone
-/// fields (an upgrade of the parser, a changed `default_region` or `phone_fields`), before
-/// the hub identifies anyone with it; logs progress on large indexes.
-pub(crate) async fn rebuild_phone_index(store: &dyn CrmStore, what: &str) -> anyhow::Result<()> {
-    const BATCH: u32 = 5000;
-    const REPORT_EVERY: u64 = 100_000;
-    let progress = |r: &cxbridge_store::Reindexed| {
-        if r.done && r.records == 0 {
-            tracing::debug!(index = what, entity = %r.entity, "phone rules recorded (nothing to rebuild)");
-        } else if r.done {
-            tracing::info!(index = what, entity = %r.entity, records = r.records, previous = r.previous.as_deref().unwrap_or("none recorded"), "phone index rebuilt with the current phone rules");
-        } else if r.records % REPORT_EVERY < u64::from(BATCH) {
-            tracing::info!(index = what, entity = %r.entity, records = r.records, "rebuilding the phone index…");
-        }
-    };
-    store.reindex_phones(BATCH, &progress).await.with_context(|| format!("cannot rebuild the phone index of {what}"))?;
-    Ok(())
 }
 
 /// Connects this node to the others over NATS when `[bus] url` is set.
@@ -175,19 +111,8 @@ fn bus_secret(config: &Config) -> anyhow::Result<Option<String>> {
     secret("CXBRIDGE_BUS_SECRET", config.bus.secret.as_ref(), "[bus] secret", &config.server.data_dir, "bus-secret", true).map(Some)
 }
 
-/// The built-in CRM's records alone, for `cxbridge import`: no secrets are generated, no
-/// CRM is connected, nothing else is started.
-pub async fn open_crm_store(config: &Config) -> anyhow::Result<Arc<dyn CrmStore>> {
-    let data = &config.server.data_dir;
-    files::private_dir(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
-    let normalizer = PhoneNormalizer::new(Some(&config.phone.default_region), &config.phone.own_numbers)
-        .map_err(|e| anyhow::anyhow!("[phone] default_region: {e}"))?;
-    let (_, crm_store) = open_store(config, CrmSchema { entities: config.entities(), normalizer }).await?;
-    Ok(crm_store)
-}
-
 /// Opens the store and builds the application state from `config`.
-pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
+pub async fn build(config: Config) -> anyhow::Result<Arc<Server>> {
     let data = &config.server.data_dir;
     files::private_dir(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
     let normalizer = PhoneNormalizer::new(Some(&config.phone.default_region), &config.phone.own_numbers)
@@ -211,59 +136,55 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
     };
     let session_secret = secret("CXBRIDGE_SESSION_SECRET", config.panel.session_secret.as_ref(), "[panel] session_secret", data, "session-secret", clustered)?;
     let bus_secret = bus_secret(&config)?;
-    let (store, crm_store) = open_store(&config, CrmSchema { entities: entities.clone(), normalizer: normalizer.clone() }).await?;
+    let (store, crm_store) = store::open_store(&config, CrmSchema { entities: entities.clone(), normalizer: normalizer.clone() }).await?;
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     // Another node's enqueued activity wakes this node's worker too (PostgreSQL NOTIFY).
     store.wake_on_outbox(outbox_wake.clone());
     let node_id = config.server.node_id();
     let bus = connect_bus(&config, &node_id, bus_secret).await?;
-    let sessions = session::Sessions::new(&session_secret, &config.panel);
+    let sessions = http::session::Sessions::new(&session_secret, &config.panel);
+    let grants = Grants::new(&session_secret);
     let block_list: HashSet<String> = config.routing.block_list.iter().filter_map(|n| normalizer.index_key(n)).collect();
-    let connected = crm_setup::connect(&config, &normalizer, crm_store.clone()).await?;
+    let connected = crm::connect(&config, &normalizer, crm_store.clone()).await?;
     let policy = Policy { memorialize_missed: config.conversations.memorialize_missed };
     let (bus, bus_inbox) = match bus {
         Some((b, inbox)) => (Some(b), Some(inbox)),
         None => (None, None),
     };
-    Ok(Arc::new(App {
+    let app = Arc::new(App {
         store,
         crm_store,
         bus,
-        bus_inbox: std::sync::Mutex::new(bus_inbox),
         node_id,
         crm: connected.crm,
+        directory: Arc::new(config.directory()),
         indexed: connected.indexed,
         mapping: config.mapping(),
         entities,
         normalizer,
         hub: Default::default(),
-        tokens,
-        sessions,
+        grants,
         policy,
         outbox_wake,
         started: Instant::now(),
         block_list,
-        metrics: metrics_handle()?,
         config,
-    }))
+    });
+    let edge = Arc::new(Edge { app: app.clone(), tokens, sessions, metrics: metrics_handle()? });
+    Ok(Arc::new(Server { app, edge, bus_inbox: Mutex::new(bus_inbox) }))
 }
 
-/// Serves `app` on `listener` with its workers until `shutdown` resolves.
-pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+/// Serves the hub on `listener` with its drivers until `shutdown` resolves.
+pub async fn run(server: Arc<Server>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    use crate::http::{listen, redact};
+    let app = server.app.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let outbox = tokio::spawn(workers::outbox(app.clone(), stop_rx.clone()));
-    let sweeper = tokio::spawn(workers::sweeper(app.clone(), stop_rx.clone()));
-    let pruner = tokio::spawn(workers::pruner(app.clone(), stop_rx.clone()));
-    let inbox = app.bus_inbox.lock().ok().and_then(|mut i| i.take());
-    let from_bus = inbox.map(|inbox| tokio::spawn(hub::deliver_from_bus(app.clone(), inbox, stop_rx.clone())));
-    let index_sync = app.indexed.clone().map(|indexed| {
-        let every = std::time::Duration::from_secs(app.config.crm.sync_interval_secs.max(1));
-        tokio::spawn(crm_index::sync(indexed, every, stop_rx))
-    });
+    let inbox = server.bus_inbox.lock().ok().and_then(|mut i| i.take());
+    let drivers = run::Drivers::start(&app, inbox, &stop_rx);
     let limits = listen::Limits::from_config(&app.config.server);
     let request_limit = limits.request_timeout;
-    let router = routes::router(app.clone())
-        .layer(axum::middleware::from_fn(routes::framework_problems))
+    let router = http::router(server.edge.clone())
+        .layer(axum::middleware::from_fn(http::framework_problems))
         .layer(axum::middleware::from_fn(move |req, next| listen::request_timeout(request_limit, req, next)))
         // The default span logs the raw URI, tokens in paths and queries included.
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<axum::body::Body>| {
@@ -280,15 +201,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl std::futur
     };
     listen::serve(listener, router, limits, shutdown).await;
     let _ = stop_tx.send(true);
-    if let Some(t) = from_bus {
-        let _ = t.await;
-    }
-    let _ = outbox.await;
-    let _ = pruner.await;
-    let _ = sweeper.await;
-    if let Some(t) = index_sync {
-        let _ = t.await;
-    }
+    drivers.join().await;
     if let Some(bus) = &app.bus {
         // Frames still queued reach the other nodes before the process ends.
         bus.close().await;

@@ -151,11 +151,12 @@ async fn serve(config: Config, demo: Option<(Option<String>, Duration)>) -> anyh
     let listen = config.server.listen;
     // Every connection is a file descriptor: the usual soft limit of 1024 would make the
     // connection cap moot, and the hard limit can be reached without privilege.
-    match cxbridge_server::listen::raise_open_files_limit() {
-        Ok(limit) => tracing::info!(open_files = limit, max_connections = cxbridge_server::listen::connection_cap(config.server.max_connections), "open-file limit"),
+    match cxbridge_server::http::listen::raise_open_files_limit() {
+        Ok(limit) => tracing::info!(open_files = limit, max_connections = cxbridge_server::http::listen::connection_cap(config.server.max_connections), "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
-    let app = cxbridge_server::build(config).await?;
+    let server = cxbridge_server::build(config).await?;
+    let app = server.app.clone();
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}; is another process using it? Use --listen"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data = %app.config.server.data_dir.display(), "cxbridge is listening");
@@ -164,10 +165,10 @@ async fn serve(config: Config, demo: Option<(Option<String>, Duration)>) -> anyh
         print_first_steps(&app, addr);
     }
     if let Some((password, every)) = demo {
-        cxbridge_server::demo::start(app.clone(), addr, password, every).await?;
+        cxbridge_server::demo::start(&server, addr, password, every).await?;
     }
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cxbridge_server::run(app, listener, async move {
+    let server = tokio::spawn(cxbridge_server::run(server, listener, async move {
         let _ = rx.await;
     }));
     shutdown_signal().await;
@@ -186,7 +187,7 @@ async fn serve(config: Config, demo: Option<(Option<String>, Duration)>) -> anyh
 struct AlreadyReported;
 
 /// Where the panel is and, while no agent can sign in to it, how to add one.
-fn print_first_steps(app: &cxbridge_server::service::App, addr: SocketAddr) {
+fn print_first_steps(app: &cxbridge_server::app::App, addr: SocketAddr) {
     let base = match &app.config.server.public_url {
         Some(url) => url.trim_end_matches('/').to_string(),
         // 0.0.0.0 is where the hub listens, not an address a browser can open.
@@ -222,7 +223,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = load(&args)?;
-            init_logs(config.server.log_format == "json");
+            init_logs(config.server.log_format == cxbridge_server::config::LogFormat::Json);
             serve(config, None).await
         }
         Command::Demo { serve: args, call_every } => {
@@ -230,7 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if args.data.is_none() && args.config.is_none() {
                 config.server.data_dir = PathBuf::from("./cxbridge-demo-data");
             }
-            init_logs(config.server.log_format == "json");
+            init_logs(config.server.log_format == cxbridge_server::config::LogFormat::Json);
             let password = cxbridge_server::demo::configure(&mut config)?;
             serve(config, Some((password, Duration::from_secs(call_every.max(1))))).await
         }
@@ -288,7 +289,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if password.chars().count() < 8 {
                 anyhow::bail!("the password is shorter than 8 characters; choose a longer one");
             }
-            println!("{}", cxbridge_server::session::hash_password(password)?);
+            println!("{}", cxbridge_server::http::session::hash_password(password)?);
             Ok(())
         }
         Command::Config { command: ConfigCommand::Default } => {
@@ -297,7 +298,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config { command: ConfigCommand::Check { file } } => {
             let config = Config::load(&file)?;
-            let notes = cxbridge_server::crm_setup::check(&config).with_context(|| format!("{}", file.display()))?;
+            let notes = cxbridge_server::crm::check(&config).with_context(|| format!("{}", file.display()))?;
             for n in notes {
                 println!("{}: note: {n}", file.display());
             }

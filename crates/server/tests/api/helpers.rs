@@ -3,7 +3,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cxbridge_server::config::Config;
-use cxbridge_server::service::App;
+use cxbridge_server::Server;
+use cxbridge_server::app::App;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -17,6 +18,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub app: Arc<App>,
+    /// The HTTP edge (sessions, tokens) around `app`.
+    pub server: Arc<Server>,
     pub _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -43,15 +46,16 @@ pub async fn spawn_with_server(server: &str, extra: &str) -> TestApp {
         "[server]\nlisten = \"127.0.0.1:0\"\n{data_dir}durability = \"normal\"\n{server}\n[auth]\nadmin_tokens = [\"{ADMIN}\"]\ncti_token = \"{CTI}\"\n{extra}"
     );
     let config = Config::parse(&text, std::path::Path::new("test.toml")).expect("test config");
-    let app = cxbridge_server::build(config).await.expect("build app");
+    let server = cxbridge_server::build(config).await.expect("build app");
+    let app = server.app.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(cxbridge_server::run(app.clone(), listener, async move {
+    tokio::spawn(cxbridge_server::run(server.clone(), listener, async move {
         let _ = rx.await;
     }));
     cxbridge_connectors::crm::ensure_tls();
-    TestApp { addr, http: reqwest::Client::new(), app, _dir: dir, stop: Some(tx) }
+    TestApp { addr, http: reqwest::Client::new(), app, server, _dir: dir, stop: Some(tx) }
 }
 
 /// A sipgate.io push (form in) to `path`: status, content type and body.

@@ -51,7 +51,7 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
 
 #[tokio::test]
 async fn many_half_sent_requests_are_refused_beyond_the_cap_and_healthz_keeps_answering() {
-    let _ = cxbridge_server::listen::raise_open_files_limit();
+    let _ = cxbridge_server::http::listen::raise_open_files_limit();
     let t = spawn_with_server("max_connections = 100\nheader_timeout_secs = 2\n", "").await;
     let mut slow = Vec::new();
     for _ in 0..300 {

@@ -94,7 +94,7 @@ async fn offered(t: &TestApp, call: &str, from: &str, agent: &str) -> String {
 
 #[tokio::test]
 async fn agents_sign_in_with_a_password_or_token_and_wrong_ones_are_refused_alike() {
-    let hash = cxbridge_server::session::hash_password("correct horse battery").expect("hash");
+    let hash = cxbridge_server::http::session::hash_password("correct horse battery").expect("hash");
     let t = spawn_with(&format!("{AGENTS}\n[[agents]]\nid = \"carol\"\npassword_hash = \"{hash}\"\n")).await;
     let carol = sign_in(&t, "carol", "correct horse battery").await.expect("password signs in");
     let (s, me) = carol.get("/api/v1/session").await;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 fn agents(extra_panel: &str) -> String {
-    let hash = cxbridge_server::session::hash_password("correct horse battery").expect("hash");
+    let hash = cxbridge_server::http::session::hash_password("correct horse battery").expect("hash");
     format!(
         "[[agents]]\nid = \"carol\"\npassword_hash = \"{hash}\"\n[[agents]]\nid = \"alice\"\ntoken = \"alice-token\"\n[[agents]]\nid = \"bob\"\ntoken = \"bob-token\"\n[panel]\n{extra_panel}\n"
     )
@@ -32,7 +32,7 @@ async fn attempt(t: &TestApp, agent: &str, password: &str) -> (u16, Value, Optio
 async fn a_parallel_burst_of_wrong_passwords_checks_no_more_guesses_than_the_limit() {
     // A long wait for a password check: the burst must be answered by the lockout, not 503.
     let t = spawn_with(&agents("password_check_wait_ms = 60000")).await;
-    let before = t.app.sessions.password_checks();
+    let before = t.server.edge.sessions.password_checks();
     let burst = (0..50).map(|i| {
         let t = &t;
         async move { attempt(t, "carol", &format!("guess-{i}")).await }
@@ -41,7 +41,7 @@ async fn a_parallel_burst_of_wrong_passwords_checks_no_more_guesses_than_the_lim
     let checked = answers.iter().filter(|(s, _, _)| *s == 401).count();
     let locked = answers.iter().filter(|(s, _, r)| *s == 429 && r.is_some()).count();
     assert_eq!((checked, locked), (5, 45), "{:?}", answers.iter().map(|a| a.0).collect::<Vec<_>>());
-    assert_eq!(t.app.sessions.password_checks() - before, 5, "only the limit's worth of guesses reached Argon2");
+    assert_eq!(t.server.edge.sessions.password_checks() - before, 5, "only the limit's worth of guesses reached Argon2");
     let (s, body, retry) = attempt(&t, "carol", "correct horse battery").await;
     assert_eq!(s, 429, "the right password waits too while locked: {body}");
     assert!(retry.is_some());
@@ -51,15 +51,15 @@ async fn a_parallel_burst_of_wrong_passwords_checks_no_more_guesses_than_the_lim
 #[tokio::test]
 async fn an_unknown_agent_is_checked_and_locked_out_exactly_like_a_known_one() {
     let t = spawn_with(&agents("")).await;
-    let before = t.app.sessions.password_checks();
+    let before = t.server.edge.sessions.password_checks();
     let (known, k, _) = attempt(&t, "carol", "nope").await;
     let (unknown, u, _) = attempt(&t, "mallory", "nope").await;
     assert_eq!((known, unknown), (401, 401));
     assert_eq!(k["detail"], u["detail"]);
-    assert_eq!(t.app.sessions.password_checks() - before, 2, "the unknown agent's password went through Argon2 as well (a dummy hash)");
+    assert_eq!(t.server.edge.sessions.password_checks() - before, 2, "the unknown agent's password went through Argon2 as well (a dummy hash)");
     let (token_only, _, _) = attempt(&t, "alice", "wrong-token").await;
     assert_eq!(token_only, 401);
-    assert_eq!(t.app.sessions.password_checks() - before, 3, "so did the token-only agent's");
+    assert_eq!(t.server.edge.sessions.password_checks() - before, 3, "so did the token-only agent's");
     for _ in 0..4 {
         assert_eq!(attempt(&t, "mallory", "nope").await.0, 401);
         assert_eq!(attempt(&t, "carol", "nope").await.0, 401);
@@ -86,11 +86,11 @@ async fn one_client_address_is_throttled_across_agents() {
 #[tokio::test]
 async fn password_checks_run_a_few_at_a_time_and_a_sign_in_that_waits_too_long_gets_503() {
     let t = spawn_with(&agents("password_checks = 1\npassword_check_wait_ms = 200\nsign_in_failures_per_agent = 1")).await;
-    let held = t.app.sessions.password_check_permit().await.expect("the only permit");
-    let before = t.app.sessions.password_checks();
+    let held = t.server.edge.sessions.password_check_permit().await.expect("the only permit");
+    let before = t.server.edge.sessions.password_checks();
     let (s, body, retry) = attempt(&t, "carol", "a guess").await;
     assert_eq!((s, retry.as_deref()), (503, Some("1")), "{body}");
-    assert_eq!(t.app.sessions.password_checks(), before, "nothing was checked");
+    assert_eq!(t.server.edge.sessions.password_checks(), before, "nothing was checked");
     drop(held);
     // The unchecked guess was not counted: with a limit of one failure carol is not locked out.
     assert_eq!(attempt(&t, "carol", "correct horse battery").await.0, 200, "the permit is back and the attempt was given back");
@@ -122,7 +122,7 @@ async fn huge_and_unknown_agent_names_are_refused_or_counted_without_growing_mem
     let subscriber = tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_ansi(false).with_writer(move || writer.clone()).finish();
     tracing::subscriber::set_global_default(subscriber).expect("only this test sets the global subscriber");
     let t = spawn_with(&agents("sign_in_failures_per_client = 1000")).await;
-    let before = t.app.sessions.password_checks();
+    let before = t.server.edge.sessions.password_checks();
 
     let huge = "é".repeat(900_000);
     for i in 0..20 {
@@ -131,17 +131,17 @@ async fn huge_and_unknown_agent_names_are_refused_or_counted_without_growing_mem
         assert!(body["detail"].as_str().unwrap_or("").contains("128 bytes"), "says the limit");
     }
     assert_eq!(attempt(&t, "alice", &"p".repeat(5_000)).await.0, 422, "an overlong password too");
-    assert_eq!(t.app.sessions.password_checks(), before, "refused before anything was hashed");
-    assert_eq!(t.app.sessions.tracked_sign_in_keys(), 0, "and before anything was counted");
+    assert_eq!(t.server.edge.sessions.password_checks(), before, "refused before anything was hashed");
+    assert_eq!(t.server.edge.sessions.tracked_sign_in_keys(), 0, "and before anything was counted");
 
     // Names just under the limit, with multi-byte characters where a byte cut would panic.
     let long_unknown = |i: usize| format!("{i:03}{}", "é".repeat(62));
-    assert!(long_unknown(0).len() <= cxbridge_server::session::MAX_AGENT_ID_BYTES);
+    assert!(long_unknown(0).len() <= cxbridge_server::config::MAX_AGENT_ID_BYTES);
     for i in 0..12 {
         assert_eq!(attempt(&t, &long_unknown(i), "x").await.0, 401);
     }
     // 12 names from one client: the client's key and at most one bucket per name.
-    assert!(t.app.sessions.tracked_sign_in_keys() <= 13);
+    assert!(t.server.edge.sessions.tracked_sign_in_keys() <= 13);
 
     let text = String::from_utf8_lossy(&logs.0.lock().expect("logs")).to_string();
     let ours: Vec<&str> = text.lines().filter(|l| l.contains("failed panel sign-in") && l.contains("(127 bytes)")).collect();

@@ -73,12 +73,12 @@ async fn signing_out_closes_the_streams_opened_with_the_session_but_not_token_st
 #[tokio::test]
 async fn a_panel_stream_ends_when_its_session_expires() {
     let t = spawn_with(AGENTS).await;
-    let agent = t.app.agent_config("alice").expect("alice");
+    let agent = t.server.edge.credentials("alice").expect("alice");
     // A session signed in 12 h minus 3 s ago: it expires 3 s from now.
     let hours = i64::try_from(t.app.config.panel.session_hours).expect("hours");
     let issued = jiff::Timestamp::now().as_millisecond() - (hours * 3600 - 3) * 1000;
-    let session = t.app.sessions.sign_in(Some(agent), "alice", "alice-token", None, issued).expect("session");
-    let cookie = format!("cxbridge_session={}", t.app.sessions.encode(&session, agent));
+    let session = t.server.edge.sessions.sign_in(Some(agent), "alice", "alice-token", None, issued).expect("session");
+    let cookie = format!("cxbridge_session={}", t.server.edge.sessions.encode(&session, agent));
     let mut ws = cookie_stream(&t, &cookie, None).await.expect("still valid");
     next_of(&mut ws, "snapshot").await;
     let (code, reason) = closed(&mut ws, Duration::from_secs(10)).await;
