@@ -3,14 +3,14 @@
 // The page runs under a strict CSP: no inline scripts or styles, no eval, so everything
 // below builds DOM nodes and sets classes; nothing is parsed from HTML strings.
 
+import { $, $$, announce, append, clock, enc, fill, formatWhen, h, humanize, nextId, once, serial, sleep, timeFmt, uuid } from "./dom.js";
+import { callerText, clearDraft, draftKey, effectiveSelected, entityLabel, entryTitle, hasDraft, isDone, isPinned, KEEP_IDS, key, loadQueue, loadQueueSafe, local, MEMO_TEXT, memoStatus, queuedFor, refKey, remember, rememberPop, sameRef, saveQueue, session, state, STATE_WORDS, takenByOther } from "./state.js";
+import { API, api, retryable, sessionLost, whenSessionLost } from "./api.js";
 import { alertOffer, initAlerts } from "./alerts.js";
 
-const API = "/api/v1";
-const REQUEST_TIMEOUT_MS = 15000;
 const RECONNECT_BASE_MS = 500;
 const RECONNECT_MAX_MS = 5000;
 const KEEP_CONVERSATIONS = 60;
-const KEEP_IDS = 400;
 /** The Recent list keeps this many completed conversations; older ones are dismissed. */
 const RECENT_MAX = 10;
 /** After any click, key or pointer movement on a card it counts as worked on this long. */
@@ -18,14 +18,7 @@ const TOUCH_HOLD_MS = 15000;
 /** Order of the tabs: the live call on top, then ringing calls, wrap-up, completed. */
 const STATE_RANK = { connected: 0, offered: 1, ended: 2, completed: 3 };
 
-const STATE_WORDS = { offered: "Ringing", connected: "Connected", ended: "Ended", completed: "Completed" };
 const CONNECTION_TEXT = { online: "Online", offline: "Offline — reconnecting…", connecting: "Connecting…" };
-const MEMO_TEXT = {
-  waiting: "Saved to CRM once the conversation is complete",
-  pending: "Saving to CRM…",
-  written: "Saved to CRM",
-  failed: "Failed",
-};
 const SKIP_REASONS = {
   anonymous: "The caller's number is withheld.",
   own_number: "The call comes from one of our own numbers.",
@@ -33,197 +26,6 @@ const SKIP_REASONS = {
   invalid: "The caller's number is not a valid number.",
   crm_error: "The CRM did not answer in time; search by hand.",
 };
-
-// ---------------------------------------------------------------------------
-// DOM helpers
-
-/** Builds an element. Props: class, text, testid, data (dataset), on* listeners, properties
- * (value, checked, disabled, hidden, selected) and any other attribute. */
-function h(tag, props, ...children) {
-  const el = document.createElement(tag);
-  if (props) {
-    for (const [key, value] of Object.entries(props)) {
-      if (value == null || value === false) continue;
-      if (key === "class") el.className = value;
-      else if (key === "text") el.textContent = value;
-      else if (key === "testid") el.setAttribute("data-testid", value);
-      else if (key === "data") for (const [k, v] of Object.entries(value)) { if (v != null) el.dataset[k] = v; }
-      else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
-      else if (key === "value" || key === "checked" || key === "disabled" || key === "hidden" || key === "selected") el[key] = value;
-      else el.setAttribute(key, value === true ? "" : String(value));
-    }
-  }
-  append(el, children);
-  return el;
-}
-
-/** replaceChildren() that skips null/false like h() does (the native one prints "null"). */
-function fill(el, ...children) {
-  el.replaceChildren();
-  return append(el, children);
-}
-
-function append(el, children) {
-  for (const child of children.flat(Infinity)) {
-    if (child == null || child === false) continue;
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return el;
-}
-
-const $ = (sel, root = document) => root.querySelector(sel);
-const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
-const enc = encodeURIComponent;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-let uid = 0;
-const nextId = (prefix) => `${prefix}-${++uid}`;
-
-function humanize(field) {
-  const s = String(field).replace(/[_-]+/g, " ").replace(/([a-z])([A-Z])/g, "$1 $2").trim();
-  return s ? s[0].toUpperCase() + s.slice(1) : String(field);
-}
-
-const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
-const dateTimeFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
-
-function formatWhen(iso) {
-  if (!iso) return "";
-  const d = new Date(iso);
-  if (Number.isNaN(d.getTime())) return String(iso);
-  const today = new Date();
-  return d.toDateString() === today.toDateString() ? timeFmt.format(d) : dateTimeFmt.format(d);
-}
-
-function clock(totalSeconds) {
-  const s = Math.max(0, Math.floor(totalSeconds));
-  const hh = Math.floor(s / 3600), mm = Math.floor((s % 3600) / 60), ss = s % 60;
-  const two = (n) => String(n).padStart(2, "0");
-  return hh ? `${hh}:${two(mm)}:${two(ss)}` : `${two(mm)}:${two(ss)}`;
-}
-
-function uuid() {
-  if (typeof crypto.randomUUID === "function") {
-    try { return crypto.randomUUID(); } catch { /* not a secure context: fall through */ }
-  }
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 0x0f) | 0x40;
-  b[8] = (b[8] & 0x3f) | 0x80;
-  const x = [...b].map((v) => v.toString(16).padStart(2, "0")).join("");
-  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
-}
-
-// ---------------------------------------------------------------------------
-// Storage (localStorage / sessionStorage may be blocked in a third-party iframe: fall back to memory)
-
-function makeStore(kind) {
-  const memory = new Map();
-  let backend = null;
-  try {
-    backend = window[kind];
-    const probe = "cxbridge:probe";
-    backend.setItem(probe, "1");
-    backend.removeItem(probe);
-  } catch {
-    backend = null;
-  }
-  return {
-    get(key, fallback) {
-      try {
-        const raw = backend ? backend.getItem(key) : memory.get(key);
-        return raw == null ? fallback : JSON.parse(raw);
-      } catch {
-        return fallback;
-      }
-    },
-    set(key, value) {
-      const raw = JSON.stringify(value);
-      try {
-        if (backend) backend.setItem(key, raw);
-        else memory.set(key, raw);
-      } catch {
-        memory.set(key, raw);
-      }
-    },
-    del(key) {
-      try { backend?.removeItem(key); } catch { /* ignore */ }
-      memory.delete(key);
-    },
-  };
-}
-
-const local = makeStore("localStorage");
-const session = makeStore("sessionStorage");
-const key = (name) => `cxbridge:${state.agent}:${name}`;
-
-// ---------------------------------------------------------------------------
-// State
-
-const state = {
-  session: null,
-  panel: null,
-  agent: null,
-  entries: new Map(), // conversation id → entry
-  selectedId: null,
-  ws: null,
-  conn: "connecting",
-  attempt: 0,
-  reconnectTimer: null,
-  firstSnapshot: true,
-  unseen: new Set(), // offers announced but not yet looked at (the card stayed on another)
-  popped: new Set(), // ids already popped (sessionStorage): no second pop on a snapshot replay
-  dismissed: new Set(), // ids the agent dismissed (localStorage): late frames do not bring them back
-  adapter: null,
-  cifState: "idle", // idle → loading → done
-  cifQueue: [],
-  flushing: false,
-  persistTimer: null,
-};
-
-// ---------------------------------------------------------------------------
-// HTTP
-
-class ApiError extends Error {
-  constructor(status, detail, problem) {
-    super(detail);
-    this.status = status; // 0 = no answer (network, timeout)
-    this.detail = detail;
-    this.problem = problem;
-  }
-}
-
-async function api(method, path, body) {
-  const headers = { Accept: "application/json" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (method !== "GET" && state.session?.csrf_token) headers["X-CSRF-Token"] = state.session.csrf_token;
-  let res;
-  try {
-    res = await fetch(API + path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: "same-origin",
-      cache: "no-store",
-      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-    });
-  } catch (err) {
-    const why = err?.name === "TimeoutError" ? "the server did not answer in time" : "the server cannot be reached";
-    throw new ApiError(0, `No answer: ${why}.`);
-  }
-  if (res.status === 204) return null;
-  const raw = await res.text().catch(() => "");
-  let data = null;
-  try { data = raw ? JSON.parse(raw) : null; } catch { data = null; }
-  if (!res.ok) {
-    const detail = data?.detail || data?.title || `${res.status} ${res.statusText || "error"}`;
-    const err = new ApiError(res.status, detail, data);
-    if (res.status === 401 && path !== "/session") sessionLost();
-    throw err;
-  }
-  return data;
-}
-
-/** Worth trying again later (queued wrap-ups stay queued): no answer, timeouts, overload, signed out. */
-const retryable = (err) => !(err instanceof ApiError) || err.status === 0 || err.status === 401 || err.status === 408 || err.status === 429 || err.status >= 500;
 
 // ---------------------------------------------------------------------------
 // Views: boot, sign-in, app
@@ -301,7 +103,7 @@ async function onSignout() {
 
 /** A request came back 401: the session expired or was revoked. Keep everything, ask to sign in. */
 let sessionCheck = null;
-function sessionLost() {
+function checkSession() {
   if (sessionCheck || !state.session) return;
   sessionCheck = fetch(`${API}/session`, { credentials: "same-origin", cache: "no-store" })
     .then((res) => {
@@ -627,8 +429,9 @@ function newestUnseen() {
 // ---------------------------------------------------------------------------
 // Entries: one tab + one card per conversation
 
+/** A new conversation on screen: its entry, tab and card (not placed when it goes to Recent). */
 function addEntry(conv, pop, { recent = false } = {}) {
-  const n = ++uid;
+  const n = serial();
   const e = {
     id: conv.id,
     n,
@@ -885,46 +688,6 @@ function persistSoon() {
   }, 150);
 }
 
-// ---------------------------------------------------------------------------
-// Conversation data helpers
-
-const refKey = (r) => `${r.entity}/${r.id}`;
-const sameRef = (a, b) => !!a && !!b && a.entity === b.entity && a.id === b.id;
-const memoStatus = (conv) => conv.memorialization?.status || "waiting";
-const callerText = (conv) => conv.customer_number || "Unknown caller";
-const entityLabel = (name) => state.panel?.entities?.find((x) => x.name === name)?.label || humanize(name || "record");
-const isDone = (conv) => conv.state === "completed";
-const takenByOther = (e) => !!e.conv.agent && e.conv.agent !== state.agent;
-
-function remember(e, records) {
-  for (const r of records) if (r?.entity && r?.id) {
-    const old = e.known.get(refKey(r));
-    e.known.set(refKey(r), old ? { ...r, fields: r.fields || old.fields, grant: r.grant || old.grant } : r);
-  }
-}
-
-function rememberPop(e) {
-  const p = e.pop;
-  remember(e, [p.record, p.matched, ...(p.records || []), ...(e.conv.identification?.candidates || [])]);
-}
-
-/** The record the activity will be about: the agent's choice, else the opened record. */
-function effectiveSelected(e) {
-  if (e.conv.selected) return e.conv.selected;
-  if (e.pop.action === "open" && e.pop.record) return { entity: e.pop.record.entity, id: e.pop.record.id };
-  return null;
-}
-
-function entryTitle(e) {
-  const sel = effectiveSelected(e);
-  const rec = sel && e.known.get(refKey(sel));
-  return rec?.title || e.pop.record?.title || null;
-}
-
-function isPinned(e, ref) {
-  return (e.conv.pinned || []).some((p) => sameRef(p, ref));
-}
-
 function dialHref(number) {
   const tpl = state.panel?.dial_url;
   if (!tpl || !number) return null;
@@ -977,6 +740,7 @@ function buildCard(e) {
   buildWorkflows(e);
 }
 
+/** Draws a conversation's tab and card, each part only when it changed (`force`: all of them). */
 function renderEntry(e, force = false) {
   if (force) e.sig = {};
   rememberPop(e);
@@ -991,12 +755,6 @@ function renderEntry(e, force = false) {
   syncWrapup(e);
   syncRecordButtons(e);
   updateChrome();
-}
-
-function once(e, name, sig, fn) {
-  if (e.sig[name] === sig) return;
-  e.sig[name] = sig;
-  fn();
 }
 
 function renderTab(e) {
@@ -1352,6 +1110,7 @@ function setCardError(e, message) {
 // ---------------------------------------------------------------------------
 // Customer card: the record the activity is about, pinned records, related interactions
 
+/** Loads the customer card (the records, their timeline) and draws the card again. */
 async function refreshRelated(e) {
   if (e.relatedBusy) { e.relatedAgain = true; return; }
   e.relatedBusy = true;
@@ -1561,17 +1320,6 @@ function showWorkflowResult(e, w, res, error) {
   syncRecordButtons(e);
 }
 
-// ---------------------------------------------------------------------------
-// Wrap-up: notes (draft in localStorage), disposition, submit (queued while offline), memorialization
-
-const draftKey = (e) => key(`draft:${e.id}`);
-const hasDraft = (e) => !!local.get(draftKey(e), null);
-
-function loadQueue() { return local.get(key("wrapup-queue"), []); }
-const loadQueueSafe = () => (state.agent ? loadQueue() : []);
-function saveQueue(q) { local.set(key("wrapup-queue"), q); }
-const queuedFor = (e) => loadQueue().find((x) => x.conversation_id === e.id) || null;
-
 function buildWrapup(e) {
   const box = e.el.wrapup;
   const codes = state.panel?.wrapup_codes || [];
@@ -1623,10 +1371,6 @@ function buildWrapup(e) {
 
 function saveDraft(e) {
   local.set(draftKey(e), { notes: e.el.notes.value, code: e.el.disposition.value, at: Date.now() });
-}
-
-function clearDraft(e) {
-  local.del(draftKey(e));
 }
 
 function syncWrapup(e) {
@@ -1879,15 +1623,6 @@ function logDial(number, origin) {
 // ---------------------------------------------------------------------------
 // Wiring
 
-let announceTimer = null;
-function announce(message) {
-  const el = $("#announcer");
-  // Clear first so the same message is announced again.
-  el.textContent = "";
-  clearTimeout(announceTimer);
-  announceTimer = setTimeout(() => { el.textContent = message; }, 30);
-}
-
 function wireStatic() {
   $('[data-testid="signin"]').addEventListener("submit", onSignin);
   $('[data-testid="signout"]').addEventListener("click", onSignout);
@@ -1948,5 +1683,8 @@ function wireAttention() {
   $('[data-testid="clear-completed"]').addEventListener("click", clearCompleted);
   setInterval(sweepRecent, 1000);
 }
+
+// api.js reports a refused request through a hook: what checks the session sits above it.
+whenSessionLost(checkSession);
 
 boot();
