@@ -30,7 +30,9 @@ pub mod identify;
 pub mod ivr;
 pub mod native;
 pub mod notify;
+pub mod outbox;
 pub mod panel;
+pub mod records;
 pub mod views;
 pub mod workflows;
 

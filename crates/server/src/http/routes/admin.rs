@@ -121,16 +121,7 @@ pub async fn outbox_list(State(app): State<Arc<App>>, _: Admin, query: PendingQu
 /// Try a dead (or delivered) item again now.
 #[utoipa::path(post, path = "/api/v1/outbox/{id}/replay", params(("id" = i64, Path, description = "The outbox item's id")), responses((status = 200, body = proto::OutboxItemView), (status = 404, body = proto::Problem)), security(("bearer" = [])))]
 pub async fn outbox_replay(State(app): State<Arc<App>>, ApiPath(id): ApiPath<i64>, caller: Caller) -> ApiResult<Json<proto::OutboxItemView>> {
-    // Supervisors retry failed memorializations from the panel.
-    match caller {
-        Caller::Admin | Caller::Agent { supervisor: true, .. } => {}
-        Caller::Agent { .. } => return Err(ApiError::forbidden("only supervisors (and admins) may retry a memorialization; ask your supervisor")),
-    }
-    if !app.store.outbox_replay(id, Timestamp::now()).await? {
-        return Err(ApiError::not_found(format!("no outbox item {id}")));
-    }
-    app.outbox_wake.notify_one();
-    let item = app.store.outbox_item(id).await?.ok_or_else(|| ApiError::not_found(format!("no outbox item {id}")))?;
+    let item = app.replay_outbox(&caller, id).await?;
     Ok(Json(views::outbox_item(&item)))
 }
 

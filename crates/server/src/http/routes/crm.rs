@@ -115,26 +115,6 @@ pub async fn activity(State(app): State<Arc<App>>, ApiPath(id): ApiPath<String>,
 pub async fn create_activity(State(app): State<Arc<App>>, _: Admin, body: Bytes) -> ApiResult<Response> {
     let input: proto::ActivityInput =
         serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable(format!("the activity is not valid: {e}")))?;
-    if input.kind.trim().is_empty() {
-        return Err(ApiError::unprocessable("`kind` must name the activity type, e.g. task, phonecall, chat, message"));
-    }
-    if input.regarding.is_empty() {
-        return Err(ApiError::unprocessable("`regarding` must name at least one record"));
-    }
-    for r in &input.regarding {
-        if app.crm_store.record(&r.entity, &r.id).await?.is_none() {
-            return Err(ApiError::unprocessable(format!("record {}/{} does not exist; `regarding` must name existing records", r.entity, r.id)));
-        }
-    }
-    let key = input.key.clone().filter(|k| !k.is_empty()).unwrap_or_else(|| format!("api:{}", uuid::Uuid::now_v7()));
-    let activity = cxbridge_domain::crm::Activity {
-        key,
-        kind: input.kind.clone(),
-        regarding: input.regarding.iter().map(|r| RecordRef::new(&r.entity, &r.id)).collect(),
-        fields: input.fields.clone().into_iter().collect(),
-        direction: cxbridge_domain::conversation::Direction::Inbound,
-        on_behalf_of: None,
-    };
-    let stored = app.crm_store.upsert_activity(&activity).await?;
+    let stored = app.log_activity(input).await?;
     Ok((StatusCode::CREATED, Json(views::activity(&stored))).into_response())
 }
