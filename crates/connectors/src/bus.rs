@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-pub use crate::crm::oauth::Secret;
+pub use crate::client::oauth::Secret;
 
 /// The JetStream stream's default name.
 pub const DEFAULT_STREAM: &str = "CXBRIDGE_AGENTS";

@@ -34,9 +34,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use super::http::{classify, describe, retry_after, truncate};
-use super::limits::{Limits, RateLimiter};
-use super::oauth::Secret;
+use crate::client::http::{classify, retry_after};
+use crate::client::{describe, truncate};
+use crate::client::limits::{Limits, RateLimiter};
+use crate::client::oauth::Secret;
 use super::string_fields;
 
 /// `[crm.tryton]`: where Tryton is and who the hub is there.
@@ -174,7 +175,7 @@ pub struct Tryton {
 
 impl Tryton {
     pub fn new(config: &TrytonConfig, password: Secret, normalizer: PhoneNormalizer, http: reqwest::Client) -> Result<Self, TrytonConfigError> {
-        if let Some(reason) = super::insecure_url(&config.url) {
+        if let Some(reason) = crate::client::insecure_url(&config.url) {
             return Err(TrytonConfigError::InvalidUrl { url: config.url.clone(), reason });
         }
         let database = config.database.trim();
@@ -1112,7 +1113,7 @@ mod tests {
         let config: TrytonConfig = serde_json::from_value(json!({ "url": "http://127.0.0.1:8000", "database": "crm" })).expect("config");
         assert_eq!((config.user.as_str(), config.timeout_ms, config.max_in_flight), ("admin", 10_000, 8));
         let normalizer = PhoneNormalizer::new(Some("US"), &[]).expect("region");
-        let new = |c: &TrytonConfig, p: &str| Tryton::new(c, Secret::new(p), normalizer.clone(), crate::crm::http_client()).err();
+        let new = |c: &TrytonConfig, p: &str| Tryton::new(c, Secret::new(p), normalizer.clone(), crate::client::http_client()).err();
         assert_eq!(new(&config, ""), Some(TrytonConfigError::MissingPassword));
         assert_eq!(new(&TrytonConfig { database: "a/b".into(), ..config.clone() }, "pw"), Some(TrytonConfigError::InvalidDatabase("a/b".into())));
         assert!(matches!(new(&TrytonConfig { url: "ftp://x".into(), ..config.clone() }, "pw"), Some(TrytonConfigError::InvalidUrl { .. })));

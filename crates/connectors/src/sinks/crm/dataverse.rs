@@ -32,9 +32,9 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::http::{Answer, Call, CrmHttp, classify, retry_after, vendor_message};
-use super::limits::{Limits, RateLimiter};
-use super::oauth::{ClientCredentials, Secret, TokenCache};
+use crate::client::http::{Answer, Call, CrmHttp, classify, retry_after, vendor_message};
+use crate::client::limits::{Limits, RateLimiter};
+use crate::client::oauth::{ClientCredentials, Secret, TokenCache};
 use super::string_fields;
 
 /// The `[crm.dataverse]` section of the configuration.
@@ -179,7 +179,7 @@ impl DataverseConfig {
             return Err(DataverseConfigError::Url(self.url.clone()));
         }
         for (key, value) in [("url", url.to_string()), ("token_url", self.effective_token_url())] {
-            if let Some(reason) = super::insecure_url(&value) {
+            if let Some(reason) = crate::client::insecure_url(&value) {
                 return Err(DataverseConfigError::Insecure { key, url: value, reason });
             }
         }
@@ -1277,7 +1277,7 @@ fn parse_http_response(s: &str) -> Result<PartResponse, String> {
         .nth(1)
         .and_then(|c| c.parse::<u16>().ok())
         .filter(|_| status_line.starts_with("HTTP/"))
-        .ok_or_else(|| format!("a part is no HTTP response: `{}`", super::http::truncate(status_line)))?;
+        .ok_or_else(|| format!("a part is no HTTP response: `{}`", crate::client::truncate(status_line)))?;
     let mut headers = HeaderMap::new();
     for line in lines {
         if let Some((k, v)) = line.split_once(':')

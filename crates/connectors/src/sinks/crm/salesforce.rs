@@ -27,9 +27,9 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::http::{Answer, Call, CrmHttp, classify, vendor_message};
-use super::limits::{Limits, RateLimiter};
-use super::oauth::{ClientCredentials, Secret, TokenCache};
+use crate::client::http::{Answer, Call, CrmHttp, classify, vendor_message};
+use crate::client::limits::{Limits, RateLimiter};
+use crate::client::oauth::{ClientCredentials, Secret, TokenCache};
 use super::string_fields;
 
 /// Salesforce's Composite API takes at most this many subrequests.
@@ -139,7 +139,7 @@ impl SalesforceConfig {
 
     /// Checks what would otherwise fail on the first request.
     pub fn validate(&self) -> Result<(), SalesforceConfigError> {
-        let url_ok = |u: &str| super::insecure_url(u).is_none();
+        let url_ok = |u: &str| crate::client::insecure_url(u).is_none();
         if !url_ok(&self.login_url) {
             return Err(SalesforceConfigError::Url { key: "login_url", value: self.login_url.clone() });
         }
@@ -651,7 +651,7 @@ struct SyncCursor {
 }
 
 fn bad_cursor(cursor: &str) -> CrmError {
-    CrmError::Permanent { message: format!("unreadable Salesforce change cursor `{}`: start over with a full sync (no cursor)", super::http::truncate(cursor)) }
+    CrmError::Permanent { message: format!("unreadable Salesforce change cursor `{}`: start over with a full sync (no cursor)", crate::client::truncate(cursor)) }
 }
 
 #[async_trait]
@@ -781,7 +781,7 @@ impl Crm for Salesforce {
         let url = format!("{}/sobjects/{}/", self.api, object_name(spec));
         let answer = self.send(Method::POST, &url, &[], Some(&Value::Object(body))).await?.json()?;
         let Some(id) = answer.get("id").and_then(Value::as_str) else {
-            return Err(CrmError::Permanent { message: format!("Salesforce created a {} but did not say its id: {}", spec.name, super::http::truncate(&answer.to_string())) });
+            return Err(CrmError::Permanent { message: format!("Salesforce created a {} but did not say its id: {}", spec.name, crate::client::truncate(&answer.to_string())) });
         };
         self.read(spec, id).await?.ok_or_else(|| CrmError::Transient { message: format!("{} `{id}` was created but cannot be read back yet", spec.name), retry_after: None })
     }
@@ -1026,7 +1026,7 @@ fn check_field_name(name: &str) -> Result<(), CrmError> {
 
 fn check_key(key: &str) -> Result<(), CrmError> {
     if key.is_empty() || key.chars().count() > 255 {
-        return Err(CrmError::Permanent { message: format!("activity key `{}` must be 1 to 255 characters for a Salesforce External ID", super::http::truncate(key)) });
+        return Err(CrmError::Permanent { message: format!("activity key `{}` must be 1 to 255 characters for a Salesforce External ID", crate::client::truncate(key)) });
     }
     Ok(())
 }
