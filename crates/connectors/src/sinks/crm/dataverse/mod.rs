@@ -377,3 +377,26 @@ fn record_body(spec: &EntitySpec, entities: &[EntitySpec], fields: &BTreeMap<Str
     }
     serde_json::to_string(&Value::Object(body)).map_err(|e| CrmError::Permanent { message: e.to_string() })
 }
+
+/// Tests of the query building on the default entities (here, where both are known).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn select_reads_lookup_names_through_the_lookup() {
+        let contact = &default_entities()[0];
+        assert_eq!(
+            select_list(contact).expect("select"),
+            "contactid,fullname,telephone1,mobilephone,telephone2,emailaddress1,_parentcustomerid_value"
+        );
+        let fields = record_fields(&json!({
+            "contactid": "c", "_parentcustomerid_value": "a",
+            "_parentcustomerid_value@OData.Community.Display.V1.FormattedValue": "Contoso",
+            "_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "account",
+        }));
+        assert_eq!(fields.get("parentcustomerid_name").map(String::as_str), Some("Contoso"));
+        assert_eq!(fields.get("_parentcustomerid_value").map(String::as_str), Some("a"));
+    }
+}

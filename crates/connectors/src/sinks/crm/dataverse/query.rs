@@ -191,31 +191,12 @@ pub(super) fn entity_id(headers: &HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    use super::super::config::default_entities;
 
     #[test]
     fn entity_sets_are_pluralized_like_dataverse_does() {
         for (logical, set) in [("phonecall", "phonecalls"), ("task", "tasks"), ("opportunity", "opportunities"), ("activityparty", "activityparties"), ("fax", "faxes"), ("cxb_chat", "cxb_chats"), ("survey", "surveys"), ("address", "addresses")] {
             assert_eq!(entity_set(logical), set);
         }
-    }
-
-    #[test]
-    fn select_reads_lookup_names_through_the_lookup() {
-        let contact = &default_entities()[0];
-        assert_eq!(
-            select_list(contact).expect("select"),
-            "contactid,fullname,telephone1,mobilephone,telephone2,emailaddress1,_parentcustomerid_value"
-        );
-        let fields = record_fields(&json!({
-            "contactid": "c", "_parentcustomerid_value": "a",
-            "_parentcustomerid_value@OData.Community.Display.V1.FormattedValue": "Contoso",
-            "_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "account",
-        }));
-        assert_eq!(fields.get("parentcustomerid_name").map(String::as_str), Some("Contoso"));
-        assert_eq!(fields.get("_parentcustomerid_value").map(String::as_str), Some("a"));
     }
 
     #[test]

@@ -193,9 +193,6 @@ pub(super) fn candidate_of(spec: &EntitySpec, fields: BTreeMap<String, String>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    use super::super::config::default_entities;
 
     #[test]
     fn escaping() {
@@ -206,30 +203,5 @@ mod tests {
         check(soql_escape, "O'Brien \\ co", "O\\'Brien \\\\ co");
         check(like_escape, "100%_", "100\\%\\_");
         check(encode_segment, "cxbridge:conv-1.a/b c", "cxbridge%3Aconv-1%2Ea%2Fb%20c");
-    }
-
-    #[test]
-    fn objects_and_fields_of_entities() {
-        let plain = EntitySpec::simple("opportunity", &["Phone"], "Name");
-        assert_eq!(object_name(&plain), "Opportunity");
-        assert_eq!(id_field(&plain), "Id");
-        let contact = &default_entities()[0];
-        assert_eq!(
-            select_fields(contact),
-            ["Id", "Name", "Phone", "MobilePhone", "HomePhone", "OtherPhone", "Email", "Account.Name", "AccountId"]
-        );
-        assert!(check_field_name("Account.Name").is_ok());
-        assert!(check_field_name("Name) FROM User --").is_err());
-    }
-
-    #[test]
-    fn lookups_are_flattened() {
-        let r = json!({ "attributes": { "type": "Contact" }, "Id": "003", "Name": "Ada", "Account": { "attributes": { "type": "Account" }, "Name": "Acme" } });
-        let f = record_fields(&r);
-        assert_eq!(f.get("Account.Name").map(String::as_str), Some("Acme"));
-        assert_eq!(f.get("AccountName").map(String::as_str), Some("Acme"));
-        assert!(!f.contains_key("attributes"));
-        let c = candidate(&default_entities()[0], &r).expect("candidate");
-        assert_eq!(c.display, vec![("Name".to_string(), "Ada".to_string()), ("Account name".to_string(), "Acme".to_string())]);
     }
 }
