@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cxbridge_connectors::crm::dataverse::{Dataverse, DataverseConfig, default_entities, default_mapping};
-use cxbridge_connectors::crm::http_client;
-use cxbridge_connectors::crm::oauth::Secret;
+use cxbridge_connectors::client::http_client;
+use cxbridge_connectors::client::oauth::Secret;
+use cxbridge_connectors::sinks::crm::dataverse::{Dataverse, DataverseConfig, default_entities, default_mapping};
 use cxbridge_domain::conversation::{Address, Channel, Conversation, Details, Direction, Disposition, EndCause, Outcome, State};
 use cxbridge_domain::crm::{Activity, Candidate, ChangePage, Crm, CrmError, EntitySpec, RecordRef, SearchQuery};
 use cxbridge_domain::identify::Identification;
@@ -524,7 +524,7 @@ async fn lost_answers_and_retries_never_duplicate() {
         for (a, r) in pending.into_iter().zip(results) {
             match r {
                 Ok(id) => {
-                    ids.insert(cxbridge_connectors::crm::dataverse::key_value(&a.key), id);
+                    ids.insert(cxbridge_connectors::sinks::crm::dataverse::key_value(&a.key), id);
                 }
                 Err(CrmError::Transient { .. }) => left.push(a),
                 Err(e) => panic!("{}: {e}", a.key),
@@ -535,7 +535,7 @@ async fn lost_answers_and_retries_never_duplicate() {
         if let Some(a) = pending.pop() {
             match dv.upsert_activity(&a).await {
                 Ok(id) => {
-                    ids.insert(cxbridge_connectors::crm::dataverse::key_value(&a.key), id);
+                    ids.insert(cxbridge_connectors::sinks::crm::dataverse::key_value(&a.key), id);
                 }
                 Err(_) => pending.push(a),
             }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use cxbridge_connectors::crm::http_client;
-use cxbridge_connectors::crm::oauth::{ClientCredentials, Secret, TokenCache};
+use cxbridge_connectors::client::http_client;
+use cxbridge_connectors::client::oauth::{ClientCredentials, Secret, TokenCache};
 use cxbridge_domain::crm::CrmError;
 use cxbridge_testkit::oauth::{Flavor, TokenServer};
 

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cxbridge_connectors::crm::http_client;
-use cxbridge_connectors::crm::oauth::Secret;
-use cxbridge_connectors::crm::salesforce::{ApiUsage, Salesforce, SalesforceConfig, default_entities, default_mapping};
+use cxbridge_connectors::client::http_client;
+use cxbridge_connectors::client::oauth::Secret;
+use cxbridge_connectors::sinks::crm::salesforce::{ApiUsage, Salesforce, SalesforceConfig, default_entities, default_mapping};
 use cxbridge_domain::Timestamp;
 use cxbridge_domain::conversation::{Address, Channel, Conversation, Details, Direction, Disposition, EndCause, Outcome, State};
 use cxbridge_domain::crm::{Activity, Candidate, Crm, CrmError, EntitySpec, RecordRef, SearchQuery};

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
-use cxbridge_connectors::crm::oauth::Secret;
-use cxbridge_connectors::crm::tryton::{Tryton, TrytonConfig, default_entities};
+use cxbridge_connectors::client::oauth::Secret;
+use cxbridge_connectors::sinks::crm::tryton::{Tryton, TrytonConfig, default_entities};
 use cxbridge_domain::conversation::Direction;
 use cxbridge_domain::crm::{Activity, Candidate, Crm, CrmError, EntitySpec, RecordRef, SearchQuery};
 use cxbridge_domain::phone::PhoneNormalizer;
@@ -32,7 +32,7 @@ fn config(url: &str, user: &str) -> TrytonConfig {
 
 fn adapter_at(url: &str, user: &str, password: &str, region: Option<&str>) -> Tryton {
     let normalizer = PhoneNormalizer::new(region, &[]).expect("normalizer");
-    Tryton::new(&config(url, user), Secret::new(password), normalizer, cxbridge_connectors::crm::http_client()).expect("adapter")
+    Tryton::new(&config(url, user), Secret::new(password), normalizer, cxbridge_connectors::client::http_client()).expect("adapter")
 }
 
 fn adapter(f: &Fixture) -> Tryton {
@@ -53,7 +53,7 @@ struct Admin {
 
 impl Admin {
     async fn login(f: &Fixture) -> Admin {
-        let http = cxbridge_connectors::crm::http_client();
+        let http = cxbridge_connectors::client::http_client();
         let endpoint = format!("{}/{DATABASE}/rpc/", f.server.url);
         let answer: Value = http
             .post(&endpoint)

@@ -110,7 +110,7 @@ impl TokenCache {
         }
         let started = Instant::now();
         let response = self.http.post(&c.token_url).form(&form).send().await.map_err(|e| CrmError::Transient {
-            message: format!("token endpoint {} unreachable: {}", c.token_url, super::http::describe(&e)),
+            message: format!("token endpoint {} unreachable: {}", c.token_url, super::describe(&e)),
             retry_after: None,
         })?;
         let status = response.status();
@@ -124,7 +124,7 @@ impl TokenCache {
                     let text = v["error_description"].as_str().unwrap_or_default().to_string();
                     format!("{code}: {text}")
                 })
-                .unwrap_or_else(|| super::http::truncate(&body));
+                .unwrap_or_else(|| super::truncate(&body));
             let message = format!("token endpoint answered {status}: {detail}");
             return Err(if status.is_server_error() || status.as_u16() == 429 {
                 CrmError::Transient { message, retry_after: None }

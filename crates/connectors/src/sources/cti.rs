@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{CallEvent, MAX_ID_LEN, Reply, WireError, check_agents, check_len, direction, kind, parse_form_body, voicemail_or};
+use super::call_event::{CallEvent, MAX_ID_LEN, Reply, WireError, check_agents, check_len, direction, kind, parse_form_body, voicemail_or};
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -139,7 +139,7 @@ mod tests {
     use cxbridge_domain::conversation::{Direction, EndCause};
 
     use super::*;
-    use crate::CallEventKind;
+    use crate::sources::call_event::CallEventKind;
 
     #[test]
     fn json_with_user_string_or_list() {

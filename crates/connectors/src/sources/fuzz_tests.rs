@@ -6,7 +6,8 @@ use cxbridge_domain::conversation::MAX_AGENTS_PER_EVENT;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use crate::{CallEvent, MAX_ID_LEN, WireError, check_form_utf8, cti, sipgate};
+use super::call_event::{CallEvent, MAX_ID_LEN, WireError, check_form_utf8};
+use super::{cti, sipgate};
 
 const EVENTS: &[&str] = &["newCall", "answer", "hangup", "ring", ""];
 const DIRECTIONS: &[&str] = &["in", "out", "sideways", ""];

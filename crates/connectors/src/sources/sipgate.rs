@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use cxbridge_domain::conversation::Direction;
 
-use crate::{CallEvent, CallEventKind, MAX_ID_LEN, Reply, WireError, check_agents, check_len, direction, kind, parse_form_body, voicemail_or};
+use super::call_event::{CallEvent, CallEventKind, MAX_ID_LEN, Reply, WireError, check_agents, check_len, direction, kind, parse_form_body, voicemail_or};
 
 /// Fields we use; the others (`fullUserId[]`, `xcid`, …) are ignored.
 #[derive(Debug, Deserialize)]

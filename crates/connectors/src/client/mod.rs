@@ -1,34 +1,10 @@
-//! CRM adapters behind the domain's [`cxbridge_domain::crm::Crm`] port, and what they share:
-//! the OAuth token cache, per-connection limits, the HTTP call discipline, and the phone
-//! notations a CRM that stores free text is searched with.
+//! The HTTP client CRM adapters share (and later platform feeds and webhook deliveries):
+//! the process's TLS and `reqwest::Client`, which URLs may carry credentials, and the words
+//! errors are told in. Its parts: [`oauth`] tokens, [`limits`] per connection, one [`http`] call.
 
-pub mod dataverse;
 pub mod http;
 pub mod limits;
 pub mod oauth;
-pub mod salesforce;
-pub mod tryton;
-
-use std::collections::BTreeMap;
-
-/// A CRM record's JSON object flattened to the string fields the hub shows and maps:
-/// strings as they are, numbers and booleans printed, nulls, objects and arrays left out
-/// (OData annotations too, except lookup values like `_parentcustomerid_value`).
-pub fn string_fields(v: &serde_json::Value) -> BTreeMap<String, String> {
-    let Some(obj) = v.as_object() else { return BTreeMap::new() };
-    obj.iter()
-        .filter(|(k, _)| !k.contains('@'))
-        .filter_map(|(k, v)| {
-            let s = match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Number(n) => n.to_string(),
-                serde_json::Value::Bool(b) => b.to_string(),
-                _ => return None,
-            };
-            Some((k.clone(), s))
-        })
-        .collect()
-}
 
 /// Makes TLS available to every HTTP client of the process (rustls with the `ring`
 /// provider, which builds with nothing but a C compiler). Call before building a
@@ -75,6 +51,34 @@ fn is_loopback(url: &reqwest::Url) -> bool {
     match bare.parse::<std::net::IpAddr>() {
         Ok(ip) => ip.is_loopback(),
         Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+pub fn truncate(s: &str) -> String {
+    const MAX: usize = 500;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// A transport error in words an admin can act on.
+pub fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        // The innermost cause is the one that says what happened ("Connection refused").
+        let mut cause: &dyn std::error::Error = e;
+        while let Some(inner) = cause.source() {
+            cause = inner;
+        }
+        format!("cannot connect ({cause})")
+    } else {
+        e.to_string()
     }
 }
 

@@ -11,6 +11,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use super::limits::RateLimiter;
 use super::oauth::{AccessToken, TokenCache};
+use super::{describe, truncate};
 
 pub struct CrmHttp {
     pub client: reqwest::Client,
@@ -141,34 +142,6 @@ pub fn vendor_message(body: &str) -> String {
         .or_else(|| pick(&v))
         .or_else(|| v.get("error_description").and_then(|m| m.as_str()).map(str::to_string))
         .unwrap_or_else(|| truncate(body))
-}
-
-pub fn truncate(s: &str) -> String {
-    const MAX: usize = 500;
-    if s.len() <= MAX {
-        return s.to_string();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
-/// A transport error in words an admin can act on.
-pub fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        // The innermost cause is the one that says what happened ("Connection refused").
-        let mut cause: &dyn std::error::Error = e;
-        while let Some(inner) = cause.source() {
-            cause = inner;
-        }
-        format!("cannot connect ({cause})")
-    } else {
-        e.to_string()
-    }
 }
 
 /// The path of a URL without query (queries may carry phone numbers; keep logs lean).
