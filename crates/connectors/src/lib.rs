@@ -11,12 +11,3 @@ pub mod bus;
 pub mod client;
 pub mod sinks;
 pub mod sources;
-
-// Old paths kept while the server moves to the new ones (rooms issue); removed then.
-pub use sources::call_event::{CallEvent, CallEventKind, Reply, WireError, check_form_utf8};
-pub use sources::{cti, ivr, sipgate};
-pub mod crm {
-    //! The old path of [`crate::sinks::crm`] and of the client pieces the server takes from it.
-    pub use crate::client::{ensure_tls, http_client, oauth};
-    pub use crate::sinks::crm::{dataverse, salesforce, tryton};
-}

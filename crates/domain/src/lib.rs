@@ -5,6 +5,7 @@
 //! Types derive `Deserialize` where they are read from the configuration file; the wire
 //! representation the outside world sees lives in `cxbridge-proto`.
 
+pub mod calls;
 pub mod conversation;
 pub mod crm;
 pub mod directory;
@@ -14,6 +15,5 @@ pub mod mapping;
 pub mod outbox;
 pub mod phone;
 pub mod pop;
-pub mod routing;
 
 pub use jiff::{SignedDuration, Timestamp};

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cxbridge_connectors::{CallEvent, CallEventKind};
+use cxbridge_connectors::sources::call_event::{CallEvent, CallEventKind};
 use cxbridge_domain::conversation::{Direction, EndCause};
 
 use crate::config::{AgentConfig, Config, WorkflowAction, WorkflowConfig, WrapupCodeConfig};
@@ -37,6 +37,7 @@ fn call(id: &str, kind: CallEventKind, from: &str, agent: &str) -> CallEvent {
         kind,
         call_id: id.into(),
         conversation_key: id.into(),
+        leg: None,
         from: from.into(),
         to: "+14155550000".into(),
         direction: Direction::Inbound,
@@ -112,7 +113,7 @@ pub fn configure(config: &mut Config) -> anyhow::Result<Option<String>> {
             .map(|(code, label, category)| WrapupCodeConfig { code: code.to_string(), label: Some(label.to_string()), category: Some(category.to_string()) })
             .collect();
     }
-    if config.workflows.is_empty() && config.crm.provider == "builtin" {
+    if config.workflows.is_empty() && config.crm.provider == cxbridge_connectors::sinks::crm::Provider::Builtin {
         let workflow = |name: &str, label: &str, action: WorkflowAction, entity: &str, required: &[&str]| WorkflowConfig {
             name: name.into(),
             label: Some(label.into()),

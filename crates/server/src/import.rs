@@ -122,8 +122,8 @@ const BATCH: usize = 5_000;
 
 impl Importer {
     pub fn new(config: &Config, entity: &str, options: ImportOptions) -> Result<Self, SetupError> {
-        if config.crm.provider != "builtin" {
-            return Err(SetupError::NotBuiltIn(config.crm.provider.clone()));
+        if config.crm.provider != cxbridge_connectors::sinks::crm::Provider::Builtin {
+            return Err(SetupError::NotBuiltIn(config.crm.provider.to_string()));
         }
         let entities = config.entities();
         let Some(spec) = entities.iter().find(|e| e.name == entity).cloned() else {

@@ -13,6 +13,9 @@ pub struct CallEvent {
     pub call_id: String,
     /// The id of the whole conversation (sipgate `origCallId`; else the call id).
     pub conversation_key: String,
+    /// The leg this event is about, when the source tells the legs of one conversation apart
+    /// (sipgate: each `callId` of an `origCallId`); the newest answered leg's agent takes it.
+    pub leg: Option<String>,
     pub from: String,
     pub to: String,
     pub direction: Direction,

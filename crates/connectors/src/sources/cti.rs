@@ -113,6 +113,7 @@ fn build(f: Fields) -> Result<CallEvent, WireError> {
         source: "cti",
         kind,
         conversation_key: call_id.clone(),
+        leg: None,
         call_id,
         from: f.from.unwrap_or_default(),
         to: f.to.unwrap_or_default(),

@@ -74,6 +74,7 @@ pub fn parse_form_at(body: &[u8], path_direction: Option<Direction>) -> Result<C
     Ok(CallEvent {
         source: "sipgate",
         kind,
+        leg: Some(call_id.clone()),
         call_id,
         conversation_key,
         from: b.from.unwrap_or_default(),

@@ -4,12 +4,12 @@
 
 use std::time::Instant;
 
-use cxbridge_connectors::{CallEvent, CallEventKind, Reply};
+use cxbridge_connectors::sources::call_event::{CallEvent, CallEventKind, Reply};
 use cxbridge_domain::Timestamp;
 use cxbridge_domain::conversation::{Channel, Details, Direction, Event, EventKind, Offer};
 use cxbridge_domain::identify::Identification;
 use cxbridge_domain::phone::{DigitsWithoutPlus, Normalized};
-use cxbridge_domain::routing;
+use cxbridge_domain::calls as call_rules;
 use cxbridge_store::Recorded;
 
 use super::{App, Result};
@@ -31,7 +31,7 @@ impl App {
             Direction::Outbound => {
                 // Outbound, the customer is the destination.
                 let r = &self.config.routing;
-                match routing::outbound_caller_id(&r.outbound_caller_ids, r.default_caller_id.as_deref(), &ev.to, customer.e164()) {
+                match call_rules::outbound_caller_id(&r.outbound_caller_ids, r.default_caller_id.as_deref(), &ev.to, customer.e164()) {
                     Some(caller_id) => Reply::Dial { caller_id: caller_id.to_string(), number: ev.to.clone() },
                     None => Reply::Accept,
                 }
@@ -97,7 +97,7 @@ impl App {
             dedup_key: ev.dedup_key(),
             source: ev.source.to_string(),
             conversation_key: ev.conversation_key.clone(),
-            leg: (ev.source == "sipgate").then(|| ev.call_id.clone()),
+            leg: ev.leg.clone(),
             at,
             source_time: false,
             kind,

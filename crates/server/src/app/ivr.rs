@@ -62,12 +62,7 @@ fn owner_field(app: &App) -> Option<String> {
     if let Some(f) = &app.config.ivr.owner_field {
         return Some(f.clone());
     }
-    match app.config.crm.provider.as_str() {
-        "builtin" => Some("owner".into()),
-        "dataverse" => Some("_ownerid_value".into()),
-        "salesforce" => Some("OwnerId".into()),
-        _ => None,
-    }
+    app.config.crm.provider.owner_field().map(str::to_string)
 }
 
 impl App {

@@ -104,7 +104,7 @@ impl App {
     }
 
     pub fn uses_builtin_crm(&self) -> bool {
-        self.config.crm.provider == "builtin"
+        self.config.crm.provider == cxbridge_connectors::sinks::crm::Provider::Builtin
     }
 
     /// The entity `name` of the CRM, if it is one we know.

@@ -8,7 +8,8 @@ use cxbridge_domain::crm::EntitySpec;
 use cxbridge_domain::mapping::Mapping;
 use cxbridge_domain::outbox::RetryPolicy;
 use cxbridge_domain::pop::PopRule;
-use cxbridge_domain::routing::CallerIdRule;
+use cxbridge_domain::calls::CallerIdRule;
+use cxbridge_connectors::sinks::crm::Provider;
 use serde::Deserialize;
 
 mod settings;
@@ -233,7 +234,7 @@ impl Default for PhoneConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct CrmConfig {
     /// Which CRM: `builtin` (default), `dataverse`, `salesforce` or `tryton`.
-    pub provider: String,
+    pub provider: Provider,
     /// Entities searched and shown, in identification priority order. When empty: the
     /// provider's defaults (built-in: contact, account, lead).
     pub entities: Vec<EntitySpec>,
@@ -247,11 +248,11 @@ pub struct CrmConfig {
     /// How often the local index asks the CRM for changes.
     pub sync_interval_secs: u64,
     /// `[crm.dataverse]`: see docs/crm/dataverse.md.
-    pub dataverse: Option<cxbridge_connectors::crm::dataverse::DataverseConfig>,
+    pub dataverse: Option<cxbridge_connectors::sinks::crm::dataverse::DataverseConfig>,
     /// `[crm.salesforce]`: see docs/crm/salesforce.md.
-    pub salesforce: Option<cxbridge_connectors::crm::salesforce::SalesforceConfig>,
+    pub salesforce: Option<cxbridge_connectors::sinks::crm::salesforce::SalesforceConfig>,
     /// `[crm.tryton]`: see docs/crm/tryton.md.
-    pub tryton: Option<cxbridge_connectors::crm::tryton::TrytonConfig>,
+    pub tryton: Option<cxbridge_connectors::sinks::crm::tryton::TrytonConfig>,
     /// What an activity is about when the caller matched no record: `unassigned`, `record`
     /// (the `unmatched_record`) or `create` (a record for the caller in `unmatched_entity`).
     /// Unset: `unassigned`, but `create` on Tryton, where a note needs a party.
@@ -282,9 +283,9 @@ impl CrmConfig {
                 Some(cxbridge_domain::crm::RecordRef::new(entity, id))
             }
         };
-        let default = if self.provider == "tryton" { "create" } else { "unassigned" };
+        let default = if self.provider.activity_needs_a_record() { "create" } else { "unassigned" };
         match self.unmatched.as_deref().unwrap_or(default) {
-            "unassigned" if self.provider == "tryton" => Err(
+            "unassigned" if self.provider.activity_needs_a_record() => Err(
                 "[crm] unmatched = \"unassigned\" cannot work on Tryton (a note needs a party): use unmatched = \"record\" with unmatched_record = \"party/<id>\", or unmatched = \"create\"".into(),
             ),
             "unassigned" => Ok(Unmatched::Unassigned),
@@ -305,7 +306,7 @@ impl CrmConfig {
 impl Default for CrmConfig {
     fn default() -> Self {
         Self {
-            provider: "builtin".into(),
+            provider: Provider::Builtin,
             entities: vec![],
             max_candidates: 10,
             identify_timeout_ms: 800,
@@ -692,14 +693,11 @@ impl Config {
         if sv.max_connections == 0 || sv.header_timeout_secs == 0 || sv.request_timeout_secs == 0 {
             return Err("[server] max_connections, header_timeout_secs and request_timeout_secs must be at least 1".into());
         }
-        if !crate::crm::PROVIDERS.contains(&self.crm.provider.as_str()) {
-            return Err(format!("[crm] provider must be one of {}, not `{}`", crate::crm::PROVIDERS.join(", "), self.crm.provider));
-        }
-        let section = match self.crm.provider.as_str() {
-            "dataverse" => Some(self.crm.dataverse.is_some()),
-            "salesforce" => Some(self.crm.salesforce.is_some()),
-            "tryton" => Some(self.crm.tryton.is_some()),
-            _ => None,
+        let section = match self.crm.provider {
+            Provider::Dataverse => Some(self.crm.dataverse.is_some()),
+            Provider::Salesforce => Some(self.crm.salesforce.is_some()),
+            Provider::Tryton => Some(self.crm.tryton.is_some()),
+            Provider::Builtin => None,
         };
         if section == Some(false) {
             let p = &self.crm.provider;
@@ -899,7 +897,7 @@ impl Config {
 
     /// The CRM's entities: configured ones, or the provider's defaults.
     pub fn entities(&self) -> Vec<EntitySpec> {
-        let mut entities = if self.crm.entities.is_empty() { crate::crm::default_entities(&self.crm.provider) } else { self.crm.entities.clone() };
+        let mut entities = if self.crm.entities.is_empty() { self.crm.provider.default_entities() } else { self.crm.entities.clone() };
         // What callers prove who they are with is never shown to agents nor searched.
         for e in &mut entities {
             for f in self.ivr.verify.fields.values() {
@@ -915,7 +913,7 @@ impl Config {
     pub fn mapping(&self) -> Mapping {
         let mut m = self.memorialization.clone();
         if !self.mapping_fields_given {
-            m.fields = crate::crm::default_mapping_fields(&self.crm.provider);
+            m.fields = self.crm.provider.default_mapping();
         }
         m
     }

@@ -7,43 +7,21 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use cxbridge_domain::crm::{Crm, EntitySpec};
-use cxbridge_domain::mapping::{FieldRule, default_fields};
 use cxbridge_domain::phone::PhoneNormalizer;
 use cxbridge_store::sqlite::{CrmSchema, Durability};
 use cxbridge_store::{BuiltinCrm, CrmStore, SqliteStore};
 
-use cxbridge_connectors::crm::dataverse::{self, Dataverse};
-use cxbridge_connectors::crm::oauth::Secret;
-use cxbridge_connectors::crm::salesforce::{self, Salesforce};
-use cxbridge_connectors::crm::tryton::{self, Tryton};
+use cxbridge_connectors::sinks::crm::Provider;
+use cxbridge_connectors::sinks::crm::dataverse::Dataverse;
+use cxbridge_connectors::client::oauth::Secret;
+use cxbridge_connectors::sinks::crm::salesforce::Salesforce;
+use cxbridge_connectors::sinks::crm::tryton::Tryton;
 
 use crate::config::Config;
 
 mod indexed;
 
 pub use indexed::{IndexedCrm, Resync};
-
-pub const PROVIDERS: &[&str] = &["builtin", "dataverse", "salesforce", "tryton"];
-
-/// The entities a provider is searched by when the config names none.
-pub fn default_entities(provider: &str) -> Vec<EntitySpec> {
-    match provider {
-        "dataverse" => dataverse::default_entities(),
-        "salesforce" => salesforce::default_entities(),
-        "tryton" => tryton::default_entities(),
-        _ => EntitySpec::builtin_defaults(),
-    }
-}
-
-/// The activity fields a provider's records take when the config sets none.
-pub fn default_mapping_fields(provider: &str) -> Vec<FieldRule> {
-    match provider {
-        "dataverse" => dataverse::default_mapping(),
-        "salesforce" => salesforce::default_mapping(),
-        "tryton" => tryton::default_mapping(),
-        _ => default_fields(),
-    }
-}
 
 /// The CRM secret from the config file, else from the environment; never logged.
 fn secret(from_config: Option<&String>, env: &str, what: &str) -> anyhow::Result<Secret> {
@@ -64,17 +42,17 @@ fn external(
     mut secret_of: impl FnMut(Option<&String>, &str, &str) -> anyhow::Result<Secret>,
 ) -> anyhow::Result<Option<Arc<dyn Crm>>> {
     let entities = config.entities();
-    let http = cxbridge_connectors::crm::http_client();
-    let crm: Arc<dyn Crm> = match (config.crm.provider.as_str(), &config.crm.dataverse, &config.crm.salesforce, &config.crm.tryton) {
-        ("dataverse", Some(c), _, _) => {
+    let http = cxbridge_connectors::client::http_client();
+    let crm: Arc<dyn Crm> = match (config.crm.provider, &config.crm.dataverse, &config.crm.salesforce, &config.crm.tryton) {
+        (Provider::Dataverse, Some(c), _, _) => {
             let secret = secret_of(c.client_secret.as_ref(), "CXBRIDGE_CRM_CLIENT_SECRET", "client secret")?;
             Arc::new(Dataverse::new(c, secret, normalizer.clone(), http).context("[crm.dataverse]")?.with_entities(entities))
         }
-        ("salesforce", _, Some(c), _) => {
+        (Provider::Salesforce, _, Some(c), _) => {
             let secret = secret_of(c.client_secret.as_ref(), "CXBRIDGE_CRM_CLIENT_SECRET", "client secret")?;
             Arc::new(Salesforce::new(c, secret, normalizer.clone(), http).context("[crm.salesforce]")?.with_entities(entities))
         }
-        ("tryton", _, _, Some(c)) => {
+        (Provider::Tryton, _, _, Some(c)) => {
             let password = secret_of(c.password.as_ref(), "CXBRIDGE_CRM_PASSWORD", "password")?;
             Arc::new(Tryton::new(c, password, normalizer.clone(), http).context("[crm.tryton]")?.with_entities(entities))
         }
@@ -120,7 +98,7 @@ async fn index_for(config: &Config, normalizer: &PhoneNormalizer, crm: Arc<dyn C
     if !config.crm.local_index || !crm.has_change_feed() {
         return Ok(Connected { crm, indexed: None });
     }
-    let path = index_path(&config.server.data_dir, &config.crm.provider);
+    let path = index_path(&config.server.data_dir, config.crm.provider);
     let schema = CrmSchema { entities: entities.clone(), normalizer: normalizer.clone() };
     crate::files::private_database(&path).with_context(|| format!("cannot create the local phone index {}", path.display()))?;
     let store = SqliteStore::open(&path, schema, Durability::Normal)
@@ -131,6 +109,6 @@ async fn index_for(config: &Config, normalizer: &PhoneNormalizer, crm: Arc<dyn C
     Ok(Connected { crm: indexed.clone(), indexed: Some(indexed) })
 }
 
-pub fn index_path(data_dir: &Path, provider: &str) -> std::path::PathBuf {
+pub fn index_path(data_dir: &Path, provider: Provider) -> std::path::PathBuf {
     data_dir.join(format!("crm-index-{provider}.sqlite"))
 }

@@ -131,7 +131,7 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestP
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
         // The query parser would turn bytes that are not UTF-8 (`ani=%FF`) into U+FFFD.
-        cxbridge_connectors::check_form_utf8(parts.uri.query().unwrap_or("").as_bytes()).map_err(|detail| ApiError::bad_request(format!("the query string is not valid: {detail}")))?;
+        cxbridge_connectors::sources::call_event::check_form_utf8(parts.uri.query().unwrap_or("").as_bytes()).map_err(|detail| ApiError::bad_request(format!("the query string is not valid: {detail}")))?;
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(v)| ApiQuery(v))

@@ -169,7 +169,7 @@ async fn demo_prints_how_to_sign_in_and_the_agent_can() {
     let text = (0..7).map(|_| next()).collect::<Vec<_>>().join("\n");
     let base = first.trim_start_matches("cxbridge listening on ").to_string();
     let password = text.lines().find_map(|l| l.split_once("password ")).map(|(_, p)| p.trim().to_string()).unwrap_or_default();
-    cxbridge_connectors::crm::ensure_tls();
+    cxbridge_connectors::client::ensure_tls();
     let http = reqwest::Client::new();
     let signed_in = http.post(format!("{base}/api/v1/session")).json(&serde_json::json!({"agent": "alice", "password": password})).send().await;
     let panel = http.get(format!("{base}/agent")).send().await;

@@ -54,7 +54,7 @@ pub async fn spawn_with_server(server: &str, extra: &str) -> TestApp {
     tokio::spawn(cxbridge_server::run(server.clone(), listener, async move {
         let _ = rx.await;
     }));
-    cxbridge_connectors::crm::ensure_tls();
+    cxbridge_connectors::client::ensure_tls();
     TestApp { addr, http: reqwest::Client::new(), app, server, _dir: dir, stop: Some(tx) }
 }
 

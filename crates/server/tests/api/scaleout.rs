@@ -61,7 +61,7 @@ struct Cluster {
 
 /// Starts `n` nodes at once (their migrations race, as on a real rollout) with `extra` TOML.
 async fn cluster(n: usize, database_url: &str, nats: &str, extra: &str) -> Cluster {
-    cxbridge_connectors::crm::ensure_tls();
+    cxbridge_connectors::client::ensure_tls();
     let dir = tempfile::tempdir().expect("tempdir");
     let stream = unique_name("CXB").to_uppercase();
     let prefix = unique_name("cxb");

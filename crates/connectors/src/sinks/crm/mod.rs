@@ -2,8 +2,11 @@
 //! beyond the HTTP client (`crate::client`): a record's JSON read as string fields.
 
 pub mod dataverse;
+mod provider;
 pub mod salesforce;
 pub mod tryton;
+
+pub use provider::Provider;
 
 use std::collections::BTreeMap;
 

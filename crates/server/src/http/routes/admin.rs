@@ -75,7 +75,7 @@ async fn crm_health(app: &App) -> proto::CrmHealth {
             Some(out)
         }
     };
-    proto::CrmHealth { provider: app.config.crm.provider.clone(), index }
+    proto::CrmHealth { provider: app.config.crm.provider.to_string(), index }
 }
 
 pub async fn metrics(State(edge): State<Arc<Edge>>) -> Response {

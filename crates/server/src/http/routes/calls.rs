@@ -8,7 +8,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cxbridge_connectors::{WireError, cti, sipgate};
+use cxbridge_connectors::sources::call_event::WireError;
+use cxbridge_connectors::sources::{cti, sipgate};
 use cxbridge_domain::conversation::Direction;
 
 use crate::app::App;
@@ -82,7 +83,7 @@ async fn sipgate_event(edge: &Edge, token: &str, path_direction: Option<Directio
     let received = Instant::now();
     reject_token(edge, token)?;
     let ev = sipgate::parse_form_at(body, path_direction).map_err(wire_error)?;
-    let is_new_call = ev.kind == cxbridge_connectors::CallEventKind::NewCall;
+    let is_new_call = ev.kind == cxbridge_connectors::sources::call_event::CallEventKind::NewCall;
     let direction = ev.direction;
     let done = edge.app.record_call(ev, received).await?;
     // Ask for answer and hangup callbacks on every new call (they are opt-in per call), at

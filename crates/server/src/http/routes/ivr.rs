@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use cxbridge_connectors::ivr as formats;
+use cxbridge_connectors::sources::ivr as formats;
 use cxbridge_domain::ivr::Route;
 use cxbridge_proto as proto;
 use serde::Deserialize;

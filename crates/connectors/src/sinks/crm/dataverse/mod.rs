@@ -45,6 +45,9 @@ use config::MAX_PAGE;
 use connection::Inner;
 use query::{LOOKUP_LOGICAL_NAME, PREFER_ANNOTATIONS, checked_collection, column, entity_id, guid, is_column_name, odata, path_of, query_string, select_list};
 
+/// The lookup field naming a record's owner (a `systemuser` or `team`).
+pub const OWNER_FIELD: &str = "_ownerid_value";
+
 pub use config::{DataverseConfig, DataverseConfigError, default_entities, default_mapping};
 pub use query::{collection_of, entity_set, id_field_of, is_guid, key_value, like_literal, literal, record_fields};
 

@@ -35,6 +35,9 @@ use connection::has_code;
 use query::{candidate, candidate_of, check_field_name, encode_segment, field_value, id_field, like_escape, object_name, record_fields, records, select_fields, select_list, soql_datetime, soql_escape, sosl_limit, sosl_phone_search};
 use tasks::{check_key, has_create_only, refuses_create_only, without_create_only};
 
+/// The field naming a record's owner (a User or Queue id).
+pub const OWNER_FIELD: &str = "OwnerId";
+
 pub use config::{MAX_COMPOSITE, SalesforceConfig, SalesforceConfigError, default_entities, default_mapping};
 pub use connection::{ApiUsage, Salesforce};
 
