@@ -25,6 +25,7 @@ pub mod calls;
 pub mod conversations;
 mod error;
 pub mod grants;
+pub mod health;
 pub mod hub;
 pub mod identify;
 pub mod ivr;

@@ -20,62 +20,9 @@ use crate::http::error::{ApiError, ApiPath, ApiResult, PendingQuery, limit_param
 /// bus and the other nodes. `degraded` (still 200): dead outbox items, or the bus is down.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = proto::Health), (status = 503, body = proto::Health)))]
 pub async fn healthz(State(app): State<Arc<App>>) -> Response {
-    let db = app.store.ping().await;
-    let stats = app.store.outbox_stats(Timestamp::now()).await.unwrap_or_default();
-    let ok = db.is_ok();
-    let bus = app.bus.as_ref().map(|b| views::bus_health(&b.status()));
-    let bus_ok = bus.as_ref().is_none_or(|b| b.connected);
-    let health = proto::Health {
-        status: if ok && stats.dead == 0 && bus_ok { "ok" } else if ok { "degraded" } else { "down" }.into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        database: match db {
-            Ok(()) => "ok".into(),
-            Err(e) => format!("error: {e}"),
-        },
-        crm: crm_health(&app).await,
-        outbox: views::outbox_stats(&stats),
-        agents_connected: app.hub.connected_agents() as u64,
-        uptime_secs: app.started.elapsed().as_secs(),
-        node: app.node_id.clone(),
-        store: app.config.server.database_kind().as_str().into(),
-        bus,
-    };
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let health = app.health().await;
+    let status = if health.status == "down" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (status, Json(health)).into_response()
-}
-
-async fn crm_health(app: &App) -> proto::CrmHealth {
-    let index = match &app.indexed {
-        None => None,
-        Some(indexed) => {
-            let states = indexed.index().index_sync_states().await.unwrap_or_default();
-            let now = Timestamp::now();
-            let mut out = vec![];
-            for spec in app.entities.iter().filter(|e| e.identify) {
-                let state = states.iter().find(|s| s.entity == spec.name);
-                let records = indexed.index().count_records(&spec.name).await.unwrap_or(0);
-                let synced_at = state.and_then(|s| s.synced_at);
-                let resync = indexed.last_resync(&spec.name);
-                out.push(proto::IndexHealth {
-                    entity: spec.name.clone(),
-                    state: match state {
-                        Some(s) if s.last_error.is_some() => "failing",
-                        Some(s) if s.complete => "ready",
-                        _ => "syncing",
-                    }
-                    .into(),
-                    records,
-                    synced_at: synced_at.map(|t| t.to_string()),
-                    age_secs: synced_at.map(|t| now.duration_since(t).as_secs().max(0) as u64),
-                    last_error: state.and_then(|s| s.last_error.clone()),
-                    resynced_at: resync.as_ref().map(|r| r.at.to_string()),
-                    resync_reason: resync.map(|r| r.reason),
-                });
-            }
-            Some(out)
-        }
-    };
-    proto::CrmHealth { provider: app.config.crm.provider.to_string(), index }
 }
 
 pub async fn metrics(State(edge): State<Arc<Edge>>) -> Response {
