@@ -30,13 +30,16 @@ use serde_json::Value;
 use sqlx::Connection as _;
 use tokio::task::JoinSet;
 
+use crate::agents::{FrameCounts, connect_agents};
+use crate::blast::{BlastCall, BlastDone, BlastSpec, blast};
+use crate::calls::{CallCtx, CallFigures, CallPlan, run_calls};
+use crate::contacts::write_csv;
+use crate::http::{health, outbox};
 use crate::numbers::Rng;
+use crate::options::Args;
+use crate::report::{mb, say};
 use crate::server::{self, Backend, CTI_TOKEN, Server};
 use crate::stats::ms;
-use crate::{
-    Args, BlastCall, BlastDone, BlastSpec, CallCtx, CallFigures, CallPlan, FrameCounts, blast, connect_agents, health, mb, outbox, run_calls, say,
-    write_csv,
-};
 
 /// One column of the table.
 struct Setup {

@@ -32,10 +32,15 @@ use cxbridge_testkit::dataverse::DataverseServer;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
+use crate::agents::agent_id;
+use crate::calls::DIALED;
+use crate::contacts::{FIRST, LAST};
+use crate::http::{Outbox, encode, health, outbox, post};
 use crate::numbers::{self, Rng};
-use crate::server::{ADMIN_TOKEN, CTI_TOKEN, Server};
+use crate::options::Args;
+use crate::report::{Row, TARGET_IDENTIFY_P99_MS, row, say};
+use crate::server::{ADMIN_TOKEN, CTI_TOKEN, CpuMeter, Server};
 use crate::stats::Samples;
-use crate::{Args, CpuMeter, DIALED, FIRST, LAST, Outbox, Row, TARGET_IDENTIFY_P99_MS, agent_id, encode, health, outbox, post, row, say};
 
 /// Longest wait for the first sync of the local index.
 const INDEX_TIMEOUT: Duration = Duration::from_secs(180);

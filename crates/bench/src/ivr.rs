@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
+use crate::http::encode;
 use crate::numbers::{self, Rng};
-use crate::server::{ADMIN_TOKEN, Server};
+use crate::options::Args;
+use crate::report::{Row, row, say};
+use crate::server::{ADMIN_TOKEN, CpuMeter, Server};
 use crate::stats::{Samples, ms};
-use crate::{Args, CpuMeter, Row, encode, row, say};
 
 /// Target from the issue: lookup p99 below this at 1,000 lookups/s.
 const TARGET_LOOKUP_P99_MS: f64 = 2.0;

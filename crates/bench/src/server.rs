@@ -1,4 +1,4 @@
-//! The `cxbridge` process under test: import, serve, memory figures, stop.
+//! The `cxbridge` process under test: import, serve, memory and CPU figures, stop.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -253,5 +253,26 @@ impl Server {
         self.child.start_kill()?;
         self.child.wait().await?;
         Ok(())
+    }
+}
+
+/// CPU used by the server and by this program over a span of wall time.
+pub struct CpuMeter {
+    wall: Instant,
+    server: Duration,
+    bench: Duration,
+}
+
+impl CpuMeter {
+    pub fn start(srv: &Server) -> anyhow::Result<CpuMeter> {
+        Ok(CpuMeter { wall: Instant::now(), server: srv.cpu()?, bench: cpu_time("self")? })
+    }
+
+    /// `server 123% / bench 45% CPU` (100% = one core busy).
+    pub fn report(&self, srv: &Server) -> anyhow::Result<String> {
+        let wall = self.wall.elapsed().as_secs_f64().max(0.001);
+        let server = srv.cpu()?.saturating_sub(self.server).as_secs_f64() / wall * 100.0;
+        let bench = cpu_time("self")?.saturating_sub(self.bench).as_secs_f64() / wall * 100.0;
+        Ok(format!("server {server:.0}% / bench {bench:.0}%"))
     }
 }

@@ -27,10 +27,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio::process::{Child, Command};
 
+use crate::calls::DIALED;
 use crate::numbers;
-use crate::server::{ADMIN_TOKEN, CTI_TOKEN, Server, cpu_time};
+use crate::options::Args;
+use crate::report::{Row, row, say};
+use crate::server::{ADMIN_TOKEN, CTI_TOKEN, CpuMeter, Server, cpu_time};
 use crate::stats::{Samples, ms};
-use crate::{Args, CpuMeter, DIALED, Row, row, say};
 
 /// SIPp's cap on calls in progress (`-l`).
 const CALL_LIMIT: u32 = 3000;

@@ -13,7 +13,6 @@ use cxbridge_domain::crm::{Activity, EntitySpec, RecordRef};
 use cxbridge_domain::phone::PhoneNormalizer;
 
 pub mod builtin_crm;
-pub mod conformance;
 pub mod postgres;
 mod shared;
 pub mod sqlite;

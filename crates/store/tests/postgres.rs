@@ -2,6 +2,8 @@
 //! the conformance story, and what only a database shared by several nodes can get wrong —
 //! every test that says "two nodes" opens two `PgStore`s (two pools) on one database.
 
+mod conformance;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use cxbridge_domain::crm::{Activity, EntitySpec, RecordRef};
 use cxbridge_domain::identify::Identification;
 use cxbridge_domain::phone::PhoneNormalizer;
 use cxbridge_store::sqlite::CrmSchema;
-use cxbridge_store::{CrmStore, PgStore, Recorded, Store, StoreError, conformance};
+use cxbridge_store::{CrmStore, PgStore, Recorded, Store, StoreError};
 use cxbridge_testkit::scaleout::TestDatabase;
 
 fn schema() -> CrmSchema {

@@ -1,9 +1,11 @@
 //! The conformance story on a real SQLite file.
 
+mod conformance;
+
 use cxbridge_domain::crm::EntitySpec;
 use cxbridge_domain::phone::PhoneNormalizer;
 use cxbridge_store::sqlite::{CrmSchema, Durability};
-use cxbridge_store::{SqliteStore, conformance};
+use cxbridge_store::SqliteStore;
 
 #[tokio::test]
 async fn sqlite_passes_the_conformance_story() {

@@ -1,5 +1,6 @@
-//! One story every storage backend must pass. Backends call [`story`] from their tests;
-//! a new backend (PostgreSQL) runs the very same story.
+//! One story every storage backend must pass, shared by the backends' test binaries
+//! (`tests/sqlite_story.rs`, `tests/postgres.rs`) through `mod conformance;`: each calls
+//! [`story`] on its own store, so a new backend (PostgreSQL) runs the very same story.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use cxbridge_domain::conversation::{Address, Channel, Details, Direction, EndCau
 use cxbridge_domain::crm::{Activity, RecordRef};
 use cxbridge_domain::identify::Identification;
 
-use crate::{CrmStore, IndexChanges, OutboxState, RecordQuery, Recorded, Reservation, Store, Verification, VerificationLimits};
+use cxbridge_store::{CrmStore, IndexChanges, OutboxState, RecordQuery, Recorded, Reservation, Store, Verification, VerificationLimits};
 
 fn event(key: &str, call: &str, at: Timestamp, kind: EventKind) -> Event {
     Event { dedup_key: key.into(), source: "test".into(), conversation_key: call.into(), leg: None, at, source_time: true, kind }
@@ -282,12 +283,12 @@ pub async fn retention_story<S: Store>(store: &S) {
     let before = store.outbox_stats(Timestamp::now()).await.expect("stats");
     assert_eq!((before.pending, before.delivered, before.dead), (0, 1, 1));
 
-    let nothing = store.prune(&crate::Retention::default(), 10).await.expect("prune nothing");
-    assert_eq!(nothing, crate::Pruned::default(), "no cutoffs, nothing pruned");
+    let nothing = store.prune(&cxbridge_store::Retention::default(), 10).await.expect("prune nothing");
+    assert_eq!(nothing, cxbridge_store::Pruned::default(), "no cutoffs, nothing pruned");
     let later = Timestamp::now() + Duration::from_secs(60);
-    let all_old = crate::Retention { delivered_before: Some(later), events_before: Some(later), verifications_before: Some(later) };
+    let all_old = cxbridge_store::Retention { delivered_before: Some(later), events_before: Some(later), verifications_before: Some(later) };
     // Batches of one: the job calls again while a batch came back full.
-    let mut total = crate::Pruned::default();
+    let mut total = cxbridge_store::Pruned::default();
     for _ in 0..20 {
         let p = store.prune(&all_old, 1).await.expect("prune");
         total += p;
@@ -295,7 +296,7 @@ pub async fn retention_story<S: Store>(store: &S) {
             break;
         }
     }
-    assert_eq!(total, crate::Pruned { outbox: 1, events: 8, verifications: 1 }, "the delivered item, both completed calls' events, the audit row");
+    assert_eq!(total, cxbridge_store::Pruned { outbox: 1, events: 8, verifications: 1 }, "the delivered item, both completed calls' events, the audit row");
     assert!(store.outbox_item(delivered.id).await.expect("item").is_none(), "delivered items are pruned");
     assert_eq!(store.outbox_item(dead.id).await.expect("item").map(|i| i.state), Some(OutboxState::Dead), "dead items stay for replay");
     let replay = store.record_event(event("r3:new", "r3", now, offer("bob")), policy).await.expect("replay open");
