@@ -467,6 +467,48 @@ mod notation_tests {
         assert_eq!(n.notations("garbage"), vec!["garbage".to_string()]);
     }
 
+    /// Numbers of a region that shares its country code with a main region (Canada and
+    /// Jamaica under +1's US, Jersey and the Isle of Man under +44's GB, the Vatican under
+    /// +39's IT, Kazakhstan under +7's RU, the Cocos Islands under +61's AU), and a NANP
+    /// number outside the metadata's ranges (area code 381, not assigned yet; the parser
+    /// keeps such numbers): libphonenumber formats them all with the main region's
+    /// patterns, and that is how a CRM user or an import writes them. Each row is
+    /// Python `phonenumbers` 9.0.33 `format_number(…, INTERNATIONAL / NATIONAL)` (the
+    /// metadata release the `phonenumber` crate carries), searched in a hub of `region`.
+    #[test]
+    fn numbers_of_a_shared_country_code_are_searched_as_libphonenumber_formats_them() {
+        let rows = [
+            ("US", "+14169795000", "+1 416-979-5000"),
+            ("US", "+14169795000", "(416) 979-5000"),
+            ("CA", "+14169795000", "+1 416-979-5000"),
+            ("CA", "+14169795000", "(416) 979-5000"),
+            ("US", "+18765551234", "+1 876-555-1234"),
+            ("US", "+18765551234", "(876) 555-1234"),
+            ("US", "+13819019618", "+1 381-901-9618"),
+            ("US", "+13819019618", "(381) 901-9618"),
+            ("GB", "+447797123456", "+44 7797 123456"),
+            ("GB", "+447797123456", "07797 123456"),
+            ("GB", "+441624756789", "+44 1624 756789"),
+            ("GB", "+441624756789", "01624 756789"),
+            ("US", "+447797123456", "+44 7797 123456"),
+            ("IT", "+390669812345", "+39 06 6981 2345"),
+            ("IT", "+390669812345", "06 6981 2345"),
+            ("RU", "+77012345678", "+7 701 234 5678"),
+            ("RU", "+77012345678", "8 (701) 234 5678"),
+            ("AU", "+61891621234", "+61 8 9162 1234"),
+            ("AU", "+61891621234", "(08) 9162 1234"),
+        ];
+        let mut missing = vec![];
+        for (region, e164, written) in rows {
+            let n = PhoneNormalizer::new(Some(region), &[]).expect("region");
+            let all = n.notations(e164);
+            if !all.iter().any(|c| c == written) {
+                missing.push(format!("{region} {e164}: {written:?} not in {all:?}"));
+            }
+        }
+        assert!(missing.is_empty(), "notations missing:\n{}", missing.join("\n"));
+    }
+
     #[test]
     fn every_notation_reads_back_as_its_number() {
         for (region, e164) in [("DE", "+4915123456789"), ("US", "+442079460000"), ("AU", "+61212345678"), ("IT", "+390212345678"), ("RU", "+78001234567"), ("GB", "+12015550123")] {
