@@ -9,6 +9,19 @@ use subtle::ConstantTimeEq;
 
 use crate::config;
 
+/// HMAC-SHA256 under `secret` over `parts`, each closed by a unit separator so that
+/// `("ab", "c")` and `("a", "bc")` sign differently.
+pub fn mac(secret: &[u8], parts: &[&str]) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::{KeyInit as _, Mac as _};
+    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = <hmac::Hmac<sha2::Sha256>>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    for p in parts {
+        mac.update(p.as_bytes());
+        mac.update(b"\x1f");
+    }
+    mac
+}
+
 /// Whether two tokens are equal, in time that depends on neither: their SHA-256 digests
 /// (always 32 bytes) are compared in constant time. Comparing the tokens themselves returned
 /// at once on a length mismatch, which told a caller the configured token's length.

@@ -5,8 +5,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use hmac::Mac as _;
 
 pub struct Grants {
     secret: Vec<u8>,
@@ -19,11 +18,7 @@ impl Grants {
 
     /// The grant for `entity/id` in `conversation`.
     pub fn grant(&self, conversation: &str, entity: &str, id: &str) -> String {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-        for p in ["grant", conversation, entity, id] {
-            mac.update(p.as_bytes());
-            mac.update(b"\x1f");
-        }
+        let mac = crate::secrets::mac(&self.secret, &["grant", conversation, entity, id]);
         B64.encode(&mac.finalize().into_bytes()[..18])
     }
 

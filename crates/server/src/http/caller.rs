@@ -3,9 +3,8 @@
 //! an admin, any route that agents may use) and [`Admin`] (admin-only routes) are extractors.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
 
@@ -79,7 +78,7 @@ impl FromRequestParts<Shared> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Self, ApiError> {
-        Arc::<Edge>::from_ref(shared).caller(&parts.headers, &parts.method).await
+        shared.0.caller(&parts.headers, &parts.method).await
     }
 }
 
@@ -90,7 +89,7 @@ impl FromRequestParts<Shared> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Self, ApiError> {
-        Arc::<Edge>::from_ref(shared).require_admin(&parts.headers).await.map(|()| Admin)
+        shared.0.require_admin(&parts.headers).await.map(|()| Admin)
     }
 }
 

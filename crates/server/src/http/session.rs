@@ -14,7 +14,7 @@ use argon2::password_hash::{PasswordVerifier, phc::PasswordHash};
 use axum::http::{HeaderMap, HeaderValue, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -191,13 +191,7 @@ impl Sessions {
     }
 
     fn mac(&self, parts: &[&str]) -> HmacSha256 {
-        // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-        for p in parts {
-            mac.update(p.as_bytes());
-            mac.update(b"\x1f");
-        }
-        mac
+        crate::secrets::mac(&self.secret, parts)
     }
 
     /// Counts a sign-in attempt against the agent (an unknown name against its bucket) and
@@ -298,16 +292,6 @@ impl Sessions {
     /// The token the panel sends in `X-CSRF-Token` with every non-GET request.
     pub fn csrf(&self, s: &Session) -> String {
         B64.encode(&self.mac(&["csrf", &s.nonce]).finalize().into_bytes()[..18])
-    }
-
-    /// A token that lets the agents of `conversation` link `entity/id` to it: given with the
-    /// records found, created or popped for that conversation, checked when they are linked.
-    pub fn grant(&self, conversation: &str, entity: &str, id: &str) -> String {
-        B64.encode(&self.mac(&["grant", conversation, entity, id]).finalize().into_bytes()[..18])
-    }
-
-    pub fn grant_ok(&self, grant: &str, conversation: &str, entity: &str, id: &str) -> bool {
-        same(grant, &self.grant(conversation, entity, id))
     }
 
     pub fn csrf_ok(&self, s: &Session, headers: &HeaderMap) -> bool {

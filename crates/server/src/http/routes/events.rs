@@ -12,7 +12,7 @@ use crate::app::{App, fnv1a};
 use crate::http::caller::{Admin, Received};
 use crate::http::error::{ApiError, ApiResult};
 
-pub fn accepted(r: &Recorded) -> proto::Accepted {
+fn accepted(r: &Recorded) -> proto::Accepted {
     match r {
         Recorded::Duplicate(c) => proto::Accepted {
             result: "duplicate".into(),
