@@ -309,9 +309,10 @@ const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 pub(crate) struct WriteProbe(tokio::sync::Mutex<Option<(std::time::Instant, std::result::Result<(), String>)>>);
 
 impl WriteProbe {
-    pub(crate) async fn check<F>(&self, probe: impl FnOnce() -> F) -> Result<()>
+    pub(crate) async fn check<F, E>(&self, probe: impl FnOnce() -> F) -> Result<()>
     where
-        F: std::future::Future<Output = std::result::Result<(), sqlx::Error>>,
+        F: std::future::Future<Output = std::result::Result<(), E>>,
+        E: std::fmt::Display,
     {
         let mut last = self.0.lock().await;
         let outcome = match last.as_ref() {

@@ -170,3 +170,100 @@ async fn a_full_disk_refuses_events_with_503_and_loses_none_it_acknowledged() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(tmpfs);
 }
+
+/// The hub as a real process, so it can be killed: returns it and its base URL.
+async fn start_binary(config: &Path) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cxbridge"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env_remove("CXBRIDGE_DATABASE_URL")
+        .env_remove("CXBRIDGE_NATS_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start cxbridge serve");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let base = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(url) = line.strip_prefix("cxbridge listening on ") {
+                return url.trim().to_string();
+            }
+        }
+        panic!("cxbridge serve ended without listening");
+    })
+    .await
+    .expect("cxbridge serve listens within 30 s");
+    // Keep draining stdout so the hub never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, base)
+}
+
+/// SIGKILL while events are being group-committed (16 senders, `durability = "full"`): after a
+/// restart on the same file every event that was answered 2xx is there. An answer sent before
+/// its batch's commit reached the disk would show up here as a lost call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_during_group_commits_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("cxbridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndurability = \"full\"\n[auth]\nadmin_tokens = [\"{ADMIN}\"]\ncti_token = \"{CTI}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("config");
+    cxbridge_connectors::client::ensure_tls();
+    let http = reqwest::Client::new();
+    let (mut hub, base) = start_binary(&config).await;
+
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let cut = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut senders = vec![];
+    for s in 0..16 {
+        let (acked, cut, http, url) = (acked.clone(), cut.clone(), http.clone(), format!("{base}/api/v1/cti/{CTI}"));
+        senders.push(tokio::spawn(async move {
+            for i in 0.. {
+                let call = format!("kill-{s}-{i}");
+                let body = serde_json::json!({"event": "newCall", "from": format!("+49 30 {:07}", s * 100_000 + i), "to": "+49 30 9999000",
+                    "direction": "in", "callId": call, "user": format!("agent{s}")});
+                match http.post(&url).json(&body).timeout(Duration::from_secs(5)).send().await {
+                    Ok(r) if r.status().is_success() => acked.lock().expect("acked").push(call),
+                    Ok(_) => {}
+                    // The hub is gone: requests in flight were cut off.
+                    Err(_) => {
+                        cut.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+    // Kill once a good number of batches have been committed, with all 16 senders mid-request.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().expect("acked").len() < 1_500 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hub.start_kill().expect("SIGKILL the hub");
+    let _ = hub.wait().await;
+    for s in senders {
+        s.await.expect("sender");
+    }
+    let acked = std::mem::take(&mut *acked.lock().expect("acked"));
+    assert!(acked.len() >= 1_500, "only {} events were acknowledged before the kill", acked.len());
+    assert!(cut.load(std::sync::atomic::Ordering::Relaxed) > 0, "the kill cut no request off: it did not land during commits");
+
+    let (_hub, base) = start_binary(&config).await;
+    let mut missing = vec![];
+    for call in &acked {
+        let r = http.get(format!("{base}/api/v1/conversations?external_id={call}")).bearer_auth(ADMIN).send().await.expect("read back");
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if v["conversations"][0]["external_id"] != call.as_str() {
+            missing.push(call.clone());
+        }
+    }
+    assert!(missing.is_empty(), "{} of {} acknowledged calls lost to SIGKILL, e.g. {:?}", missing.len(), acked.len(), &missing[..missing.len().min(5)]);
+}

@@ -1,0 +1,273 @@
+//! The threads that own the SQLite connections.
+//!
+//! A SQLite statement is synchronous: a driver that runs each one on a worker thread pays a
+//! thread hand-off (a futex wake, an inter-processor interrupt when the threads sit on
+//! different CPUs) per statement, and on a virtualised machine such a wake-up costs tens of
+//! microseconds. Here a caller hands over a whole unit of work — a closure that runs every
+//! statement of one read or one write — and gets one answer back: two hand-offs per call,
+//! whatever the number of statements.
+//!
+//! * [`Readers`]: a few threads, each with its own read-only connection, taking jobs from one
+//!   queue; in WAL mode they read the last committed state and never wait for the writer.
+//! * [`Writer`]: one thread with the one read-write connection (SQLite allows one writer at a
+//!   time; one connection means a transaction never has to upgrade from reader to writer,
+//!   where SQLite returns BUSY errors that waiting cannot fix). It takes every write waiting
+//!   at that moment into one transaction, each under a savepoint of its own, commits once —
+//!   one fsync for all of them — and answers each after the commit, so nothing is
+//!   acknowledged before it is durable.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::health::{WriteHealth, is_storage_failure};
+use crate::{Result, StoreError};
+
+/// Most writes committed by one transaction (one fsync).
+pub(crate) const GROUP_COMMIT_MAX: usize = 256;
+
+/// Opens a connection of the kind a thread needs (called again to replace a broken one).
+pub(crate) type Open = Arc<dyn Fn() -> Result<Connection> + Send + Sync>;
+
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// The reading threads.
+#[derive(Clone)]
+pub(crate) struct Readers {
+    jobs: crossbeam_channel::Sender<ReadJob>,
+}
+
+impl Readers {
+    /// Starts `threads` readers, each on a connection from `open` (opened before this returns,
+    /// so a database that cannot be read fails here and not at the first request).
+    pub(crate) fn start(threads: usize, open: Open) -> Result<Self> {
+        let (jobs, queue) = crossbeam_channel::unbounded::<ReadJob>();
+        for n in 0..threads.max(1) {
+            let conn = open()?;
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("sqlite-reader-{n}"))
+                .spawn(move || {
+                    // Ends when the store (every sender) is gone.
+                    while let Ok(job) = queue.recv() {
+                        // A job that panics loses its answer (the caller sees "stopped"),
+                        // not the thread.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&conn)));
+                    }
+                })
+                .map_err(|e| StoreError::Unavailable(format!("cannot start a reader thread: {e}")))?;
+        }
+        Ok(Self { jobs })
+    }
+
+    /// Runs `read` on a reader's connection.
+    pub(crate) async fn run<T: Send + 'static>(&self, read: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn| {
+                let _ = reply.send(read(conn));
+            }))
+            .map_err(|_| stopped("reader"))?;
+        answer.await.map_err(|_| stopped("reader"))?
+    }
+}
+
+/// One write waiting for the group commit.
+trait WriteJob: Send {
+    /// Runs the write inside the batch's transaction; keeps its result for [`WriteJob::answer`].
+    fn run(&mut self, conn: &Connection) -> Ran;
+    /// Sends the result: the write's own, or `failed` when the batch did not commit.
+    fn answer(self: Box<Self>, failed: Option<&StoreError>);
+}
+
+/// How one write of a batch went.
+enum Ran {
+    Done,
+    /// Refused or failed on its own: roll back to its savepoint, the batch goes on.
+    Failed,
+    /// The database refuses writes: the batch cannot go on.
+    Fatal(StoreError),
+}
+
+struct Job<T, F> {
+    write: Option<F>,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> WriteJob for Job<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> Ran {
+        let Some(write) = self.write.take() else { return Ran::Failed };
+        let r = write(conn);
+        let ran = match &r {
+            Ok(_) => Ran::Done,
+            Err(e) if is_storage_failure(e) => Ran::Fatal(StoreError::Unavailable(e.to_string())),
+            Err(_) => Ran::Failed,
+        };
+        self.result = Some(r);
+        ran
+    }
+
+    fn answer(self: Box<Self>, failed: Option<&StoreError>) {
+        let result = match (self.result, failed) {
+            // A write refused on its own merits wrote nothing either way: its reason stands.
+            (Some(Err(e)), _) if !is_storage_failure(&e) => Err(e),
+            (_, Some(f)) => Err(StoreError::Unavailable(format!("the write was not stored: {f}"))),
+            (Some(r), None) => r,
+            (None, None) => Err(StoreError::Unavailable("the write did not run".into())),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+enum Work {
+    Write(Box<dyn WriteJob>),
+    /// Runs on the writer's connection outside any transaction (tests only: a connection
+    /// setting such as `PRAGMA query_only`).
+    #[cfg(test)]
+    Raw(Box<dyn FnOnce(&Connection) + Send>),
+}
+
+/// The writing thread.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    jobs: mpsc::Sender<Work>,
+}
+
+impl Writer {
+    /// Starts the writer on `conn`; `open` replaces the connection after a storage failure.
+    pub(crate) fn start(conn: Connection, open: Open, health: Arc<WriteHealth>) -> Result<Self> {
+        let (jobs, queue) = mpsc::channel(4 * GROUP_COMMIT_MAX);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(conn, open, &health, queue))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `write` in the next group commit and answers once it is durable. An `Err` from
+    /// `write` rolls back what it did (its savepoint) and nothing else.
+    pub(crate) async fn run<T, F>(&self, write: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Job { write: Some(write), result: None, reply };
+        self.jobs.send(Work::Write(Box::new(job))).await.map_err(|_| stopped("writer"))?;
+        answer.await.map_err(|_| stopped("writer"))?
+    }
+
+    #[cfg(test)]
+    pub(crate) async fn raw(&self, f: impl FnOnce(&Connection) + Send + 'static) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        let job = move |conn: &Connection| {
+            f(conn);
+            let _ = reply.send(());
+        };
+        self.jobs.send(Work::Raw(Box::new(job))).await.map_err(|_| stopped("writer"))?;
+        answer.await.map_err(|_| stopped("writer"))
+    }
+}
+
+fn stopped(thread: &str) -> StoreError {
+    StoreError::Unavailable(format!("the database {thread} thread stopped"))
+}
+
+fn write_loop(mut conn: Connection, open: Open, health: &WriteHealth, mut queue: mpsc::Receiver<Work>) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut jobs = Vec::with_capacity(16);
+        let mut next = Some(first);
+        while let Some(work) = next.take() {
+            match work {
+                Work::Write(job) => jobs.push(job),
+                #[cfg(test)]
+                Work::Raw(f) => f(&conn),
+            }
+            if jobs.len() < GROUP_COMMIT_MAX {
+                next = queue.try_recv().ok();
+            }
+        }
+        if jobs.is_empty() {
+            continue;
+        }
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| commit_batch(&conn, &mut jobs)))
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("a write panicked; the batch was rolled back".into())));
+        if let Err(e) = &outcome {
+            health.observe(e);
+            tracing::error!(error = %e, writes = jobs.len(), "commit failed; the writes were not stored and are answered 503");
+            // Whatever SQLite still holds of the failed transaction goes with the old
+            // connection; the next batch starts on a fresh one (so the hub recovers by
+            // itself once the disk has room again).
+            match open() {
+                Ok(fresh) => conn = fresh,
+                Err(reopen) => {
+                    tracing::error!(error = %reopen, "cannot reopen the database; keeping the old connection");
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+            }
+        }
+        let failed = outcome.err();
+        for job in jobs {
+            job.answer(failed.as_ref());
+        }
+    }
+}
+
+/// One transaction over `jobs`, each under its own savepoint. `Err` when the transaction as a
+/// whole failed (begin, a storage failure, commit): then nothing of it is stored.
+fn commit_batch(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<()> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    for job in jobs.iter_mut() {
+        conn.prepare_cached("SAVEPOINT write")?.execute([])?;
+        match job.run(conn) {
+            Ran::Done => {}
+            // A refusal wrote nothing, but a statement that failed half-way may have written
+            // part: undo whatever this write did, and only that.
+            Ran::Failed => {
+                conn.prepare_cached("ROLLBACK TO write")?.execute([])?;
+            }
+            Ran::Fatal(e) => return Err(e),
+        }
+        conn.prepare_cached("RELEASE write")?.execute([])?;
+    }
+    conn.prepare_cached("COMMIT")?.execute([])?;
+    Ok(())
+}
+
+/// Copies the WAL back into the database file from a connection of its own, so that a commit
+/// never pays for a checkpoint (SQLite's automatic checkpoint runs inside the commit that
+/// crosses the threshold, and with `synchronous = FULL` it fsyncs the whole file: the slowest
+/// event of a busy minute). A passive checkpoint runs beside the writer and the readers; the
+/// writer keeps a far higher automatic threshold only as a backstop.
+pub(crate) struct Checkpointer {
+    /// Dropped with the store: the thread sees the disconnect and ends.
+    _stop: crossbeam_channel::Sender<()>,
+}
+
+/// How often the WAL is checkpointed.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+impl Checkpointer {
+    pub(crate) fn start(conn: Connection) -> Result<Self> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    // Busy or failing now: the next round (or the writer's backstop) catches up.
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::debug!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Self { _stop: stop })
+    }
+}
