@@ -179,6 +179,8 @@ impl Importer {
             }
         };
         let mut batch: Vec<BTreeMap<String, String>> = Vec::with_capacity(BATCH);
+        // The previous batch, handed to the store and not yet confirmed.
+        let mut writing = None;
         for (i, row) in csv.records().enumerate() {
             let line = row.as_ref().ok().and_then(|r| r.position()).map_or(i as u64 + 2, |p| p.line());
             let row = match row {
@@ -215,9 +217,25 @@ impl Importer {
             }
             batch.push(fields);
             if batch.len() >= BATCH {
-                report.imported += store.import_records(&self.spec.name, std::mem::take(&mut batch)).await?;
-                progress(report.imported);
+                if let Some(write) = writing.take() {
+                    report.imported += write.await?;
+                    progress(report.imported);
+                }
+                // Started now and awaited only when the next batch is ready: the store writes
+                // one batch while this thread parses the next.
+                let mut write = store.import_records(&self.spec.name, std::mem::take(&mut batch));
+                match futures::poll!(&mut write) {
+                    std::task::Poll::Ready(written) => {
+                        report.imported += written?;
+                        progress(report.imported);
+                    }
+                    std::task::Poll::Pending => writing = Some(write),
+                }
             }
+        }
+        if let Some(write) = writing.take() {
+            report.imported += write.await?;
+            progress(report.imported);
         }
         if !batch.is_empty() {
             report.imported += store.import_records(&self.spec.name, batch).await?;
