@@ -266,3 +266,158 @@ async fn enqueueing_on_one_node_wakes_the_outbox_worker_of_another() {
     assert!(a.outbox_replay(item.id, Timestamp::now()).await.expect("replay"));
     tokio::time::timeout(Duration::from_secs(10), wake.notified()).await.expect("B is woken by a replay");
 }
+
+/// The advisory lock key the store takes for (source, key): FNV-1a as in `postgres::lock_key`
+/// (its unit test pins the values), so a test can hold a conversation's lock itself.
+fn lock_key(source: &str, key: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in source.bytes().chain([0xff]).chain(key.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// A call's five events on one leg (so each takes two advisory locks): offer, answer,
+/// transcript, hangup, wrap-up.
+fn call_events(call: &str) -> [Event; 5] {
+    let on_leg = |name: &str, kind: EventKind| Event { leg: Some(format!("{call}-leg")), ..event(&format!("{call}:{name}"), call, kind) };
+    let transcript = Details { transcript: Some(format!("{call} transcript")), ..Details::default() };
+    [
+        on_leg("new", offer("alice")),
+        on_leg("answer", EventKind::Connected { agent: Some("alice".into()) }),
+        on_leg("transcript", EventKind::Updated(transcript)),
+        on_leg("hangup", EventKind::Ended { cause: EndCause::NormalClearing }),
+        on_leg("wrap", EventKind::WrappedUp(WrapUp::default())),
+    ]
+}
+
+/// Queues the events in this order without waiting for an answer in between (each
+/// `record_event` hands its event to the writer at its first poll, and `join!` polls them
+/// in order), so they share batches; returns whether each was applied (else a duplicate).
+async fn burst(store: &PgStore, events: [Event; 5]) -> [bool; 5] {
+    let [e0, e1, e2, e3, e4] = events;
+    let p = Policy::default();
+    let results = tokio::join!(store.record_event(e0, p), store.record_event(e1, p), store.record_event(e2, p), store.record_event(e3, p), store.record_event(e4, p));
+    let applied = |r: Result<Recorded, StoreError>| matches!(r.expect("every event of the burst is recorded"), Recorded::Applied(_));
+    [applied(results.0), applied(results.1), applied(results.2), applied(results.3), applied(results.4)]
+}
+
+/// Group commit on two nodes at once: each node receives every event of 40 calls (so every
+/// event twice), all calls at the same time, each call's events queued in order without
+/// waiting for answers. The events of one call land in the same batches and must see each
+/// other's writes (the answer needs the offer of its own batch); the two nodes' batches hold
+/// many of the same conversations, in different orders, and must never deadlock (PostgreSQL
+/// would abort one of them, an error here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_on_two_nodes_applies_every_event_once_and_in_order() {
+    let Some(db) = TestDatabase::create("burst").await else { return };
+    let (a, b) = (open(&db).await, open(&db).await);
+    const CALLS: usize = 40;
+    let calls: Vec<String> = (0..CALLS).map(|i| format!("burst-{i}")).collect();
+    // Node A gets the calls in one order, node B in the other.
+    let mut tasks = Vec::new();
+    for (store, order) in [(&a, calls.clone()), (&b, calls.iter().rev().cloned().collect())] {
+        for call in order {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move { (call.clone(), burst(&store, call_events(&call)).await) }));
+        }
+    }
+    let mut applied: BTreeMap<String, [u32; 5]> = BTreeMap::new();
+    for t in tasks {
+        let (call, flags) = tokio::time::timeout(Duration::from_secs(60), t).await.expect("no batch waits forever").expect("task");
+        let counts = applied.entry(call).or_default();
+        for (n, f) in counts.iter_mut().zip(flags) {
+            *n += u32::from(f);
+        }
+    }
+    let mut conversations = BTreeSet::new();
+    for call in &calls {
+        assert_eq!(applied[call], [1; 5], "{call}: each event applied by exactly one node (offer, answer, transcript, hangup, wrap-up)");
+        let c = b.conversation_by_external(Some("test"), call).await.expect("read").expect("stored");
+        assert_eq!(c.state, State::Completed, "{call}");
+        assert!(c.connected_at.is_some(), "{call}: the answer was kept");
+        assert_eq!(c.details.transcript, Some(format!("{call} transcript")), "{call}");
+        let by_leg = a.conversation_by_external(Some("test"), &format!("{call}-leg")).await.expect("read").expect("the leg is indexed");
+        assert_eq!(by_leg.id, c.id, "{call}: the leg names the same conversation");
+        let item = a.outbox_for_conversation(&c.id).await.expect("outbox").expect("the activity is enqueued");
+        assert_eq!(item.generation, 1, "{call}: enqueued once, at the wrap-up");
+        conversations.insert(c.id);
+    }
+    assert_eq!(conversations.len(), CALLS);
+    assert_eq!(a.outbox_stats(Timestamp::now()).await.expect("stats").pending, CALLS as u64);
+}
+
+/// One batch holding an event the domain refuses (a wrap-up of a call nobody offered) and
+/// one the database refuses (a NUL character, which PostgreSQL's text never holds): each of
+/// the two is answered with its own error, every other event of the batch is stored, the
+/// hangup seeing the offer of the same batch. The writer is held on a first event whose
+/// advisory lock the test holds, so the six events queue up and go into one batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_events_leave_the_rest_of_their_batch_stored() {
+    let Some(db) = TestDatabase::create("refused").await else { return };
+    let store = open(&db).await;
+    let mut holder = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.expect("connect");
+    sqlx::query("BEGIN").execute(&mut holder).await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock_key("test", "held")).execute(&mut holder).await.expect("lock");
+    let held = {
+        let store = store.clone();
+        tokio::spawn(async move { store.record_event(event("held:new", "held", offer("alice")), Policy::default()).await })
+    };
+    // Until the writer waits for the lock; then everything sent meanwhile waits in its queue.
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.expect("connect");
+    let mut waiting = false;
+    for _ in 0..200 {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            .fetch_one(&mut admin)
+            .await
+            .expect("pg_locks");
+        if n > 0 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(waiting, "the writer never waited for the held lock");
+
+    let p = Policy::default();
+    let ghost = event("ghost:wrap", "ghost", EventKind::WrappedUp(WrapUp::default()));
+    let nul = event("bad\0key:new", "bad", offer("alice"));
+    let hangup = event("mix-0:end", "mix-0", EventKind::Ended { cause: EndCause::NoAnswer });
+    let batch = async {
+        tokio::join!(
+            store.record_event(event("mix-0:new", "mix-0", offer("alice")), p),
+            store.record_event(ghost, p),
+            store.record_event(event("mix-1:new", "mix-1", offer("bob")), p),
+            store.record_event(nul, p),
+            store.record_event(hangup, p),
+            store.record_event(event("mix-2:new", "mix-2", offer("carol")), p),
+        )
+    };
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sqlx::query("COMMIT").execute(&mut holder).await.expect("release the lock");
+    };
+    let ((offer0, ghost, offer1, nul, hangup, offer2), ()) = tokio::join!(batch, release);
+    assert!(matches!(held.await.expect("task"), Ok(Recorded::Applied(_))));
+
+    assert!(matches!(ghost, Err(StoreError::Transition(_))), "the domain's refusal is the event's own: {ghost:?}");
+    assert!(matches!(nul, Err(StoreError::Database(_))), "the database's refusal is the event's own, not a 503 for all: {nul:?}");
+    for (name, r) in [("mix-0 offer", &offer0), ("mix-1 offer", &offer1), ("mix-0 hangup", &hangup), ("mix-2 offer", &offer2)] {
+        assert!(matches!(r, Ok(Recorded::Applied(_))), "{name}: {r:?}");
+    }
+    let mix0 = store.conversation_by_external(Some("test"), "mix-0").await.expect("read").expect("stored");
+    assert_eq!(mix0.state, State::Completed, "the hangup saw the offer of its own batch");
+    assert!(store.outbox_for_conversation(&mix0.id).await.expect("outbox").is_some());
+    for call in ["mix-1", "mix-2", "held"] {
+        assert_eq!(store.conversation_by_external(Some("test"), call).await.expect("read").map(|c| c.state), Some(State::Offered), "{call}");
+    }
+    for call in ["ghost", "bad"] {
+        assert!(store.conversation_by_external(Some("test"), call).await.expect("read").is_none(), "{call} stored nothing");
+    }
+    // Sent again, each is still what it was: the refused ones were never recorded.
+    let again = store.record_event(event("mix-1:new", "mix-1", offer("bob")), p).await.expect("again");
+    assert!(matches!(again, Recorded::Duplicate(Some(_))));
+    let ghost = store.record_event(event("ghost:wrap", "ghost", EventKind::WrappedUp(WrapUp::default())), p).await;
+    assert!(matches!(ghost, Err(StoreError::Transition(_))));
+}
