@@ -208,13 +208,7 @@ impl CrmStore for SqliteStore {
         let e164 = e164.to_string();
         let mut records = self
             .read(move |c| {
-                all(
-                    c,
-                    "SELECT DISTINCT r.* FROM crm_phone_index i JOIN crm_records r ON r.entity = i.entity AND r.id = i.record_id
-                     WHERE i.e164 = ?1",
-                    [e164],
-                    units::record,
-                )
+all(c, units::BY_PHONE, [e164], |r| units::record(r))
             })
             .await?;
         records.retain(|r| entities.contains(&r.entity));
@@ -277,8 +271,8 @@ impl CrmStore for SqliteStore {
         self.read(move |c| {
             let ids = all(
                 c,
-                "SELECT a.id FROM crm_activity_links l JOIN crm_activities a ON a.id = l.activity_id
-                 WHERE l.entity = ?1 AND l.record_id = ?2 ORDER BY a.created_at DESC, a.id DESC LIMIT ?3",
+"SELECT id FROM crm_activities WHERE id IN (SELECT activity_id FROM crm_activity_links WHERE entity = ?1 AND record_id = ?2)
+                 ORDER BY created_at DESC, id DESC LIMIT ?3",
                 params![record.entity, record.id, limit],
                 |r| r.text("id"),
             )?;

@@ -174,16 +174,8 @@ impl Store for SqliteStore {
         let (source, external_id) = (source.map(str::to_string), external_id.to_string());
         self.read(move |c| {
             let body: Option<String> = match source {
-                Some(s) => value(
-                    c,
-                    "SELECT c.body FROM conversation_keys k JOIN conversations c ON c.id = k.conversation_id WHERE k.source = ?1 AND k.key = ?2",
-                    params![s, external_id],
-                )?,
-                None => value(
-                    c,
-                    "SELECT c.body FROM conversation_keys k JOIN conversations c ON c.id = k.conversation_id WHERE k.key = ?1 LIMIT 1",
-                    [external_id],
-                )?,
+                Some(s) => value(c, units::BY_SOURCE_KEY, params![s, external_id])?,
+                None => value(c, units::BY_ANY_KEY, [external_id])?,
             };
             body.map(|b| decode(&b)).transpose()
         })
@@ -193,12 +185,7 @@ impl Store for SqliteStore {
     async fn conversations_for_agent(&self, agent: &str) -> Result<Vec<Conversation>> {
         let agent = agent.to_string();
         self.read(move |c| {
-            bodies(
-                c,
-                "SELECT c.body FROM conversation_agents a JOIN conversations c ON c.id = a.conversation_id
-                 WHERE a.agent = ?1 AND c.state != 'completed' ORDER BY c.last_event_at",
-                [agent],
-            )
+bodies(c, units::OF_AGENT, [agent])
         })
         .await
     }
@@ -229,14 +216,18 @@ impl Store for SqliteStore {
     async fn outbox_claim(&self, now: Timestamp, limit: u32, lease: Duration) -> Result<Vec<OutboxItem>> {
         let until = ms(now).saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         self.write(move |c| {
+            // The limit is part of the SQL, not a parameter: SQLite re-prepares a statement
+            // whose LIMIT is bound anew, and the worker claims with the same limit every time.
             units::all(
                 c,
-                "UPDATE outbox SET claimed_until = ?1 WHERE id IN (
-                   SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?2
-                     AND (claimed_until IS NULL OR claimed_until < ?2)
-                   ORDER BY next_attempt_at LIMIT ?3)
-                 RETURNING *",
-                params![until, ms(now), limit],
+                &format!(
+                    "UPDATE outbox SET claimed_until = ?1 WHERE id IN (
+                       SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?2
+                         AND (claimed_until IS NULL OR claimed_until < ?2)
+                       ORDER BY next_attempt_at LIMIT {limit})
+                     RETURNING *"
+                ),
+                params![until, ms(now)],
                 |r| outbox_from_row(r),
             )
         })
@@ -416,8 +407,8 @@ impl Store for SqliteStore {
                 let n = units::count(
                     c,
                     &format!(
-                        "SELECT COUNT(*) FROM ivr_verification_records r JOIN ivr_verifications v ON v.id = r.verification_id
-                         WHERE r.entity = ?1 AND r.record_id = ?2 AND r.at >= ?3 AND v.outcome IN {counted}"
+                        "SELECT COUNT(*) FROM ivr_verifications WHERE outcome IN {counted}
+                         AND id IN (SELECT verification_id FROM ivr_verification_records WHERE entity = ?1 AND record_id = ?2 AND at >= ?3)"
                     ),
                     params![r.entity, r.id, since],
                 )?;
