@@ -27,7 +27,7 @@ impl CrmStore for SqliteStore {
                 return Err(StoreError::Invalid(format!("{} `{id}` exists already; update it with PATCH", spec.name)));
             }
             units::put_record(c, &schema, &spec, &id, &fields, now)?;
-            Ok(Record { entity: spec.name.clone(), id, fields, created_at: now, updated_at: now })
+            Ok(Record { entity: spec.name.clone(), id: id.clone(), fields: fields.clone(), created_at: now, updated_at: now })
         })
         .await
     }
@@ -46,7 +46,7 @@ impl CrmStore for SqliteStore {
             let Some(mut record) = first(c, "SELECT * FROM crm_records WHERE entity = ?1 AND id = ?2", params![spec.name, id], |r| units::record(r))? else {
                 return Ok(None);
             };
-            shared::apply_patch(&mut record, patch);
+            shared::apply_patch(&mut record, patch.clone());
             units::put_record(c, &schema, &spec, &id, &record.fields, record.updated_at)?;
             Ok(Some(record))
         })
@@ -94,15 +94,16 @@ impl CrmStore for SqliteStore {
         let spec = self.schema.entity(entity)?.clone();
         let schema = self.schema.clone();
         let now = Timestamp::now();
+        let rows: Vec<(String, BTreeMap<String, String>)> = rows
+            .into_iter()
+            .map(|mut fields| (shared::take_id(&mut fields), fields))
+            .collect();
         // One unit of work: every row in the writer's transaction, on prepared statements.
         self.write(move |c| {
-            let mut n = 0;
-            for mut fields in rows {
-                let id = shared::take_id(&mut fields);
-                units::put_record(c, &schema, &spec, &id, &fields, now)?;
-                n += 1;
+            for (id, fields) in &rows {
+                units::put_record(c, &schema, &spec, id, fields, now)?;
             }
-            Ok(n)
+            Ok(rows.len() as u64)
         })
         .await
     }

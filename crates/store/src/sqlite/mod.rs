@@ -153,7 +153,7 @@ impl SqliteStore {
         self.readers.run(read).await
     }
 
-    async fn write<T: Send + 'static>(&self, write: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn write<T: Send + 'static>(&self, write: impl FnMut(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         self.writer.run(write).await
     }
 }

@@ -76,23 +76,34 @@ impl Readers {
 
 /// One write waiting for the group commit.
 trait WriteJob: Send {
-    /// Runs the write inside the batch's transaction; keeps its result for [`WriteJob::answer`].
+    /// Runs the write inside the current transaction; keeps its result for
+    /// [`WriteJob::answer`]. A write may run again (after a rollback), so it is `FnMut`.
     fn run(&mut self, conn: &Connection) -> Ran;
-    /// Sends the result: the write's own, or `failed` when the batch did not commit.
+    /// Sends the result: the write's own, or `failed` when its transaction did not commit.
     fn answer(self: Box<Self>, failed: Option<&StoreError>);
 }
 
 /// How one write of a batch went.
 enum Ran {
     Done,
-    /// Refused or failed on its own: roll back to its savepoint, the batch goes on.
+    /// Refused before it wrote anything (the domain's or the caller's refusal): the batch
+    /// goes on.
+    Refused,
+    /// A statement failed: it may have written part, so the batch is rolled back and its
+    /// writes run again one transaction each.
     Failed,
     /// The database refuses writes: the batch cannot go on.
     Fatal(StoreError),
 }
 
+/// Errors a write returns before its first statement that writes (the convention every unit
+/// of work keeps: check, then write). Anything else may come after a write.
+fn wrote_nothing(e: &StoreError) -> bool {
+    matches!(e, StoreError::Transition(_) | StoreError::Invalid(_) | StoreError::UnknownEntity(_))
+}
+
 struct Job<T, F> {
-    write: Option<F>,
+    write: F,
     result: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
@@ -100,14 +111,14 @@ struct Job<T, F> {
 impl<T, F> WriteJob for Job<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection) -> Result<T> + Send,
+    F: FnMut(&Connection) -> Result<T> + Send,
 {
     fn run(&mut self, conn: &Connection) -> Ran {
-        let Some(write) = self.write.take() else { return Ran::Failed };
-        let r = write(conn);
+        let r = (self.write)(conn);
         let ran = match &r {
             Ok(_) => Ran::Done,
             Err(e) if is_storage_failure(e) => Ran::Fatal(StoreError::Unavailable(e.to_string())),
+            Err(e) if wrote_nothing(e) => Ran::Refused,
             Err(_) => Ran::Failed,
         };
         self.result = Some(r);
@@ -151,15 +162,18 @@ impl Writer {
         Ok(Self { jobs })
     }
 
-    /// Runs `write` in the next group commit and answers once it is durable. An `Err` from
-    /// `write` rolls back what it did (its savepoint) and nothing else.
+    /// Runs `write` in the next group commit and answers once it is durable.
+    ///
+    /// `write` must refuse (`Transition`, `Invalid`, `UnknownEntity`) before its first
+    /// statement that writes. Any other error rolls back what it did: the batch is rolled
+    /// back and its writes run again, one transaction each — so `write` may run twice.
     pub(crate) async fn run<T, F>(&self, write: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Job { write: Some(write), result: None, reply };
+        let job = Job { write, result: None, reply };
         self.jobs.send(Work::Write(Box::new(job))).await.map_err(|_| stopped("writer"))?;
         answer.await.map_err(|_| stopped("writer"))?
     }
@@ -197,11 +211,12 @@ fn write_loop(mut conn: Connection, open: Open, health: &WriteHealth, mut queue:
         if jobs.is_empty() {
             continue;
         }
+        let n = jobs.len();
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| commit_batch(&conn, &mut jobs)))
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("a write panicked; the batch was rolled back".into())));
-        if let Err(e) = &outcome {
+            .unwrap_or_else(|_| Outcome::all_failed(n, &StoreError::Unavailable("a write panicked; the batch was rolled back".into())));
+        if let Some(e) = &outcome.broken {
             health.observe(e);
-            tracing::error!(error = %e, writes = jobs.len(), "commit failed; the writes were not stored and are answered 503");
+            tracing::error!(error = %e, writes = n, "commit failed; the writes were not stored and are answered 503");
             // Whatever SQLite still holds of the failed transaction goes with the old
             // connection; the next batch starts on a fresh one (so the hub recovers by
             // itself once the disk has room again).
@@ -213,32 +228,102 @@ fn write_loop(mut conn: Connection, open: Open, health: &WriteHealth, mut queue:
                 }
             }
         }
-        let failed = outcome.err();
-        for job in jobs {
+        for (job, failed) in jobs.into_iter().zip(outcome.failed) {
             job.answer(failed.as_ref());
         }
     }
 }
 
-/// One transaction over `jobs`, each under its own savepoint. `Err` when the transaction as a
-/// whole failed (begin, a storage failure, commit): then nothing of it is stored.
-fn commit_batch(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<()> {
+/// How the writes of a batch ended: per write, why its transaction did not commit (`None`:
+/// committed, or refused without writing); and the storage failure, if one broke the
+/// connection's transaction.
+struct Outcome {
+    failed: Vec<Option<StoreError>>,
+    broken: Option<StoreError>,
+}
+
+impl Outcome {
+    fn all_failed(n: usize, e: &StoreError) -> Self {
+        Outcome { failed: (0..n).map(|_| Some(StoreError::Unavailable(e.to_string()))).collect(), broken: Some(StoreError::Unavailable(e.to_string())) }
+    }
+}
+
+/// One transaction over all `jobs`, committed once. No savepoints: a savepoint makes SQLite
+/// copy every page a write touches that the batch had already changed (the hot tails of the
+/// indexes, in every event), which cost a fifth of the writer's time. Refusals write
+/// nothing; a write whose statement failed (and may have written part) sends the batch back:
+/// rolled back, then each write in a transaction of its own.
+fn commit_batch(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Outcome {
+    let n = jobs.len();
+    match together(conn, jobs) {
+        Ok(true) => Outcome { failed: (0..n).map(|_| None).collect(), broken: None },
+        Ok(false) if n > 1 => {
+            tracing::warn!(writes = n, "a write of the batch failed; running them one by one");
+            rollback(conn);
+            one_by_one(conn, jobs)
+        }
+        // A lone write that failed: its own error is its answer.
+        Ok(false) => {
+            rollback(conn);
+            Outcome { failed: vec![None], broken: None }
+        }
+        Err(e) => {
+            rollback(conn);
+            Outcome::all_failed(n, &e)
+        }
+    }
+}
+
+/// `Ok(false)`: a write failed and the transaction must be rolled back.
+fn together(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<bool> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     for job in jobs.iter_mut() {
-        conn.prepare_cached("SAVEPOINT write")?.execute([])?;
         match job.run(conn) {
-            Ran::Done => {}
-            // A refusal wrote nothing, but a statement that failed half-way may have written
-            // part: undo whatever this write did, and only that.
-            Ran::Failed => {
-                conn.prepare_cached("ROLLBACK TO write")?.execute([])?;
-            }
+            Ran::Done | Ran::Refused => {}
+            Ran::Failed => return Ok(false),
             Ran::Fatal(e) => return Err(e),
         }
-        conn.prepare_cached("RELEASE write")?.execute([])?;
     }
     conn.prepare_cached("COMMIT")?.execute([])?;
-    Ok(())
+    Ok(true)
+}
+
+fn one_by_one(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Outcome {
+    let mut failed = Vec::with_capacity(jobs.len());
+    let mut broken: Option<StoreError> = None;
+    for job in jobs.iter_mut() {
+        if let Some(e) = &broken {
+            failed.push(Some(StoreError::Unavailable(e.to_string())));
+            continue;
+        }
+        let ran = conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map_err(StoreError::from).map(|_| job.run(conn));
+        let end = match ran {
+            Ok(Ran::Done | Ran::Refused) => conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map(|_| ()).map_err(StoreError::from),
+            Ok(Ran::Failed) => {
+                rollback(conn);
+                Ok(())
+            }
+            Ok(Ran::Fatal(e)) | Err(e) => Err(e),
+        };
+        match end {
+            Ok(()) => failed.push(None),
+            Err(e) => {
+                rollback(conn);
+                failed.push(Some(StoreError::Unavailable(e.to_string())));
+                if is_storage_failure(&e) {
+                    broken = Some(e);
+                }
+            }
+        }
+    }
+    Outcome { failed, broken }
+}
+
+/// Ends whatever transaction is open (SQLite may have rolled it back already).
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
 }
 
 /// Copies the WAL back into the database file from a connection of its own, so that a commit
