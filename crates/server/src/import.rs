@@ -118,7 +118,7 @@ pub struct Importer {
 
 /// Most rows reported one by one; the rest are counted.
 pub const ERRORS_SHOWN: usize = 50;
-const BATCH: usize = 5_000;
+const BATCH: usize = 50_000;
 
 impl Importer {
     pub fn new(config: &Config, entity: &str, options: ImportOptions) -> Result<Self, SetupError> {

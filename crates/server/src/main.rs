@@ -8,6 +8,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use cxbridge_server::config::{Config, DEFAULT_CONFIG};
 
+/// Per-thread heaps: the store's threads allocate and free rows the runtime's threads made.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "cxbridge", version, about = "Joins a contact centre to a CRM: caller identification, screen pop, activities written exactly once.")]
 struct Cli {

@@ -94,14 +94,14 @@ impl CrmStore for SqliteStore {
         let spec = self.schema.entity(entity)?.clone();
         let schema = self.schema.clone();
         let now = Timestamp::now();
-        let rows: Vec<(String, BTreeMap<String, String>)> = rows
+        let rows = rows
             .into_iter()
-            .map(|mut fields| (shared::take_id(&mut fields), fields))
-            .collect();
+            .map(|mut fields| units::prepare_record(&schema, &spec, shared::take_id(&mut fields), &fields))
+            .collect::<Result<Vec<_>>>()?;
         // One unit of work: every row in the writer's transaction, on prepared statements.
         self.write(move |c| {
-            for (id, fields) in &rows {
-                units::put_record(c, &schema, &spec, id, fields, now)?;
+            for record in &rows {
+                units::put_prepared(c, &spec.name, record, now)?;
             }
             Ok(rows.len() as u64)
         })
@@ -182,7 +182,8 @@ impl CrmStore for SqliteStore {
                             units::record,
                         )?;
                         for r in &records {
-                            units::write_phone_index(c, &schema, &spec, &r.id, &r.fields)?;
+                            let prepared = units::prepare_record(&schema, &spec, r.id.clone(), &r.fields)?;
+                            units::write_phone_index(c, &spec.name, &r.id, &prepared.phones)?;
                         }
                         Ok(records.last().map(|r| (r.id.clone(), records.len() as u64)))
                     })

@@ -64,7 +64,7 @@ const READERS: usize = 3;
 
 /// Page cache of each connection, in KiB. The writer's holds the B-tree pages an import or a
 /// busy hour touches; a reader's the hot part of the phone index and open conversations.
-const WRITER_CACHE_KIB: i64 = 48 * 1024;
+const WRITER_CACHE_KIB: i64 = 256 * 1024;
 const READER_CACHE_KIB: i64 = 8 * 1024;
 
 /// WAL pages (4 KiB) after which the writer checkpoints by itself, should the checkpoint

@@ -159,29 +159,54 @@ fn enqueue_activity(conn: &Connection, conversation_id: &str, now: Timestamp) ->
 
 // ---- built-in CRM ----
 
-pub(crate) fn write_phone_index(conn: &Connection, schema: &CrmSchema, spec: &EntitySpec, id: &str, fields: &BTreeMap<String, String>) -> Result<()> {
-    exec(conn, "DELETE FROM crm_phone_index WHERE entity = ?1 AND record_id = ?2", params![spec.name, id])?;
-    for field in &spec.phone_fields {
-        let Some(raw) = fields.get(field) else { continue };
-        let Some(e164) = schema.normalizer.index_key(raw) else { continue };
-        exec(
-            conn,
-            "INSERT OR IGNORE INTO crm_phone_index (e164, entity, record_id, field) VALUES (?1, ?2, ?3, ?4)",
-            params![e164, spec.name, id, field],
-        )?;
+/// A record made ready for the writer off its thread: its JSON and its phone index keys.
+pub(crate) struct PreparedRecord {
+    pub(crate) id: String,
+    pub(crate) json: String,
+    /// (E.164, field) of every phone field that normalizes.
+    pub(crate) phones: Vec<(String, String)>,
+}
+
+/// What writing the record needs beyond SQL — serialization and phone normalization — done
+/// by the caller, so the one writer thread spends its time on the B-trees only.
+pub(crate) fn prepare_record(schema: &CrmSchema, spec: &EntitySpec, id: String, fields: &BTreeMap<String, String>) -> Result<PreparedRecord> {
+    let phones = spec
+        .phone_fields
+        .iter()
+        .filter_map(|field| Some((schema.normalizer.index_key(fields.get(field)?)?, field.clone())))
+        .collect();
+    Ok(PreparedRecord { id, json: serde_json::to_string(fields).map_err(corrupt)?, phones })
+}
+
+/// Replaces the record's phone index rows by `phones`.
+pub(crate) fn write_phone_index(conn: &Connection, entity: &str, id: &str, phones: &[(String, String)]) -> Result<()> {
+    exec(conn, "DELETE FROM crm_phone_index WHERE entity = ?1 AND record_id = ?2", params![entity, id])?;
+    for (e164, field) in phones {
+        exec(conn, "INSERT OR IGNORE INTO crm_phone_index (e164, entity, record_id, field) VALUES (?1, ?2, ?3, ?4)", params![e164, entity, id, field])?;
+    }
+    Ok(())
+}
+
+/// Upserts a prepared record of `entity` and its phone index. A new record (the common case
+/// of an import) has no index rows to replace: only an existing one pays for the delete.
+pub(crate) fn put_prepared(conn: &Connection, entity: &str, record: &PreparedRecord, now: Timestamp) -> Result<()> {
+    let inserted = exec(
+        conn,
+        "INSERT OR IGNORE INTO crm_records (entity, id, fields, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![entity, record.id, record.json, ms(now)],
+    )?;
+    if inserted == 0 {
+        exec(conn, "UPDATE crm_records SET fields = ?3, updated_at = ?4 WHERE entity = ?1 AND id = ?2", params![entity, record.id, record.json, ms(now)])?;
+        exec(conn, "DELETE FROM crm_phone_index WHERE entity = ?1 AND record_id = ?2", params![entity, record.id])?;
+    }
+    for (e164, field) in &record.phones {
+        exec(conn, "INSERT OR IGNORE INTO crm_phone_index (e164, entity, record_id, field) VALUES (?1, ?2, ?3, ?4)", params![e164, entity, record.id, field])?;
     }
     Ok(())
 }
 
 pub(crate) fn put_record(conn: &Connection, schema: &CrmSchema, spec: &EntitySpec, id: &str, fields: &BTreeMap<String, String>, now: Timestamp) -> Result<()> {
-    let json = serde_json::to_string(fields).map_err(corrupt)?;
-    exec(
-        conn,
-        "INSERT INTO crm_records (entity, id, fields, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
-         ON CONFLICT (entity, id) DO UPDATE SET fields = excluded.fields, updated_at = excluded.updated_at",
-        params![spec.name, id, json, ms(now)],
-    )?;
-    write_phone_index(conn, schema, spec, id, fields)
+    put_prepared(conn, &spec.name, &prepare_record(schema, spec, id.to_string(), fields)?, now)
 }
 
 pub(crate) fn delete_record(conn: &Connection, entity: &str, id: &str) -> Result<u64> {
