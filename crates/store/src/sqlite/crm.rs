@@ -100,6 +100,9 @@ impl CrmStore for SqliteStore {
             .collect::<Result<Vec<_>>>()?;
         // One unit of work: every row in the writer's transaction, on prepared statements.
         self.write(move |c| {
+            if rows.len() >= super::BULK_ROWS {
+                c.execute_batch(&format!("PRAGMA cache_size = -{}", super::BULK_WRITER_CACHE_KIB))?;
+            }
             for record in &rows {
                 units::put_prepared(c, &spec.name, record, now)?;
             }

@@ -64,7 +64,13 @@ const READERS: usize = 3;
 
 /// Page cache of each connection, in KiB. The writer's holds the B-tree pages an import or a
 /// busy hour touches; a reader's the hot part of the phone index and open conversations.
-const WRITER_CACHE_KIB: i64 = 256 * 1024;
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+/// The writer's page cache once a bulk import runs (`cxbridge import`, its own process): a
+/// million records with random ids touch pages all over three B-trees, and every page the
+/// cache holds is one read and one rewrite less per batch.
+pub(crate) const BULK_WRITER_CACHE_KIB: i64 = 256 * 1024;
+/// Rows from which an import counts as bulk.
+pub(crate) const BULK_ROWS: usize = 1_000;
 const READER_CACHE_KIB: i64 = 8 * 1024;
 
 /// WAL pages (4 KiB) after which the writer checkpoints by itself, should the checkpoint
