@@ -211,11 +211,7 @@ impl CrmStore for SqliteStore {
 
     async fn records_by_phone(&self, e164: &str, entities: &[String], limit: u32) -> Result<Vec<Record>> {
         let e164 = e164.to_string();
-        let mut records = self
-            .read(move |c| {
-all(c, units::BY_PHONE, [e164], |r| units::record(r))
-            })
-            .await?;
+        let mut records = self.read(move |c| all(c, units::BY_PHONE, [e164], |r| units::record(r))).await?;
         records.retain(|r| entities.contains(&r.entity));
         // Entity priority first, then the most recently updated record.
         records.sort_by(|a, b| {
