@@ -35,7 +35,7 @@ impl CrmStore for SqliteStore {
     async fn record(&self, entity: &str, id: &str) -> Result<Option<Record>> {
         self.schema.entity(entity)?;
         let (entity, id) = (entity.to_string(), id.to_string());
-        self.read(move |c| first(c, "SELECT * FROM crm_records WHERE entity = ?1 AND id = ?2", params![entity, id], |r| units::record(r))).await
+        self.read(move |c| first(c, "SELECT * FROM crm_records WHERE entity = ?1 AND id = ?2", params![entity, id], units::record)).await
     }
 
     async fn update_record(&self, entity: &str, id: &str, patch: BTreeMap<String, String>) -> Result<Option<Record>> {
@@ -43,7 +43,7 @@ impl CrmStore for SqliteStore {
         shared::check_patch(&patch)?;
         let (id, schema) = (id.to_string(), self.schema.clone());
         self.write(move |c| {
-            let Some(mut record) = first(c, "SELECT * FROM crm_records WHERE entity = ?1 AND id = ?2", params![spec.name, id], |r| units::record(r))? else {
+            let Some(mut record) = first(c, "SELECT * FROM crm_records WHERE entity = ?1 AND id = ?2", params![spec.name, id], units::record)? else {
                 return Ok(None);
             };
             shared::apply_patch(&mut record, patch.clone());
@@ -87,7 +87,7 @@ impl CrmStore for SqliteStore {
         // Only placeholders are concatenated; every value is bound.
         sql.push_str(" ORDER BY updated_at DESC LIMIT ?");
         binds.push(Value::Integer(i64::from(shared::search_limit(query))));
-        self.read(move |c| all(c, &sql, rusqlite::params_from_iter(binds), |r| units::record(r))).await
+        self.read(move |c| all(c, &sql, rusqlite::params_from_iter(binds), units::record)).await
     }
 
     async fn import_records(&self, entity: &str, rows: Vec<BTreeMap<String, String>>) -> Result<u64> {
@@ -211,7 +211,7 @@ impl CrmStore for SqliteStore {
 
     async fn records_by_phone(&self, e164: &str, entities: &[String], limit: u32) -> Result<Vec<Record>> {
         let e164 = e164.to_string();
-        let mut records = self.read(move |c| all(c, units::BY_PHONE, [e164], |r| units::record(r))).await?;
+        let mut records = self.read(move |c| all(c, units::BY_PHONE, [e164], units::record)).await?;
         records.retain(|r| entities.contains(&r.entity));
         // Entity priority first, then the most recently updated record.
         records.sort_by(|a, b| {

@@ -40,16 +40,13 @@ pub(crate) fn run(conn: &Connection) -> Result<()> {
     for (version, description, sql) in MIGRATIONS {
         let applied: Option<Vec<u8>> = conn.query_row("SELECT checksum FROM _sqlx_migrations WHERE version = ?1", [version], |r| r.get(0)).optional()?;
         let checksum = Sha384::digest(sql.as_bytes()).to_vec();
-        match applied {
-            Some(stored) => {
-                // Applied already. A different checksum means the file changed after it ran
-                // here: worth a warning, never worth refusing to open a working database.
-                if stored != checksum {
-                    tracing::warn!(version, description, "migration differs from the one this database was built with");
-                }
-                continue;
+        if let Some(stored) = applied {
+            // Applied already. A different checksum means the file changed after it ran
+            // here: worth a warning, never worth refusing to open a working database.
+            if stored != checksum {
+                tracing::warn!(version, description, "migration differs from the one this database was built with");
             }
-            None => {}
+            continue;
         }
         let started = std::time::Instant::now();
         conn.execute_batch("BEGIN IMMEDIATE")?;
