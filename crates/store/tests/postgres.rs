@@ -267,16 +267,6 @@ async fn enqueueing_on_one_node_wakes_the_outbox_worker_of_another() {
     tokio::time::timeout(Duration::from_secs(10), wake.notified()).await.expect("B is woken by a replay");
 }
 
-/// The advisory lock key the store takes for (source, key): FNV-1a as in `postgres::lock_key`
-/// (its unit test pins the values), so a test can hold a conversation's lock itself.
-fn lock_key(source: &str, key: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in source.bytes().chain([0xff]).chain(key.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h as i64
-}
 
 /// A call's five events on one leg (so each takes two advisory locks): offer, answer,
 /// transcript, hangup, wrap-up.
@@ -359,7 +349,7 @@ async fn refused_events_leave_the_rest_of_their_batch_stored() {
     let store = open(&db).await;
     let mut holder = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.expect("connect");
     sqlx::query("BEGIN").execute(&mut holder).await.expect("begin");
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock_key("test", "held")).execute(&mut holder).await.expect("lock");
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(cxbridge_store::postgres::lock_key("test", "held")).execute(&mut holder).await.expect("lock");
     let held = {
         let store = store.clone();
         tokio::spawn(async move { store.record_event(event("held:new", "held", offer("alice")), Policy::default()).await })

@@ -56,7 +56,8 @@ pub struct PgStore {
 /// The advisory lock key of one of a conversation's ids. FNV-1a (64 bits) because every node
 /// must compute the same key for the same id, whatever build it runs: std's hasher makes no
 /// such promise. A collision only makes two unrelated conversations wait for each other.
-fn lock_key(source: &str, key: &str) -> i64 {
+/// Public so that an operator's script or a test can hold (or look for) a conversation's lock.
+pub fn lock_key(source: &str, key: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     // 0xff never occurs in UTF-8, so ("ab", "c") and ("a", "bc") hash differently.
     for b in source.bytes().chain([0xff]).chain(key.bytes()) {

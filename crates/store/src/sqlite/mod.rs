@@ -312,7 +312,7 @@ bodies(c, units::OF_AGENT, [agent])
     async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats> {
         self.read(move |c| {
             // Both counts walk the (state, …) index over pending and dead items only.
-            let mut counts = units::all(c, OUTBOX_OPEN_COUNTS, [], |r| Ok((r.0.get::<_, String>(0)?, r.0.get::<_, i64>(1)?)))?;
+            let mut counts = units::all(c, OUTBOX_OPEN_COUNTS, [], |r| Ok((r.text("state")?, r.int("n")?)))?;
             let delivered: i64 = value(c, "SELECT delivered FROM outbox_totals WHERE id = 1", [])?.unwrap_or(0);
             counts.push(("delivered".into(), delivered));
             let (due, oldest): (i64, Option<i64>) = c.prepare_cached(OUTBOX_PENDING_AGE)?.query_row([ms(now)], |r| Ok((r.get(0)?, r.get(1)?)))?;

@@ -257,7 +257,7 @@ pub(crate) fn insert_verification_record(conn: &Connection, id: i64, r: &RecordR
     Ok(())
 }
 
-/// Failed (and unfinished) attempts counted by one of the limit queries.
+/// The `COUNT(*)` of `sql`.
 pub(crate) fn count(conn: &Connection, sql: &str, params: impl Params) -> Result<i64> {
     value(conn, sql, params)?.ok_or_else(|| StoreError::Corrupt("COUNT returned no row".into()))
 }

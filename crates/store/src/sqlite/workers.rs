@@ -12,9 +12,9 @@
 //! * [`Writer`]: one thread with the one read-write connection (SQLite allows one writer at a
 //!   time; one connection means a transaction never has to upgrade from reader to writer,
 //!   where SQLite returns BUSY errors that waiting cannot fix). It takes every write waiting
-//!   at that moment into one transaction, each under a savepoint of its own, commits once —
-//!   one fsync for all of them — and answers each after the commit, so nothing is
-//!   acknowledged before it is durable.
+//!   at that moment into one transaction, commits once — one fsync for all of them — and
+//!   answers each after the commit, so nothing is acknowledged before it is durable.
+//! * [`Checkpointer`]: copies the WAL into the database file beside them.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
